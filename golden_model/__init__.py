@@ -1,0 +1,1 @@
+"""cimgen golden model: integer IR, reference inference, crossbar physics, machine."""
