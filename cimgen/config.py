@@ -1,0 +1,186 @@
+"""Crossbar and machine configuration: flat TOML keys, ``--set KEY=VALUE`` overrides.
+
+Defaults follow CIM-Explorer (256x256 arrays, HRS/LRS = 5/50 uA). Currents
+are converted to integers in units of ``current_lsb_ua`` before any model
+sees them, so the golden machine and the RTL compute on the same integers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+
+from golden_model.errors import BadInputError
+
+MAPPINGS = ("BNN_I", "BNN_II", "BNN_III", "BNN_IV", "BNN_V", "BNN_VI",
+            "TNN_I", "TNN_II", "TNN_III", "TNN_IV", "TNN_V")
+
+
+@dataclass(frozen=True)
+class XbarConfig:
+    mapping: str = "BNN_I"
+    rows: int = 256
+    cols: int = 256
+    num_xbars: int = 16
+    # Cell read currents (uA) and their integer unit.
+    hrs_ua: float = 5.0
+    lrs_ua: float = 50.0
+    current_lsb_ua: float = 0.05
+    # Device-to-device variability, sampled once per cell from ``seed``.
+    variability: str = "gaussian"  # gaussian (clipped at 0) | lognormal
+    sigma_hrs_ua: float = 0.0
+    sigma_lrs_ua: float = 0.0
+    stuck_lrs_rate: float = 0.0
+    stuck_hrs_rate: float = 0.0
+    # Cycle-to-cycle read noise (re-sampled at every read from a counter-based RNG).
+    sigma_read_ua: float = 0.0
+    # ADC: 0 = ideal (rounds to the nearest count); range "max" or "calib".
+    adc_bits: int = 0
+    adc_range: str = "max"
+    adcs_per_xbar: int = 256
+    seed: int = 0
+    # Memories (words) and timing (cycles).
+    prog_words: int = 1 << 20
+    dmem_words: int = 1 << 18
+    wmem_words: int = 1 << 16
+    adc_tables: int = 64
+    vec_width: int = 8
+    t_read: int = 2
+    t_adc: int = 1
+    t_write: int = 100
+    # Calibration batch size for adc_range = "calib".
+    calib_images: int = 64
+
+    @property
+    def is_ideal(self) -> bool:
+        return (self.adc_bits == 0 and self.sigma_hrs_ua == 0 and self.sigma_lrs_ua == 0
+                and self.stuck_lrs_rate == 0 and self.stuck_hrs_rate == 0
+                and self.sigma_read_ua == 0)
+
+    @property
+    def hrs_units(self) -> int:
+        return round(self.hrs_ua / self.current_lsb_ua)
+
+    @property
+    def lrs_units(self) -> int:
+        return round(self.lrs_ua / self.current_lsb_ua)
+
+    def validate(self, where: str = "config") -> XbarConfig:
+        def bad(key: str, msg: str) -> BadInputError:
+            return BadInputError(f"{key}: {msg}", where=where)
+
+        if self.mapping not in MAPPINGS:
+            raise bad("mapping", f"'{self.mapping}' is not one of {', '.join(MAPPINGS)}")
+        for key in ("rows", "cols", "num_xbars", "adcs_per_xbar", "prog_words", "dmem_words",
+                    "wmem_words", "adc_tables", "vec_width", "t_read", "t_adc", "t_write",
+                    "calib_images"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.rows < 2 or self.cols < 2 or self.rows > 1024 or self.cols > 1024:
+            raise bad("rows/cols", "array size must be within 2..1024")
+        if self.num_xbars > 256:
+            raise bad("num_xbars", "at most 256 crossbars")
+        if self.current_lsb_ua <= 0:
+            raise bad("current_lsb_ua", "must be > 0")
+        if not 0 < self.hrs_ua < self.lrs_ua:
+            raise bad("hrs_ua/lrs_ua", f"need 0 < hrs_ua < lrs_ua, got {self.hrs_ua}/"
+                      f"{self.lrs_ua}")
+        if self.hrs_units == self.lrs_units:
+            raise bad("current_lsb_ua", "too coarse: HRS and LRS map to the same integer")
+        if self.lrs_units * self.rows * 2 >= 2**31:
+            raise bad("current_lsb_ua", "too fine: column currents overflow 32 bits")
+        if self.variability not in ("gaussian", "lognormal"):
+            raise bad("variability", f"'{self.variability}' is not gaussian or lognormal")
+        for key in ("sigma_hrs_ua", "sigma_lrs_ua", "sigma_read_ua"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be >= 0")
+        for key in ("stuck_lrs_rate", "stuck_hrs_rate"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise bad(key, "must be a probability in [0, 1]")
+        if self.stuck_lrs_rate + self.stuck_hrs_rate > 1:
+            raise bad("stuck_lrs_rate", "stuck_lrs_rate + stuck_hrs_rate must be <= 1")
+        if not 0 <= self.adc_bits <= 12:
+            raise bad("adc_bits", "must be 0 (ideal) or 1..12")
+        if self.adc_range not in ("max", "calib"):
+            raise bad("adc_range", f"'{self.adc_range}' is not max or calib")
+        if self.adcs_per_xbar > self.cols:
+            raise bad("adcs_per_xbar", "more ADCs than columns")
+        if not 0 <= self.seed < 2**63:
+            raise bad("seed", "must be a non-negative 63-bit integer")
+        return self
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in fields(XbarConfig)}
+
+
+def _coerce(key: str, value: object, where: str) -> object:
+    f = _FIELDS[key]
+    typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str,
+                                                   "bool": bool}[str(f.type)]
+    try:
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)  # type: ignore[arg-type]
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)  # type: ignore[arg-type]
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise BadInputError(f"{key}: expected {typ.__name__}, got {value!r}", where=where)
+
+
+def parse_set(items: list[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` strings -> raw dict (values typed later against the schema)."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise BadInputError(f"'{item}' is not KEY=VALUE", where="--set")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if k not in _FIELDS:
+            raise BadInputError(f"unknown key '{k}' (known: {', '.join(_FIELDS)})", where="--set")
+        typ = str(_FIELDS[k].type)
+        raw: object = v.strip()
+        if typ in ("int", "float") or _FIELDS[k].type in (int, float):
+            try:
+                raw = float(v) if ("." in v or "e" in v.lower()) else int(v, 0)
+            except ValueError:
+                raise BadInputError(f"{k}: '{v}' is not a number", where="--set") from None
+        out[k] = raw
+    return out
+
+
+def make_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, object] | None
+                = None) -> XbarConfig:
+    """Defaults <- TOML file <- overrides; unknown keys and bad values exit 2."""
+    values: dict[str, object] = {}
+    where = os.fspath(path) if path else "config"
+    if path is not None:
+        p = os.fspath(path)
+        if not os.path.isfile(p):
+            raise BadInputError("no such file", where=p)
+        try:
+            with open(p, "rb") as f:
+                data = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise BadInputError(f"invalid TOML: {e}", where=p) from None
+        for k, v in data.items():
+            if k not in _FIELDS:
+                raise BadInputError(f"unknown key '{k}'", where=p)
+            values[k] = _coerce(k, v, p)
+    for k, v in (overrides or {}).items():
+        if k not in _FIELDS:
+            raise BadInputError(f"unknown key '{k}'", where="--set")
+        values[k] = _coerce(k, v, "--set")
+    return XbarConfig(**values).validate(where)  # type: ignore[arg-type]

@@ -1,0 +1,278 @@
+"""The ISA-level golden machine, vectorized over a batch of inferences.
+
+The program has no data-dependent control flow, so one pass over it serves
+the whole batch: every vector register and the data memory carry a leading
+batch axis, while the program counter, cycle counter and error state are
+shared. The RTL must match this machine on every DMEM word and every cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cimgen import isa
+from cimgen.isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
+
+from .crossbar import DeviceMap
+
+
+@dataclass(frozen=True)
+class MachineParams:
+    """Sizes and timing of one chip instance (from the crossbar config)."""
+
+    rows: int
+    cols: int
+    num_xbars: int
+    dmem_words: int
+    wmem_words: int
+    adc_tables: int
+    vec_width: int
+    t_read: int
+    t_adc: int
+    t_write: int
+    adcs_per_xbar: int
+    hrs_units: int
+
+
+@dataclass(frozen=True, eq=False)
+class ChipImage:
+    """Everything the host loads before starting the controller."""
+
+    params: MachineParams
+    program: tuple[int, ...]  # 64-bit words
+    wmem: np.ndarray  # uint8 bits [wmem_used, cols]
+    dmem_init: np.ndarray  # int32 [n] loaded at DMEM[0..n)
+    adc_thr: np.ndarray  # int64 [adc_tables_used, 2*rows]
+    adc_recon: np.ndarray  # int64 [adc_tables_used, 2*rows + 1]
+    devmap: DeviceMap
+
+
+@dataclass
+class RunResult:
+    cycles: int
+    instructions: int
+    error: Err
+    fault_pc: int
+    pc: int
+    cells_written: int = 0
+    reads: int = 0
+
+
+def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
+    """Boolean drive for each IN entry under a 3-bit value mask."""
+    if bit == BIT_SIGNED:
+        v = values
+    else:
+        v = (values.astype(np.int32) >> bit) & 1
+    d = np.zeros(v.shape, dtype=bool)
+    if mask & MASK_NEG:
+        d |= v < 0
+    if mask & MASK_ZERO:
+        d |= v == 0
+    if mask & MASK_POS:
+        d |= v > 0
+    return d
+
+
+@dataclass
+class Machine:
+    image: ChipImage
+    batch: int
+    xbar_bits: np.ndarray = field(init=False)  # bool [X, rows, cols], persists
+    dmem: np.ndarray = field(init=False)  # int32 [B, dmem_words]
+    _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.image.params
+        self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
+        self.dmem = np.zeros((self.batch, p.dmem_words), dtype=np.int32)
+        n = self.image.dmem_init.size
+        self.dmem[:, :n] = self.image.dmem_init
+        self.decoded = [isa.decode(w) for w in self.image.program]
+
+    # ------------------------------------------------------------ helpers
+    def currents(self, xbar: int) -> np.ndarray:
+        """Cell currents of one crossbar, cached until it is reprogrammed."""
+        cur = self._cur.get(xbar)
+        if cur is None:
+            cur = self.image.devmap.cell_currents(xbar, self.xbar_bits[xbar])
+            self._cur[xbar] = cur
+        return cur
+
+    def load_inputs(self, addr: int, data: np.ndarray) -> None:
+        """Host writes [B, n] words at DMEM[addr..]."""
+        self.dmem[:, addr:addr + data.shape[1]] = data
+
+    # ----------------------------------------------------------------- run
+    def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
+        p = self.image.params
+        B = self.batch
+        prog = self.decoded
+        in_reg = np.zeros((B, p.rows), dtype=np.int32)
+        code = np.zeros((B, p.cols), dtype=np.int64)
+        ndrv = np.zeros(B, dtype=np.int64)
+        acc = np.zeros((B, p.cols), dtype=np.int64)
+        dmem = self.dmem
+        res = RunResult(0, 0, Err.NONE, -1, entry)
+        pc = entry
+        while res.instructions < max_instructions:
+            if not 0 <= pc < len(prog):
+                return self._fault(res, Err.PC_RANGE, pc)
+            ins = prog[pc]
+            if ins is None:
+                return self._fault(res, Err.ILLEGAL, pc)
+            err = self._check(ins)
+            if err != Err.NONE:
+                return self._fault(res, err, pc)
+            res.instructions += 1
+            res.cycles += isa.cost(ins, _CostCfg(p))  # type: ignore[arg-type]
+            op = ins.op
+            a = dict(ins.args)
+            n = a.get("lanes", 0)
+            if op == "HALT":
+                res.pc = pc
+                return res
+            if op == "NOP":
+                pass
+            elif op == "PROG":
+                self.xbar_bits[a["xbar"], a["row"]] = self.image.wmem[a["wsrc"]].astype(bool)
+                self._cur.pop(a["xbar"], None)
+                res.cells_written += p.cols
+            elif op == "INCLR":
+                in_reg[:] = 0
+            elif op == "LDIN":
+                in_reg[:, a["dst"]:a["dst"] + n] = dmem[:, a["src"]:a["src"] + n]
+            elif op == "READ":
+                self._read(a, in_reg, code, ndrv)
+                res.reads += 1
+            elif op == "ACC":
+                k = a["mul"] << a["sh"]
+                if a["src"] == Src.CODE:
+                    acc[:, :n] += k * code[:, a["addr"]:a["addr"] + n]
+                elif a["src"] == Src.NDRV:
+                    acc[:, :n] += (k * ndrv)[:, None]
+                else:
+                    acc[:, :n] += k * dmem[:, a["addr"]:a["addr"] + n].astype(np.int64)
+            elif op == "ACLR":
+                acc[:] = 0
+            elif op == "STA":
+                dmem[:, a["dst"]:a["dst"] + n] = acc[:, :n]
+            elif op == "ACT":
+                kk = a["k"]
+                tbl = dmem[:, a["tbl"]:a["tbl"] + n * (kk + 1)].reshape(B, n, kk + 1)
+                s = tbl[:, :, 0].astype(np.int64)
+                v = s * acc[:, :n]
+                cnt = (v[:, :, None] >= tbl[:, :, 1:]).sum(axis=2)
+                dmem[:, a["dst"]:a["dst"] + n] = a["obias"] + a["oscale"] * cnt
+            elif op == "VCOPY":
+                dmem[:, a["dst"]:a["dst"] + n] = dmem[:, a["src"]:a["src"] + n]
+            elif op == "VMAX":
+                np.maximum(dmem[:, a["dst"]:a["dst"] + n], dmem[:, a["src"]:a["src"] + n],
+                           out=dmem[:, a["dst"]:a["dst"] + n])
+            pc += 1
+        return self._fault(res, Err.PC_RANGE, pc)
+
+    @staticmethod
+    def _fault(res: RunResult, err: Err, pc: int) -> RunResult:
+        # A faulting instruction costs its decode cycle and is not counted as executed.
+        res.cycles += 1
+        res.error = err
+        res.fault_pc = pc
+        res.pc = pc
+        return res
+
+    def _check(self, ins: isa.Instr) -> Err:
+        """Range checks, in the order the RTL performs them."""
+        p = self.image.params
+        a = dict(ins.args)
+        op = ins.op
+        n = a.get("lanes", 0)
+        if op == "ACC" and a["src"] > Src.DMEM:
+            return Err.ILLEGAL
+        if op == "ACT" and a["k"] == 0:
+            return Err.ILLEGAL
+        if op == "READ" and 8 <= a["bit"] < BIT_SIGNED:
+            return Err.ILLEGAL
+        if "lanes" in a and not 1 <= n <= p.cols:
+            return Err.VEC_RANGE
+        if op == "PROG":
+            if a["xbar"] >= p.num_xbars or a["row"] >= p.rows:
+                return Err.XBAR_RANGE
+            if a["wsrc"] >= p.wmem_words or a["wsrc"] >= self.image.wmem.shape[0]:
+                return Err.WMEM_RANGE
+        elif op == "LDIN":
+            if a["dst"] + n > p.rows:
+                return Err.VEC_RANGE
+            if a["src"] + n > p.dmem_words:
+                return Err.DMEM_RANGE
+        elif op == "READ":
+            width = 2 * n if a["sense"] == Sense.SYM else n
+            if a["xbar"] >= p.num_xbars or a["row_off"] >= p.rows or a["col"] + width > p.cols:
+                return Err.XBAR_RANGE
+            if a["adc"] >= p.adc_tables or a["adc"] >= self.image.adc_thr.shape[0]:
+                return Err.ADC_RANGE
+        elif op == "ACC":
+            if a["src"] == Src.CODE and a["addr"] + n > p.cols:
+                return Err.VEC_RANGE
+            if a["src"] == Src.DMEM and a["addr"] + n > p.dmem_words:
+                return Err.DMEM_RANGE
+        elif op == "STA":
+            if a["dst"] + n > p.dmem_words:
+                return Err.DMEM_RANGE
+        elif op == "ACT":
+            if a["dst"] + n > p.dmem_words or a["tbl"] + n * (a["k"] + 1) > p.dmem_words:
+                return Err.DMEM_RANGE
+        elif op in ("VCOPY", "VMAX") and (a["dst"] + n > p.dmem_words
+                                          or a["src"] + n > p.dmem_words):
+            return Err.DMEM_RANGE
+        return Err.NONE
+
+    def _read(self, a: dict[str, int], in_reg: np.ndarray, code: np.ndarray,
+              ndrv: np.ndarray) -> None:
+        p = self.image.params
+        B = self.batch
+        ro = a["row_off"]
+        drive = np.zeros((B, p.rows), dtype=bool)
+        if a["pair"]:
+            m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
+            da = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"])
+            db = _mask_of(in_reg[:, :m], a["mask_b"], a["bit"])
+            drive[:, ro:ro + 2 * m:2] = da
+            nb = len(range(ro + 1, p.rows, 2))
+            drive[:, ro + 1:p.rows:2] = db[:, :nb]
+        else:
+            m = p.rows - ro
+            drive[:, ro:] = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"])
+        n = a["lanes"]
+        c0 = a["col"]
+        sym = a["sense"] == Sense.SYM
+        width = 2 * n if sym else n
+        cur = self.currents(a["xbar"])[:, c0:c0 + width]
+        rows_used = np.flatnonzero(drive.any(axis=0))
+        d = drive[:, rows_used]
+        cur = cur[rows_used]
+        big = int(cur.max(initial=0)) * max(1, rows_used.size)
+        dt = np.float32 if big < 2**24 else np.float64
+        col_i = (d.astype(dt) @ cur.astype(dt)).astype(np.int64)
+        nd = d.sum(axis=1).astype(np.int64)
+        if sym:
+            x = col_i[:, 0::2] - col_i[:, 1::2]
+        else:
+            x = col_i - p.hrs_units * nd[:, None]
+        t = self.image.adc_thr[a["adc"]]
+        r = self.image.adc_recon[a["adc"]]
+        code[:, :n] = r[np.searchsorted(t, x, side="right")]
+        ndrv[:] = nd
+
+
+class _CostCfg:
+    """Adapter so ``isa.cost`` reads timing from MachineParams."""
+
+    def __init__(self, p: MachineParams) -> None:
+        self.t_write = p.t_write
+        self.t_read = p.t_read
+        self.t_adc = p.t_adc
+        self.adcs_per_xbar = p.adcs_per_xbar
+        self.vec_width = p.vec_width
