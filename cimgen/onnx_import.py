@@ -463,9 +463,13 @@ class _Importer:
                 raise self.err("BatchNormalization in training mode", node)
             if len(node.input) != 5:
                 raise self.err("BatchNormalization needs 5 inputs", node)
-            params = tuple(self.channel_vector(self.const(n, node, what), st.shape, node)
-                           for n, what in zip(node.input[1:], ("scale", "B", "mean", "var"),
-                                              strict=True))
+            # BN parameters are 1-D [C] on axis 1 (ONNX spec), not numpy-broadcast operands:
+            # channel_vector would align them with the last axis (W) of an NCHW tensor.
+            raw = [np.asarray(self.const(n, node, what), np.float32)
+                   for n, what in zip(node.input[1:], ("scale", "B", "mean", "var"), strict=True)]
+            if any(p.ndim > 1 for p in raw):
+                raise self.err("BatchNormalization parameters must be 1-D [C]", node)
+            params = tuple(p.reshape(-1) for p in raw)
             for p, what in zip(params, ("scale", "B", "mean", "var"), strict=True):
                 if p.size not in (1, c):
                     raise self.err(f"{what} has {p.size} channels, the tensor has {c}", node)
