@@ -39,7 +39,7 @@ class XbarConfig:
     # ADC: 0 = ideal (rounds to the nearest count); range "max" or "calib".
     adc_bits: int = 0
     adc_range: str = "max"
-    adcs_per_xbar: int = 256
+    adcs_per_xbar: int = 0  # ADCs shared by a crossbar's columns; 0 = one per column
     seed: int = 0
     # Memories (words) and timing (cycles).
     prog_words: int = 1 << 20
@@ -60,6 +60,10 @@ class XbarConfig:
                 and self.sigma_read_ua == 0)
 
     @property
+    def adcs(self) -> int:
+        return self.adcs_per_xbar or self.cols
+
+    @property
     def hrs_units(self) -> int:
         return round(self.hrs_ua / self.current_lsb_ua)
 
@@ -73,7 +77,7 @@ class XbarConfig:
 
         if self.mapping not in MAPPINGS:
             raise bad("mapping", f"'{self.mapping}' is not one of {', '.join(MAPPINGS)}")
-        for key in ("rows", "cols", "num_xbars", "adcs_per_xbar", "prog_words", "dmem_words",
+        for key in ("rows", "cols", "num_xbars", "prog_words", "dmem_words",
                     "wmem_words", "adc_tables", "vec_width", "t_read", "t_adc", "t_write",
                     "calib_images"):
             if getattr(self, key) < 1:
@@ -105,8 +109,8 @@ class XbarConfig:
             raise bad("adc_bits", "must be 0 (ideal) or 1..12")
         if self.adc_range not in ("max", "calib"):
             raise bad("adc_range", f"'{self.adc_range}' is not max or calib")
-        if self.adcs_per_xbar > self.cols:
-            raise bad("adcs_per_xbar", "more ADCs than columns")
+        if not 0 <= self.adcs_per_xbar <= self.cols:
+            raise bad("adcs_per_xbar", f"must be within 0..cols ({self.cols}), 0 = one per column")
         if not 0 <= self.seed < 2**63:
             raise bad("seed", "must be a non-negative 63-bit integer")
         return self

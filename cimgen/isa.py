@@ -16,10 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .config import XbarConfig
+from typing import Protocol
 
 WORD_BITS = 64
 OPCODE_LSB = 58
@@ -239,7 +236,15 @@ def decode(word: int) -> Instr | None:
 # ----------------------------------------------------------------- cycle cost
 
 
-def cost(ins: Instr, cfg: XbarConfig) -> int:
+class Timing(Protocol):
+    t_write: int
+    t_read: int
+    t_adc: int
+    adcs_per_xbar: int
+    vec_width: int
+
+
+def cost(ins: Instr, cfg: Timing) -> int:
     """Cycles the instruction takes (documented formula in OPS[...].cost)."""
     op = ins.op
     if op in ("NOP", "HALT", "INCLR", "ACLR"):

@@ -8,6 +8,7 @@ shared. The RTL must match this machine on every DMEM word and every cycle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,8 @@ class Machine:
     batch: int
     xbar_bits: np.ndarray = field(init=False)  # bool [X, rows, cols], persists
     dmem: np.ndarray = field(init=False)  # int32 [B, dmem_words]
+    # Called with (adc table, ADC input [B, lanes]) at every READ: calibration hook.
+    probe: Callable[[int, np.ndarray], None] | None = None
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,6 +94,7 @@ class Machine:
         n = self.image.dmem_init.size
         self.dmem[:, :n] = self.image.dmem_init
         self.decoded = [isa.decode(w) for w in self.image.program]
+        self.costs = [isa.cost(d, p) if d is not None else 1 for d in self.decoded]
 
     # ------------------------------------------------------------ helpers
     def currents(self, xbar: int) -> np.ndarray:
@@ -111,6 +115,8 @@ class Machine:
         B = self.batch
         prog = self.decoded
         in_reg = np.zeros((B, p.rows), dtype=np.int32)
+        # Which IN entries LDIN has written since INCLR: only those drive rows.
+        in_valid = np.zeros(p.rows, dtype=bool)
         code = np.zeros((B, p.cols), dtype=np.int64)
         ndrv = np.zeros(B, dtype=np.int64)
         acc = np.zeros((B, p.cols), dtype=np.int64)
@@ -127,7 +133,7 @@ class Machine:
             if err != Err.NONE:
                 return self._fault(res, err, pc)
             res.instructions += 1
-            res.cycles += isa.cost(ins, _CostCfg(p))  # type: ignore[arg-type]
+            res.cycles += self.costs[pc]
             op = ins.op
             a = dict(ins.args)
             n = a.get("lanes", 0)
@@ -142,10 +148,12 @@ class Machine:
                 res.cells_written += p.cols
             elif op == "INCLR":
                 in_reg[:] = 0
+                in_valid[:] = False
             elif op == "LDIN":
                 in_reg[:, a["dst"]:a["dst"] + n] = dmem[:, a["src"]:a["src"] + n]
+                in_valid[a["dst"]:a["dst"] + n] = True
             elif op == "READ":
-                self._read(a, in_reg, code, ndrv)
+                self._read(a, in_reg, in_valid, code, ndrv)
                 res.reads += 1
             elif op == "ACC":
                 k = a["mul"] << a["sh"]
@@ -195,7 +203,7 @@ class Machine:
             return Err.ILLEGAL
         if op == "READ" and 8 <= a["bit"] < BIT_SIGNED:
             return Err.ILLEGAL
-        if "lanes" in a and not 1 <= n <= p.cols:
+        if "lanes" in a and not 1 <= n <= (p.rows if op == "LDIN" else p.cols):
             return Err.VEC_RANGE
         if op == "PROG":
             if a["xbar"] >= p.num_xbars or a["row"] >= p.rows:
@@ -229,22 +237,22 @@ class Machine:
             return Err.DMEM_RANGE
         return Err.NONE
 
-    def _read(self, a: dict[str, int], in_reg: np.ndarray, code: np.ndarray,
-              ndrv: np.ndarray) -> None:
+    def _read(self, a: dict[str, int], in_reg: np.ndarray, in_valid: np.ndarray,
+              code: np.ndarray, ndrv: np.ndarray) -> None:
         p = self.image.params
         B = self.batch
         ro = a["row_off"]
         drive = np.zeros((B, p.rows), dtype=bool)
         if a["pair"]:
             m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
-            da = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"])
-            db = _mask_of(in_reg[:, :m], a["mask_b"], a["bit"])
+            da = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"]) & in_valid[:m]
+            db = _mask_of(in_reg[:, :m], a["mask_b"], a["bit"]) & in_valid[:m]
             drive[:, ro:ro + 2 * m:2] = da
             nb = len(range(ro + 1, p.rows, 2))
             drive[:, ro + 1:p.rows:2] = db[:, :nb]
         else:
             m = p.rows - ro
-            drive[:, ro:] = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"])
+            drive[:, ro:] = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"]) & in_valid[:m]
         n = a["lanes"]
         c0 = a["col"]
         sym = a["sense"] == Sense.SYM
@@ -261,18 +269,9 @@ class Machine:
             x = col_i[:, 0::2] - col_i[:, 1::2]
         else:
             x = col_i - p.hrs_units * nd[:, None]
+        if self.probe is not None:
+            self.probe(a["adc"], x)
         t = self.image.adc_thr[a["adc"]]
         r = self.image.adc_recon[a["adc"]]
         code[:, :n] = r[np.searchsorted(t, x, side="right")]
         ndrv[:] = nd
-
-
-class _CostCfg:
-    """Adapter so ``isa.cost`` reads timing from MachineParams."""
-
-    def __init__(self, p: MachineParams) -> None:
-        self.t_write = p.t_write
-        self.t_read = p.t_read
-        self.t_adc = p.t_adc
-        self.adcs_per_xbar = p.adcs_per_xbar
-        self.vec_width = p.vec_width
