@@ -39,6 +39,103 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .config import make_config, parse_set
+
+    return make_config(args.xbar, parse_set(args.set))
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from .artifacts import save_compiled
+    from .compiler import compile_network
+    from .onnx_import import load_model
+    from .runner import calibration_batch
+
+    cfg = _config(args)
+    net = load_model(args.model)
+    comp = compile_network(net, cfg, calibration_batch(net, cfg, args.calib))
+    man = save_compiled(comp, args.model, args.output)
+    rep = comp.report
+    print(f"{args.model} -> {args.output}: mapping {cfg.mapping}, {rep.xbars_used} crossbar(s) "
+          f"of {cfg.rows}x{cfg.cols}, utilization {rep.utilization:.3f}, {rep.phases} phase(s)")
+    print(f"  {rep.instructions} instructions, {rep.cycles_per_inference} cycles per inference, "
+          f"{rep.reads_per_inference} reads, cell writes: {rep.cell_writes_setup} at setup + "
+          f"{rep.cell_writes_per_inference} per inference; {len(man['files'])} files")  # type: ignore[arg-type]
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from golden_model.reference import check_inputs, quantize_input
+
+    from .artifacts import load_compiled
+    from .fileio import check_out_dir, load_npy, save_npy_atomic
+    from .runner import run_golden
+
+    check_out_dir(args.out)
+    comp = load_compiled(args.dir)
+    x = load_npy(args.inputs)
+    check_inputs(comp.net, x, where=args.inputs)
+    q = quantize_input(comp.net, x)
+    if args.rtl:
+        from .rtl_sim import run_rtl
+
+        res = run_rtl(comp, q)
+        logits, cycles, err = res.logits, res.cycles, res.error
+        extra = f", {res.sim_cycles_per_second:.0f} simulated cycles/s"
+    else:
+        run = run_golden(comp, q)
+        logits, cycles, err = run.logits, run.result.cycles, run.result.error.name
+        extra = ""
+    if err != "NONE":
+        print(f"cimgen: error: machine stopped with {err}", file=sys.stderr)
+        return 1
+    save_npy_atomic(args.out, logits.astype(np.int64))
+    print(f"{x.shape[0]} image(s) on the {'RTL' if args.rtl else 'golden machine'}: "
+          f"{cycles} cycles per inference{extra} -> {args.out}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from golden_model.reference import forward_int, quantize_input
+
+    from .compiler import compile_network
+    from .onnx_import import load_model
+    from .runner import calibration_batch, compare, default_inputs, run_golden
+
+    cfg = _config(args)
+    net = load_model(args.model)
+    x, labels, what = default_inputs(net, args.inputs, args.labels)
+    comp = compile_network(net, cfg, calibration_batch(net, cfg, args.calib))
+    q = quantize_input(net, x)
+    ref = forward_int(net, q)
+    assert isinstance(ref, np.ndarray)
+    if args.rtl:
+        from .rtl_sim import run_rtl
+
+        res = run_rtl(comp, q)
+        gold = run_golden(comp, q)
+        rep = compare(res.logits, gold.logits, labels, True, res.cycles, res.error)
+        cyc_ok = res.cycles == gold.result.cycles and res.error == gold.result.error.name
+        print(f"RTL vs golden machine on {what}, mapping {cfg.mapping}:")
+        print(rep.table())
+        print(f"{'cycles (golden)':<28}  {gold.result.cycles}")
+        print(f"{'simulated cycles/s':<28}  {res.sim_cycles_per_second:.0f}")
+        if not (rep.mismatching_words == 0 and cyc_ok):
+            return 1
+        ref_rep = compare(gold.logits, ref, labels, cfg.is_ideal, gold.result.cycles,
+                          gold.result.error.name)
+        print("golden machine vs reference:")
+        print(ref_rep.table())
+        return 0 if ref_rep.ok else 1
+    run = run_golden(comp, q)
+    rep = compare(run.logits, ref, labels, cfg.is_ideal, run.result.cycles,
+                  run.result.error.name)
+    print(f"golden machine vs reference on {what}, mapping {cfg.mapping}, "
+          f"{cfg.rows}x{cfg.cols} x {cfg.num_xbars} crossbars, seed {cfg.seed}:")
+    print(rep.table())
+    return 0 if rep.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -52,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", required=True, help=".npy float32 [batch, ...]")
     s.add_argument("--out", required=True, help=".npy int64 logits to write")
     s.set_defaults(func=_cmd_infer)
+
+    def xbar_opts(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--xbar", help="crossbar config TOML (flat keys)")
+        s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one config key (repeatable)")
+        s.add_argument("--calib", help="calibration inputs .npy for adc_range = calib")
+
+    s = sub.add_parser("compile", help="compile a model to a program and chip images")
+    s.add_argument("model")
+    s.add_argument("-o", "--output", required=True, help="output directory")
+    xbar_opts(s)
+    s.set_defaults(func=_cmd_compile)
+
+    s = sub.add_parser("run", help="run a compiled directory on the golden machine or RTL")
+    s.add_argument("dir")
+    s.add_argument("--inputs", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--rtl", action="store_true", help="simulate the RTL with Verilator")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("verify", help="compile, run and compare with reference inference")
+    s.add_argument("model")
+    s.add_argument("--inputs", help=".npy float32 inputs (default: all digits)")
+    s.add_argument("--labels", help=".npy labels for accuracy")
+    s.add_argument("--rtl", action="store_true", help="also compare the RTL with the machine")
+    xbar_opts(s)
+    s.set_defaults(func=_cmd_verify)
     return p
 
 

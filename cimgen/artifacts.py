@@ -1,0 +1,185 @@
+"""The compile directory: program, chip images, layout and manifest.
+
+Layout of ``cimgen compile ... -o DIR`` (all deterministic, byte for byte):
+
+    model.onnx          the source model (the host's input quantizer lives in it)
+    program.bin         64-bit little-endian instruction words (setup, then inference)
+    program.lst         readable listing: address, word, disassembly, comment
+    wmem.npy            uint8 [n, cols] crossbar row images programmed by PROG
+    dmem_init.npy       int32 initial data memory (thresholds, corrections, pads)
+    adc_thr.npy         int64 [tables, 2*rows] ADC thresholds (INT32_MAX = unused)
+    adc_recon.npy       int64 [tables, 2*rows+1] ADC output code per bin
+    devmap_hrs.npy      int32 [xbars, rows, cols] per-cell HRS current (integer units)
+    devmap_lrs.npy      int32 [xbars, rows, cols] per-cell LRS current
+    devmap_stuck.npy    int8  [xbars, rows, cols] 0 ok, 1 stuck at LRS, 2 stuck at HRS
+    manifest.json       versions, config, seed, layout, sizes, sha256 of every file, report
+
+The directory is written under a temporary name and renamed into place, so a
+reader never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from golden_model.crossbar import DeviceMap
+from golden_model.errors import BadInputError
+from golden_model.machine import ChipImage
+
+from . import __version__, isa
+from .compiler import Compiled, Tensor, _hwc_order, machine_params
+from .config import make_config
+from .onnx_import import load_model
+
+FORMAT_VERSION = 1
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def listing_text(comp: Compiled) -> str:
+    lines = [f"# cimgen {__version__} ISA v{isa.ISA_VERSION}  mapping {comp.cfg.mapping}  "
+             f"setup @0  inference @{comp.infer_entry}"]
+    for pc, ((ins, comment), word) in enumerate(zip(comp.listing, comp.image.program,
+                                                    strict=True)):
+        text = isa.disassemble(ins)
+        line = f"{pc:06d}  {word:016x}  {text:<72}" + (f"  # {comment}" if comment else "")
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def file_contents(comp: Compiled, model_bytes: bytes) -> dict[str, bytes]:
+    img = comp.image
+    files = {
+        "model.onnx": model_bytes,
+        "program.bin": isa.to_bytes(list(img.program)),
+        "program.lst": listing_text(comp).encode(),
+        "wmem.npy": _npy(img.wmem.astype(np.uint8)),
+        "dmem_init.npy": _npy(img.dmem_init.astype(np.int32)),
+        "adc_thr.npy": _npy(img.adc_thr.astype(np.int64)),
+        "adc_recon.npy": _npy(img.adc_recon.astype(np.int64)),
+        "devmap_hrs.npy": _npy(img.devmap.hrs.astype(np.int32)),
+        "devmap_lrs.npy": _npy(img.devmap.lrs.astype(np.int32)),
+        "devmap_stuck.npy": _npy(img.devmap.stuck.astype(np.int8)),
+    }
+    return files
+
+
+def manifest(comp: Compiled, files: dict[str, bytes]) -> dict[str, object]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "cimgen_version": __version__,
+        "isa_version": isa.ISA_VERSION,
+        "config": comp.cfg.to_dict(),
+        "seed": comp.cfg.seed,
+        "layout": {
+            "setup_entry": comp.setup_entry,
+            "infer_entry": comp.infer_entry,
+            "input": {"base": comp.input.base, "shape": list(comp.input.shape)},
+            "output": {"base": comp.output.base, "shape": list(comp.output.shape)},
+        },
+        "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                  for name, data in sorted(files.items())},
+        "report": comp.report.to_dict(),
+    }
+
+
+def write_dir(out_dir: str | os.PathLike[str], files: dict[str, bytes]) -> None:
+    """Write files into a temp folder beside ``out_dir``, then swap it into place."""
+    out = Path(out_dir)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"output folder '{parent}' does not exist", where=str(out))
+    if out.exists() and not out.is_dir():
+        raise BadInputError("exists and is not a directory", where=str(out))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            old.rmdir()
+            out.rename(old)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_compiled(comp: Compiled, model_path: str | os.PathLike[str],
+                  out_dir: str | os.PathLike[str]) -> dict[str, object]:
+    files = file_contents(comp, Path(model_path).read_bytes())
+    man = manifest(comp, files)
+    files["manifest.json"] = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
+    write_dir(out_dir, files)
+    return man
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise BadInputError(f"unreadable array ({e})", where=str(path)) from None
+
+
+def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
+    """Read a compile directory, checking every file against the manifest."""
+    d = Path(dir_path)
+    if not d.is_dir():
+        raise BadInputError("no such compile directory", where=str(d))
+    mpath = d / "manifest.json"
+    if not mpath.is_file():
+        raise BadInputError("manifest.json is missing: not a cimgen compile directory",
+                            where=str(d))
+    try:
+        man = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(f"manifest is not valid JSON ({e})", where=str(mpath)) from None
+    if man.get("format_version") != FORMAT_VERSION:
+        raise BadInputError(f"format_version {man.get('format_version')} is not "
+                            f"{FORMAT_VERSION}", where=str(mpath))
+    if man.get("isa_version") != isa.ISA_VERSION:
+        raise BadInputError(f"compiled for ISA v{man.get('isa_version')}, this cimgen speaks "
+                            f"v{isa.ISA_VERSION}", where=str(mpath))
+    for name, meta in sorted(man["files"].items()):
+        f = d / name
+        if not f.is_file():
+            raise BadInputError("file listed in the manifest is missing", where=str(f))
+        if hashlib.sha256(f.read_bytes()).hexdigest() != meta["sha256"]:
+            raise BadInputError("sha256 differs from the manifest (file modified?)",
+                                where=str(f))
+    cfg = make_config(None, man["config"])
+    net = load_model(d / "model.onnx")
+    words = isa.from_bytes((d / "program.bin").read_bytes())
+    dev = DeviceMap(_load_npy(d / "devmap_hrs.npy"), _load_npy(d / "devmap_lrs.npy"),
+                    _load_npy(d / "devmap_stuck.npy"))
+    image = ChipImage(machine_params(cfg), tuple(words), _load_npy(d / "wmem.npy"),
+                      _load_npy(d / "dmem_init.npy"), _load_npy(d / "adc_thr.npy"),
+                      _load_npy(d / "adc_recon.npy"), dev)
+    lay = man["layout"]
+    ishape = tuple(lay["input"]["shape"])
+    oshape = tuple(lay["output"]["shape"])
+    listing = []
+    for w in words:
+        ins = isa.decode(w)
+        listing.append((ins if ins is not None else isa.make("NOP"), ""))
+    from .compiler import Report
+
+    report = Report(**man["report"])
+    return Compiled(cfg, net, image, lay["setup_entry"], lay["infer_entry"],
+                    Tensor(lay["input"]["base"], ishape, _hwc_order(ishape)),
+                    Tensor(lay["output"]["base"], oshape, _hwc_order(oshape)), listing, report)
