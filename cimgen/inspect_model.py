@@ -43,7 +43,7 @@ def describe(net: Network) -> str:
         elif isinstance(layer, MaxPool2d):
             detail = f"kernel {layer.kernel}, stride {layer.stride}"
         lines.append(f"{info.index:>3}  {info.kind:<10} {list(info.in_shape)!s:<14} "
-                     f"{list(info.out_shape)!s:<14} {detail}")
+                     f"{list(info.out_shape)!s:<14} {detail}".rstrip())
     lines.append(f"output '{net.output_name}': int64 logits [batch, {infos[-1].out_shape[0]}]"
                  + (f", then {len(net.output_ops)} scalar float op(s)" if net.output_ops else ""))
     lines.append(f"totals: {weights} weights, {thresholds} thresholds, "
