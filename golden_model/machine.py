@@ -35,6 +35,9 @@ class MachineParams:
     t_write: int
     adcs_per_xbar: int
     hrs_units: int
+    # Cycle-to-cycle read noise per driven cell (current units) and its RNG key.
+    read_sigma_units: float = 0.0
+    seed: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +88,10 @@ class Machine:
     dmem: np.ndarray = field(init=False)  # int32 [B, dmem_words]
     # Called with (adc table, ADC input [B, lanes]) at every READ: calibration hook.
     probe: Callable[[int, np.ndarray], None] | None = None
+    # Index of this batch's first image in the whole input set (keys the read noise).
+    image_offset: int = 0
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
+    _reads: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         p = self.image.params
@@ -265,6 +271,8 @@ class Machine:
         dt = np.float32 if big < 2**24 else np.float64
         col_i = (d.astype(dt) @ cur.astype(dt)).astype(np.int64)
         nd = d.sum(axis=1).astype(np.int64)
+        if p.read_sigma_units > 0:
+            col_i = np.maximum(col_i + self._read_noise(c0, width, nd), 0)
         if sym:
             x = col_i[:, 0::2] - col_i[:, 1::2]
         else:
@@ -275,3 +283,22 @@ class Machine:
         r = self.image.adc_recon[a["adc"]]
         code[:, :n] = r[np.searchsorted(t, x, side="right")]
         ndrv[:] = nd
+
+    def _read_noise(self, c0: int, width: int, nd: np.ndarray) -> np.ndarray:
+        """Cycle-to-cycle noise of one READ on columns [c0, c0 + width), integer units.
+
+        Every driven cell adds N(0, sigma^2), so a column gets N(0, n_driven * sigma^2).
+        Counter-based: a Philox stream keyed by (seed, read index) in which image i,
+        column c is word i * ceil(cols / 4) * 4 + c (Box-Muller on its two 32-bit
+        halves), so the noise is the same however the images are batched.
+        """
+        p = self.image.params
+        words = -(-p.cols // 4) * 4
+        gen = np.random.Philox(key=[p.seed, self._reads])
+        self._reads += 1
+        gen.advance(self.image_offset * (words // 4))
+        w = gen.random_raw(self.batch * words).reshape(self.batch, words)[:, c0:c0 + width]
+        u1 = ((w >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
+        u2 = (w & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
+        z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+        return np.rint(z * (p.read_sigma_units * np.sqrt(nd))[:, None]).astype(np.int64)
