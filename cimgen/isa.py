@@ -7,7 +7,14 @@ tables below (``cimgen.isa_gen``), and tests fail when they are stale.
 Machine state (per inference): data memory DMEM (int32 words), the input
 register IN (one small signed int per logical crossbar row), the ADC code
 vector CODE and driven-row count NDRV of the last READ, and the accumulator
-vector ACC (int32 per lane). Crossbar cell states persist across inferences.
+vector ACC (int32 per lane, wrapping two's complement). Crossbar cell states
+persist across inferences.
+
+Vector instructions that read and write DMEM (VCOPY, VMAX, ACT) run in steps
+of vec_width lanes, ascending: each step reads its source words, then writes
+its destination words, so overlapping source and destination ranges behave as
+the hardware's pipeline does (only the overlapping case can tell this apart
+from whole-vector semantics).
 """
 
 from __future__ import annotations

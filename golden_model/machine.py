@@ -80,6 +80,11 @@ def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
     return d
 
 
+def _wrap32(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to the int32 range."""
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
 @dataclass
 class Machine:
     image: ChipImage
@@ -169,24 +174,42 @@ class Machine:
                     acc[:, :n] += (k * ndrv)[:, None]
                 else:
                     acc[:, :n] += k * dmem[:, a["addr"]:a["addr"] + n].astype(np.int64)
+                acc[:, :n] = _wrap32(acc[:, :n])  # ACC lanes are 32-bit registers
             elif op == "ACLR":
                 acc[:] = 0
             elif op == "STA":
                 dmem[:, a["dst"]:a["dst"] + n] = acc[:, :n]
             elif op == "ACT":
                 kk = a["k"]
-                tbl = dmem[:, a["tbl"]:a["tbl"] + n * (kk + 1)].reshape(B, n, kk + 1)
-                s = tbl[:, :, 0].astype(np.int64)
-                v = s * acc[:, :n]
-                cnt = (v[:, :, None] >= tbl[:, :, 1:]).sum(axis=2)
-                dmem[:, a["dst"]:a["dst"] + n] = a["obias"] + a["oscale"] * cnt
+                for lo, hi in self._chunks(n, a["tbl"], n * (kk + 1), a["dst"]):
+                    tbl = dmem[:, a["tbl"] + lo * (kk + 1):a["tbl"] + hi * (kk + 1)]
+                    tbl = tbl.reshape(B, hi - lo, kk + 1)
+                    s = tbl[:, :, 0].astype(np.int64)
+                    v = s * acc[:, lo:hi]
+                    cnt = (v[:, :, None] >= tbl[:, :, 1:]).sum(axis=2)
+                    dmem[:, a["dst"] + lo:a["dst"] + hi] = a["obias"] + a["oscale"] * cnt
             elif op == "VCOPY":
-                dmem[:, a["dst"]:a["dst"] + n] = dmem[:, a["src"]:a["src"] + n]
+                for lo, hi in self._chunks(n, a["src"], n, a["dst"]):
+                    dmem[:, a["dst"] + lo:a["dst"] + hi] = dmem[:, a["src"] + lo:a["src"] + hi]
             elif op == "VMAX":
-                np.maximum(dmem[:, a["dst"]:a["dst"] + n], dmem[:, a["src"]:a["src"] + n],
-                           out=dmem[:, a["dst"]:a["dst"] + n])
+                for lo, hi in self._chunks(n, a["src"], n, a["dst"]):
+                    d = dmem[:, a["dst"] + lo:a["dst"] + hi]
+                    np.maximum(d, dmem[:, a["src"] + lo:a["src"] + hi], out=d)
             pc += 1
         return self._fault(res, Err.PC_RANGE, pc)
+
+    def _chunks(self, n: int, src: int, src_len: int, dst: int) -> list[tuple[int, int]]:
+        """Lane ranges of a DMEM -> DMEM vector instruction, in execution order.
+
+        The vector unit handles vec_width lanes per cycle, ascending; each step
+        reads its source words, then writes its destination words. When the
+        source range [src, src + src_len) and [dst, dst + n) do not overlap this
+        equals one whole-vector step (the fast path).
+        """
+        if src + src_len <= dst or dst + n <= src:
+            return [(0, n)]
+        vw = self.image.params.vec_width
+        return [(lo, min(n, lo + vw)) for lo in range(0, n, vw)]
 
     @staticmethod
     def _fault(res: RunResult, err: Err, pc: int) -> RunResult:
