@@ -594,6 +594,8 @@ class _Importer:
         assert st.values is not None
         st.acc_bound = fan_in * st.values.max_abs
         unit = (st.scale * wscale).astype(np.float32)
+        if np.all(unit == unit[0]):
+            unit = unit[:1]  # one scale for every channel is a scalar (allowed on the logits)
         if not np.all(unit == 1):
             chain.append(ElementwiseOp("mul", const=unit))
         if op == "Gemm":
@@ -618,7 +620,9 @@ class _Importer:
             raise self.err("weights contain NaN or infinite values", node)
         flat = w.reshape(w.shape[0], -1)
         m = np.abs(flat).max(axis=1)
-        m = np.where(m == 0, 1, m).astype(np.float32)
+        # An all-zero row has no scale of its own; give it another row's so that a
+        # common scale stays common (a per-row scale on the logits is rejected).
+        m = np.where(m == 0, m.max() if m.max() > 0 else 1, m).astype(np.float32)
         ints = flat / m[:, None]
         bad = ~np.isin(ints, (-1.0, 0.0, 1.0))
         if bad.any():
