@@ -137,6 +137,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def _cmd_dse(args: argparse.Namespace) -> int:
+    from .dse import Progress, load_sweep, run_sweep
+
+    sw = load_sweep(args.sweep)
+    res = run_sweep(sw, args.output, jobs=args.jobs, dask=args.dask, resume=args.resume,
+                    progress=Progress(sw))
+    print(f"{args.sweep}: {sw.n_points} point(s) x {len(sw.seeds)} seed(s) on {res.images} "
+          f"images ({res.points_resumed} resumed, {res.points_run} run in {res.seconds:.1f} s, "
+          f"{res.throughput:.0f} images x runs/s); ideal accuracy {res.ideal_accuracy:.4f}")
+    for f in res.files:
+        print(f"  {f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rtl", action="store_true", help="also compare the RTL with the machine")
     xbar_opts(s)
     s.set_defaults(func=_cmd_verify)
+
+    s = sub.add_parser("dse", help="design-space exploration: accuracy across a sweep file")
+    s.add_argument("sweep", help="sweep TOML (model, data, seeds, [fixed], [sweep])")
+    s.add_argument("-o", "--output", required=True, help="results folder (created)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    g.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler")
+    s.add_argument("--resume", action="store_true", help="skip points already in results.csv")
+    s.set_defaults(func=_cmd_dse)
     return p
 
 
