@@ -32,14 +32,17 @@ import numpy as np
 
 from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError
+from golden_model.ir import Network, analyze
 from golden_model.machine import ChipImage
 
 from . import __version__, isa
-from .compiler import Compiled, Tensor, _hwc_order, machine_params
-from .config import make_config
+from .compiler import Compiled, Report, Tensor, _hwc_order, machine_params
+from .config import XbarConfig, make_config
 from .onnx_import import load_model
 
 FORMAT_VERSION = 1
+FILES = ("model.onnx", "program.bin", "program.lst", "wmem.npy", "dmem_init.npy", "adc_thr.npy",
+         "adc_recon.npy", "devmap_hrs.npy", "devmap_lrs.npy", "devmap_stuck.npy")
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -149,20 +152,39 @@ def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
         man = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInputError(f"manifest is not valid JSON ({e})", where=str(mpath)) from None
+    if not isinstance(man, dict):
+        raise BadInputError("manifest is not a JSON object", where=str(mpath))
     if man.get("format_version") != FORMAT_VERSION:
         raise BadInputError(f"format_version {man.get('format_version')} is not "
                             f"{FORMAT_VERSION}", where=str(mpath))
     if man.get("isa_version") != isa.ISA_VERSION:
         raise BadInputError(f"compiled for ISA v{man.get('isa_version')}, this cimgen speaks "
                             f"v{isa.ISA_VERSION}", where=str(mpath))
-    for name, meta in sorted(man["files"].items()):
-        f = d / name
-        if not f.is_file():
-            raise BadInputError("file listed in the manifest is missing", where=str(f))
-        if hashlib.sha256(f.read_bytes()).hexdigest() != meta["sha256"]:
-            raise BadInputError("sha256 differs from the manifest (file modified?)",
-                                where=str(f))
-    cfg = make_config(None, man["config"])
+    try:
+        listed = man["files"]
+        expected = set(FILES)
+        if not isinstance(listed, dict) or set(listed) != expected:
+            got = set(listed) if isinstance(listed, dict) else set()
+            diff = sorted(expected ^ got)
+            raise BadInputError(f"manifest must list exactly the compile files (differs in: "
+                                f"{', '.join(diff)})", where=str(mpath))
+        for name, meta in sorted(listed.items()):
+            f = d / name
+            if not f.is_file():
+                raise BadInputError("file listed in the manifest is missing", where=str(f))
+            if hashlib.sha256(f.read_bytes()).hexdigest() != meta["sha256"]:
+                raise BadInputError("sha256 differs from the manifest (file modified?)",
+                                    where=str(f))
+        cfg = make_config(None, man["config"])
+        lay = man["layout"]
+        ishape = tuple(int(v) for v in lay["input"]["shape"])
+        oshape = tuple(int(v) for v in lay["output"]["shape"])
+        ibase, obase = int(lay["input"]["base"]), int(lay["output"]["base"])
+        setup_entry, infer_entry = int(lay["setup_entry"]), int(lay["infer_entry"])
+        report = Report(**man["report"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BadInputError(f"malformed manifest ({type(e).__name__}: {e})",
+                            where=str(mpath)) from None
     net = load_model(d / "model.onnx")
     words = isa.from_bytes((d / "program.bin").read_bytes())
     dev = DeviceMap(_load_npy(d / "devmap_hrs.npy"), _load_npy(d / "devmap_lrs.npy"),
@@ -170,16 +192,52 @@ def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
     image = ChipImage(machine_params(cfg), tuple(words), _load_npy(d / "wmem.npy"),
                       _load_npy(d / "dmem_init.npy"), _load_npy(d / "adc_thr.npy"),
                       _load_npy(d / "adc_recon.npy"), dev)
-    lay = man["layout"]
-    ishape = tuple(lay["input"]["shape"])
-    oshape = tuple(lay["output"]["shape"])
+    _check_consistent(cfg, report, image, net, ishape, oshape, ibase, obase, setup_entry,
+                      infer_entry, str(mpath))
     listing = []
     for w in words:
         ins = isa.decode(w)
         listing.append((ins if ins is not None else isa.make("NOP"), ""))
-    from .compiler import Report
+    return Compiled(cfg, net, image, setup_entry, infer_entry,
+                    Tensor(ibase, ishape, _hwc_order(ishape)),
+                    Tensor(obase, oshape, _hwc_order(oshape)), listing, report)
 
-    report = Report(**man["report"])
-    return Compiled(cfg, net, image, lay["setup_entry"], lay["infer_entry"],
-                    Tensor(lay["input"]["base"], ishape, _hwc_order(ishape)),
-                    Tensor(lay["output"]["base"], oshape, _hwc_order(oshape)), listing, report)
+
+def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, net: Network,
+                      ishape: tuple[int, ...], oshape: tuple[int, ...], ibase: int, obase: int,
+                      setup_entry: int, infer_entry: int, where: str) -> None:
+    """The manifest's config and layout must describe the files it lists."""
+    def bad(msg: str) -> BadInputError:
+        return BadInputError(f"manifest does not match the compiled files: {msg}", where=where)
+
+    xb = (cfg.num_xbars, cfg.rows, cfg.cols)
+    dev = image.devmap
+    for name, arr in (("devmap_hrs", dev.hrs), ("devmap_lrs", dev.lrs),
+                      ("devmap_stuck", dev.stuck)):
+        if arr.shape != xb:
+            raise bad(f"{name} has shape {arr.shape}, config says {xb}")
+    if report.mapping != cfg.mapping:
+        raise bad(f"report mapping {report.mapping} != config mapping {cfg.mapping}")
+    if image.wmem.ndim != 2 or image.wmem.shape[1] != cfg.cols or \
+            image.wmem.shape[0] > cfg.wmem_words:
+        raise bad(f"wmem shape {image.wmem.shape} vs cols {cfg.cols}, wmem_words "
+                  f"{cfg.wmem_words}")
+    n_tables = image.adc_thr.shape[0] if image.adc_thr.ndim == 2 else -1
+    if image.adc_thr.shape != (n_tables, 2 * cfg.rows) or \
+            image.adc_recon.shape != (n_tables, 2 * cfg.rows + 1) or n_tables > cfg.adc_tables:
+        raise bad(f"ADC tables {image.adc_thr.shape}/{image.adc_recon.shape} vs rows "
+                  f"{cfg.rows}, adc_tables {cfg.adc_tables}")
+    if image.dmem_init.ndim != 1 or image.dmem_init.size > cfg.dmem_words:
+        raise bad(f"dmem_init has {image.dmem_init.size} words, dmem_words {cfg.dmem_words}")
+    n = len(image.program)
+    if n > cfg.prog_words or not (0 <= setup_entry < n and 0 <= infer_entry < n):
+        raise bad(f"entries {setup_entry}/{infer_entry} outside the {n}-word program")
+    if ishape != tuple(net.input.shape):
+        raise bad(f"input shape {list(ishape)} != model input {list(net.input.shape)}")
+    if oshape != analyze(net)[-1].out_shape:
+        raise bad(f"output shape {list(oshape)} != model output")
+    for what, base, shape in (("input", ibase, ishape), ("output", obase, oshape)):
+        size = int(np.prod(shape))
+        if not 0 <= base <= base + size <= cfg.dmem_words:
+            raise bad(f"{what} at DMEM[{base}..{base + size}) outside dmem_words "
+                      f"{cfg.dmem_words}")
