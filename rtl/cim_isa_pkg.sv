@@ -8,6 +8,9 @@
 
 package cim_isa_pkg;
 
+  // The package lists the whole ISA; each module uses a subset of it.
+  // verilator lint_off UNUSEDPARAM
+
   localparam int unsigned ISA_VERSION = 1;
   localparam int unsigned WORD_BITS = 64;
   localparam int unsigned OPCODE_LSB = 58;
@@ -183,6 +186,8 @@ package cim_isa_pkg;
   localparam int unsigned VMAX_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned VMAX_LANES_W = 11;
   localparam bit VMAX_LANES_SIGNED = 1'b0;
+
+  // verilator lint_on UNUSEDPARAM
 
 endpackage : cim_isa_pkg
 
