@@ -12,7 +12,7 @@ import numpy as np
 from .errors import BadInputError
 from .floatops import apply_chain
 from .ir import Conv2d, Dense, Flatten, MaxPool2d, Network, Threshold, analyze
-from .kernels import im2col, int_matmul, maxpool_nchw, pad_nchw
+from .kernels import conv2d_nchw, int_matmul, maxpool_nchw
 
 
 def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
@@ -34,19 +34,49 @@ def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
         raise BadInputError(f"{int(np.isnan(x).sum())} NaN values", where=where)
 
 
+def _count_at_least(v: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """int8 #{k : v >= t[c, k]} with channels on axis 1 of ``v``; t is [C or 1, K].
+
+    One broadcast comparison per threshold column: no transposes and no
+    [..., K] temporary.
+    """
+    bshape = (1, t.shape[0]) + (1,) * (v.ndim - 2)
+    cnt = (v >= t[:, 0].reshape(bshape)).astype(np.int8)
+    for k in range(1, t.shape[1]):
+        cnt += v >= t[:, k].reshape(bshape)
+    return cnt
+
+
 def quantize_input(net: Network, x: np.ndarray) -> np.ndarray:
     """Float32 input -> integer input tensor (int16), exactly as a float32 executor."""
     st = net.input
+    q = st.quantizer
     y = apply_chain(st.pre_ops, x, axis=1)
-    levels = st.quantizer.level(y, axis=1)
-    return (st.int_bias + st.int_scale * levels).astype(np.int16)
+    if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:
+        # Same float32 comparisons as Quantizer.level, channels kept on axis 1
+        # (the int8 count holds up to 127 thresholds; more take the generic path).
+        levels = _count_at_least(y, np.asarray(q.thresholds, np.float32)).astype(np.int16)
+    else:
+        levels = q.level(y, axis=1).astype(np.int16)
+    return (np.int16(st.int_bias) + np.int16(st.int_scale) * levels).astype(np.int16)
 
 
 def apply_threshold(layer: Threshold, acc: np.ndarray) -> np.ndarray:
-    """Per-channel (axis 1) threshold activation of integer accumulators."""
-    v = np.moveaxis(acc.astype(np.int64), 1, -1) * layer.sign.astype(np.int64)
-    cnt = (v[..., None] >= layer.thresholds).sum(axis=-1)
-    return np.moveaxis(layer.out_bias + layer.out_scale * cnt, -1, 1).astype(np.int8)
+    """Per-channel (axis 1) threshold activation of integer accumulators:
+    out_bias + out_scale * #{k : sign[c] * acc >= t[c, k]}, as int8.
+
+    The arithmetic is done in int8: ``analyze`` guarantees the outputs are in
+    {-1, 0, +1} (so out_scale * count and the bias stay tiny).
+    """
+    v = acc.astype(np.int64, copy=False)
+    if (layer.sign != 1).any():
+        v = v * layer.sign.astype(np.int64).reshape((1, -1) + (1,) * (acc.ndim - 2))
+    out = _count_at_least(v, layer.thresholds.astype(np.int64, copy=False))
+    if layer.out_scale != 1:
+        out *= np.int8(layer.out_scale)
+    if layer.out_bias != 0:
+        out += np.int8(layer.out_bias)
+    return out
 
 
 @dataclass
@@ -66,13 +96,8 @@ def forward_int(net: Network, q: np.ndarray, trace: bool = False) -> np.ndarray 
         if isinstance(layer, Dense):
             h = int_matmul(h, layer.weight, info.acc_bound)
         elif isinstance(layer, Conv2d):
-            w = layer.weight
-            o, _, kh, kw = w.shape
-            xp = pad_nchw(h, layer.pads, layer.pad_value)
-            cols = im2col(xp, kh, kw, layer.stride)
-            n, oh, ow, k = cols.shape
-            acc = int_matmul(cols.reshape(n * oh * ow, k), w.reshape(o, k), info.acc_bound)
-            h = acc.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+            h = conv2d_nchw(h, layer.weight, layer.stride, layer.pads, layer.pad_value,
+                            info.acc_bound)
         elif isinstance(layer, MaxPool2d):
             h = maxpool_nchw(h, layer.kernel, layer.stride)
         elif isinstance(layer, Flatten):
