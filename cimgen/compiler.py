@@ -199,12 +199,57 @@ def device_params(cfg: XbarConfig) -> DeviceParams:
 # ---------------------------------------------------------------------------
 
 
+_FIELD_RANGES = {op.name: tuple((f.name, f.lo, f.hi) for f in op.fields) for op in isa.OPS}
+
+
 class _Emitter:
+    """Collects (instruction, comment) pairs.
+
+    Programs repeat the same instructions many times (per output position), so
+    each distinct instruction is built and range-checked once (``isa.make``'s
+    checks, inlined; any violation goes through ``isa.make`` for its error) and
+    encoded once.
+    """
+
     def __init__(self) -> None:
         self.code: list[tuple[Instr, str]] = []
+        self._made: dict[tuple[str, tuple[tuple[str, int], ...]], Instr] = {}
+
+    def make(self, op: str, **f: int) -> Instr:
+        key = (op, tuple(f.items()))
+        ins = self._made.get(key)
+        if ins is None:
+            ranges = _FIELD_RANGES.get(op)
+            args = []
+            if ranges is not None and len(f) <= len(ranges):
+                for name, lo, hi in ranges:
+                    v = int(f.get(name, 0))
+                    if not lo <= v <= hi:
+                        break
+                    args.append((name, v))
+            if ranges is None or len(args) != len(ranges) or not f.keys() <= dict(args).keys():
+                ins = isa.make(op, **f)  # raises the EncodeError
+            else:
+                ins = Instr(op, tuple(args))
+            self._made[key] = ins
+        return ins
 
     def __call__(self, op: str, comment: str = "", **f: int) -> None:
-        self.code.append((isa.make(op, **f), comment))
+        self.code.append((self.make(op, **f), comment))
+
+    def extend(self, block: list[tuple[Instr, str]]) -> None:
+        self.code.extend(block)
+
+    def words(self) -> tuple[int, ...]:
+        """The encoded program (each distinct instruction object encoded once)."""
+        enc: dict[int, int] = {}
+        out = []
+        for ins, _ in self.code:
+            w = enc.get(id(ins))
+            if w is None:
+                w = enc[id(ins)] = isa.encode(ins)
+            out.append(w)
+        return tuple(out)
 
 
 class _Dmem:
@@ -253,6 +298,7 @@ class Compiler:
         self.tiles: dict[int, list[Tile]] = {}
         self.matrices: dict[int, np.ndarray] = {}
         self.adc_of: dict[int, int] = {}
+        self._blocks: dict[tuple[int, frozenset[int], int, str, int], list[tuple[Instr, str]]] = {}
 
     # ------------------------------------------------------------ tiling
     def tile_shape(self) -> tuple[int, int]:
@@ -346,14 +392,25 @@ class Compiler:
     def emit_recipe(self, t: Tile, segments: list[tuple[int, int, int]], cats: set[int],
                     bitplanes: int, kind: str, adc: int, what: str) -> None:
         e = self.emit
-        m = self.m
         e("INCLR", f"{what} tile r{t.rt}c{t.ct}")
         for dst, src, n in segments:
             e("LDIN", dst=dst, src=src, lanes=n)
+        # The READ/ACC block of a tile is the same at every output position.
+        key = (id(t), frozenset(cats), bitplanes, kind, adc)
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._blocks[key] = self.recipe_block(t, cats, bitplanes, kind, adc)
+        e.extend(block)
+
+    def recipe_block(self, t: Tile, cats: set[int], bitplanes: int, kind: str, adc: int
+                     ) -> list[tuple[Instr, str]]:
+        mk = self.emit.make
+        m = self.m
         rec = m.recipe(kind)
         sym = m.sense == "SYM"
         conv = t.o_len * m.col_blocks
         planes = range(bitplanes) if bitplanes else [BIT_SIGNED]
+        block: list[tuple[Instr, str]] = []
         for b in planes:
             sh = 0 if b == BIT_SIGNED else b
             for r, rs in enumerate(rec.reads):
@@ -361,17 +418,22 @@ class Compiler:
                                                  if m.rows_per_input == 2 else set())
                 if not vals & cats:
                     continue  # no input can drive this read: its terms are all zero
-                e("READ", f"{m.name} read {r}" + (f" bit {b}" if b != BIT_SIGNED else ""),
-                  xbar=t.xbar, row_off=t.row0, col=t.col0, mask_a=rs.mask_a,
-                  mask_b=rs.mask_b if m.rows_per_input == 2 else 0,
-                  pair=int(m.rows_per_input == 2), sense=int(Sense.SYM if sym else Sense.POS),
-                  adc=adc, bit=b, lanes=conv)
+                block.append((mk("READ", xbar=t.xbar, row_off=t.row0, col=t.col0,
+                                 mask_a=rs.mask_a,
+                                 mask_b=rs.mask_b if m.rows_per_input == 2 else 0,
+                                 pair=int(m.rows_per_input == 2),
+                                 sense=int(Sense.SYM if sym else Sense.POS), adc=adc, bit=b,
+                                 lanes=conv),
+                              f"{m.name} read {r}" + (f" bit {b}" if b != BIT_SIGNED else "")))
                 for term in rec.terms_of(r):
                     if term.kind == "code":
-                        e("ACC", src=int(Src.CODE), mul=term.coef, sh=sh,
-                          addr=term.block * t.o_len, lanes=t.o_len)
+                        ins = mk("ACC", src=int(Src.CODE), mul=term.coef, sh=sh,
+                                 addr=term.block * t.o_len, lanes=t.o_len)
                     else:
-                        e("ACC", src=int(Src.NDRV), mul=term.coef, sh=sh, lanes=t.o_len)
+                        ins = mk("ACC", src=int(Src.NDRV), mul=term.coef, sh=sh,
+                                 lanes=t.o_len)
+                    block.append((ins, ""))
+        return block
 
     def linear(self, i: int, src: Tensor, dst_base: int, act: Threshold | None,
                thr_addr: int) -> None:
@@ -609,7 +671,7 @@ class Compiler:
         thr = np.stack([t.padded(2 * cfg.rows)[0] for t in adc_tables])
         rec = np.stack([t.padded(2 * cfg.rows)[1] for t in adc_tables])
         dev = sample_device_map(device_params(cfg))
-        image = ChipImage(p, tuple(isa.encode(ins) for ins, _ in e.code), wmem,
+        image = ChipImage(p, e.words(), wmem,
                           self.dmem.image(), thr, rec, dev)
         report = self.report(image, infer_entry, phases, len(progs[0]) if phases == 1 else 0,
                              progs, adc_tables)
@@ -620,10 +682,14 @@ class Compiler:
                progs: list[list[tuple[int, int, int]]], tables: list[AdcTable]) -> Report:
         cfg = self.cfg
         p = image.params
-        infer = [isa.decode(w) for w in image.program[entry:]]
-        setup = [isa.decode(w) for w in image.program[:entry]]
-        cyc = sum(isa.cost(ins, p) for ins in infer if ins is not None)
-        scyc = sum(isa.cost(ins, p) for ins in setup if ins is not None)
+        code = [ins for ins, _ in self.emit.code]  # == decode(program), tests/test_isa.py
+        infer, setup = code[entry:], code[:entry]
+        costs: dict[int, int] = {}
+        for ins in code:
+            if id(ins) not in costs:
+                costs[id(ins)] = isa.cost(ins, p)
+        cyc = sum(costs[id(ins)] for ins in infer)
+        scyc = sum(costs[id(ins)] for ins in setup)
         cells = sum(t.bits.size for tiles in self.tiles.values() for t in tiles)
         xbars = max(1, self.xbars_used)
         per_inf_rows = sum(len(pl) for pl in progs) if phases > 1 else 0
@@ -634,7 +700,7 @@ class Compiler:
             instructions=len(infer), setup_instructions=len(setup), cycles_per_inference=cyc,
             setup_cycles=scyc, cell_writes_setup=setup_rows * cfg.cols,
             cell_writes_per_inference=per_inf_rows * cfg.cols,
-            reads_per_inference=sum(1 for ins in infer if ins is not None and ins.op == "READ"),
+            reads_per_inference=sum(1 for ins in infer if ins.op == "READ"),
             dmem_words_used=self.dmem.top, wmem_words_used=int(image.wmem.shape[0]),
             adc_tables_used=len(tables))
 

@@ -80,9 +80,64 @@ def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
     return d
 
 
+INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
+INT32_MAX_ADC = 2**31 - 1  # ADC threshold padding: never reached
+
+
 def _wrap32(x: np.ndarray) -> np.ndarray:
     """Two's-complement wrap of int64 values to the int32 range."""
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+class _AdcLookup:
+    """``recon[#{t in thr : t <= x}]`` for an ADC table, without a binary search.
+
+    The range of the thresholds is cut into buckets of width g, the smallest gap
+    between distinct thresholds, so each bucket holds at most one distinct
+    threshold value u: the code is lo[b] below u and hi[b] from u on. Bucket 0
+    catches everything below the first threshold, the last one everything
+    above the last threshold below the INT32_MAX padding. Exactly the binary
+    search's result for every integer x; tables whose buckets would be too
+    many fall back to the binary search.
+    """
+
+    MAX_BUCKETS = 1 << 16
+
+    def __init__(self, thr: np.ndarray, recon: np.ndarray) -> None:
+        self.thr = np.asarray(thr, dtype=np.int64)
+        self.recon = np.asarray(recon, dtype=np.int64)
+        real = np.unique(self.thr[self.thr < INT32_MAX_ADC])
+        self.fast = False
+        if real.size == 0:
+            return
+        gap = int(np.diff(real).min()) if real.size > 1 else 1
+        t0 = int(real[0])
+        nb = (int(real[-1]) - t0) // gap + 1
+        if nb > self.MAX_BUCKETS:
+            return
+        starts = t0 + gap * np.arange(nb, dtype=np.int64)
+        below = np.searchsorted(self.thr, starts, side="left")  # #{t < start}
+        nxt = np.minimum(below, self.thr.size - 1)
+        has = (below < self.thr.size) & (self.thr[nxt] < starts + gap)
+        u = np.where(has, self.thr[nxt], np.iinfo(np.int64).max)
+        hi_idx = np.searchsorted(self.thr, np.where(has, u, starts), side="right")
+        n_real = int(np.searchsorted(self.thr, INT32_MAX_ADC, side="left"))
+        pad_u = INT32_MAX_ADC if n_real < self.thr.size else np.iinfo(np.int64).max
+        self.t0, self.gap, self.nb = t0, gap, nb
+        self.u = np.concatenate([[np.iinfo(np.int64).max], u, [pad_u]])
+        self.lo = np.concatenate([[self.recon[0]], self.recon[below], [self.recon[n_real]]])
+        self.hi = np.concatenate([[self.recon[0]], self.recon[np.where(has, hi_idx, below)],
+                                  [self.recon[-1]]])
+        self.fast = True
+
+    def convert(self, x: np.ndarray) -> np.ndarray:
+        if not self.fast:
+            return self.recon[np.searchsorted(self.thr, x, side="right")]
+        b = x - self.t0
+        b //= self.gap
+        np.clip(b, -1, self.nb, out=b)
+        b += 1
+        return np.where(x >= self.u[b], self.hi[b], self.lo[b])
 
 
 @dataclass
@@ -97,15 +152,22 @@ class Machine:
     image_offset: int = 0
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
     _reads: int = field(init=False, default=0)
+    _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         p = self.image.params
         self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
-        self.dmem = np.zeros((self.batch, p.dmem_words), dtype=np.int32)
+        # DMEM is stored word-major ([words, B]) so that every vector instruction
+        # touches one contiguous block; ``dmem`` is the [B, words] view of it.
+        self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
         n = self.image.dmem_init.size
         self.dmem[:, :n] = self.image.dmem_init
         self.decoded = [isa.decode(w) for w in self.image.program]
         self.costs = [isa.cost(d, p) if d is not None else 1 for d in self.decoded]
+        # Operand dicts and range checks depend only on the instruction and the
+        # chip's sizes: computed once per program word, on first execution.
+        self._args: list[dict[str, int] | None] = [None] * len(self.decoded)
+        self._errs: list[Err | None] = [None] * len(self.decoded)
 
     # ------------------------------------------------------------ helpers
     def currents(self, xbar: int) -> np.ndarray:
@@ -125,28 +187,37 @@ class Machine:
         p = self.image.params
         B = self.batch
         prog = self.decoded
-        in_reg = np.zeros((B, p.rows), dtype=np.int32)
+        costs, args, errs = self.costs, self._args, self._errs
+        # Vector state, lane-major ([lanes, B]) like DMEM.
+        in_reg = np.zeros((p.rows, B), dtype=np.int32)
         # Which IN entries LDIN has written since INCLR: only those drive rows.
         in_valid = np.zeros(p.rows, dtype=bool)
-        code = np.zeros((B, p.cols), dtype=np.int64)
+        in_hi = 0  # IN[in_hi:] is known to be zero
+        code = np.zeros((p.cols, B), dtype=np.int64)
         ndrv = np.zeros(B, dtype=np.int64)
-        acc = np.zeros((B, p.cols), dtype=np.int64)
-        dmem = self.dmem
+        acc = np.zeros((p.cols, B), dtype=np.int64)
+        acc_hi = 0  # ACC[acc_hi:] is known to be zero
+        dmem = self.dmem.T  # [words, B]
         res = RunResult(0, 0, Err.NONE, -1, entry)
         pc = entry
+        n_prog = len(prog)
         while res.instructions < max_instructions:
-            if not 0 <= pc < len(prog):
+            if not 0 <= pc < n_prog:
                 return self._fault(res, Err.PC_RANGE, pc)
             ins = prog[pc]
             if ins is None:
                 return self._fault(res, Err.ILLEGAL, pc)
-            err = self._check(ins)
+            err = errs[pc]
+            if err is None:
+                err = errs[pc] = self._check(ins)
             if err != Err.NONE:
                 return self._fault(res, err, pc)
             res.instructions += 1
-            res.cycles += self.costs[pc]
+            res.cycles += costs[pc]
             op = ins.op
-            a = dict(ins.args)
+            a = args[pc]
+            if a is None:
+                a = args[pc] = dict(ins.args)
             n = a.get("lanes", 0)
             if op == "HALT":
                 res.pc = pc
@@ -158,43 +229,51 @@ class Machine:
                 self._cur.pop(a["xbar"], None)
                 res.cells_written += p.cols
             elif op == "INCLR":
-                in_reg[:] = 0
+                in_reg[:in_hi] = 0
+                in_hi = 0
                 in_valid[:] = False
             elif op == "LDIN":
-                in_reg[:, a["dst"]:a["dst"] + n] = dmem[:, a["src"]:a["src"] + n]
-                in_valid[a["dst"]:a["dst"] + n] = True
+                d0 = a["dst"]
+                in_reg[d0:d0 + n] = dmem[a["src"]:a["src"] + n]
+                in_valid[d0:d0 + n] = True
+                in_hi = max(in_hi, d0 + n)
             elif op == "READ":
                 self._read(a, in_reg, in_valid, code, ndrv)
                 res.reads += 1
             elif op == "ACC":
                 k = a["mul"] << a["sh"]
+                dst = acc[:n]
                 if a["src"] == Src.CODE:
-                    acc[:, :n] += k * code[:, a["addr"]:a["addr"] + n]
+                    dst += k * code[a["addr"]:a["addr"] + n]
                 elif a["src"] == Src.NDRV:
-                    acc[:, :n] += (k * ndrv)[:, None]
+                    dst += k * ndrv
                 else:
-                    acc[:, :n] += k * dmem[:, a["addr"]:a["addr"] + n].astype(np.int64)
-                acc[:, :n] = _wrap32(acc[:, :n])  # ACC lanes are 32-bit registers
+                    dst += k * dmem[a["addr"]:a["addr"] + n].astype(np.int64)
+                if dst.max() > INT32_MAX or dst.min() < INT32_MIN:
+                    dst[...] = _wrap32(dst)  # ACC lanes are 32-bit registers
+                acc_hi = max(acc_hi, n)
             elif op == "ACLR":
-                acc[:] = 0
+                acc[:acc_hi] = 0
+                acc_hi = 0
             elif op == "STA":
-                dmem[:, a["dst"]:a["dst"] + n] = acc[:, :n]
+                dmem[a["dst"]:a["dst"] + n] = acc[:n]
             elif op == "ACT":
                 kk = a["k"]
                 for lo, hi in self._chunks(n, a["tbl"], n * (kk + 1), a["dst"]):
-                    tbl = dmem[:, a["tbl"] + lo * (kk + 1):a["tbl"] + hi * (kk + 1)]
-                    tbl = tbl.reshape(B, hi - lo, kk + 1)
-                    s = tbl[:, :, 0].astype(np.int64)
-                    v = s * acc[:, lo:hi]
-                    cnt = (v[:, :, None] >= tbl[:, :, 1:]).sum(axis=2)
-                    dmem[:, a["dst"] + lo:a["dst"] + hi] = a["obias"] + a["oscale"] * cnt
+                    tbl = dmem[a["tbl"] + lo * (kk + 1):a["tbl"] + hi * (kk + 1)]
+                    tbl = tbl.reshape(hi - lo, kk + 1, B)
+                    v = tbl[:, 0] * acc[lo:hi]  # int64: sign * ACC
+                    cnt = (v >= tbl[:, 1]).astype(np.int32)
+                    for j in range(2, kk + 1):
+                        cnt += v >= tbl[:, j]
+                    dmem[a["dst"] + lo:a["dst"] + hi] = a["obias"] + a["oscale"] * cnt
             elif op == "VCOPY":
                 for lo, hi in self._chunks(n, a["src"], n, a["dst"]):
-                    dmem[:, a["dst"] + lo:a["dst"] + hi] = dmem[:, a["src"] + lo:a["src"] + hi]
+                    dmem[a["dst"] + lo:a["dst"] + hi] = dmem[a["src"] + lo:a["src"] + hi]
             elif op == "VMAX":
                 for lo, hi in self._chunks(n, a["src"], n, a["dst"]):
-                    d = dmem[:, a["dst"] + lo:a["dst"] + hi]
-                    np.maximum(d, dmem[:, a["src"] + lo:a["src"] + hi], out=d)
+                    d = dmem[a["dst"] + lo:a["dst"] + hi]
+                    np.maximum(d, dmem[a["src"] + lo:a["src"] + hi], out=d)
             pc += 1
         return self._fault(res, Err.PC_RANGE, pc)
 
@@ -268,44 +347,59 @@ class Machine:
 
     def _read(self, a: dict[str, int], in_reg: np.ndarray, in_valid: np.ndarray,
               code: np.ndarray, ndrv: np.ndarray) -> None:
+        """One READ on lane-major state: in_reg [rows, B], code [cols, B]."""
         p = self.image.params
         B = self.batch
         ro = a["row_off"]
-        drive = np.zeros((B, p.rows), dtype=bool)
+        bit = a["bit"]
+        # Only valid IN entries can drive a row: gather those, with their rows.
         if a["pair"]:
             m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
-            da = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"]) & in_valid[:m]
-            db = _mask_of(in_reg[:, :m], a["mask_b"], a["bit"]) & in_valid[:m]
-            drive[:, ro:ro + 2 * m:2] = da
-            nb = len(range(ro + 1, p.rows, 2))
-            drive[:, ro + 1:p.rows:2] = db[:, :nb]
+            idx = np.flatnonzero(in_valid[:m])
+            vals = in_reg[idx]
+            rows_a = ro + 2 * idx
+            parts = []
+            if a["mask_a"]:
+                parts.append((_mask_of(vals, a["mask_a"], bit), rows_a))
+            if a["mask_b"]:
+                ok = rows_a + 1 < p.rows
+                parts.append((_mask_of(vals[ok], a["mask_b"], bit), rows_a[ok] + 1))
+            if len(parts) == 1:
+                d, rows = parts[0]
+            elif parts:
+                d = np.concatenate([parts[0][0], parts[1][0]])
+                rows = np.concatenate([parts[0][1], parts[1][1]])
+            else:
+                d, rows = np.zeros((0, B), dtype=bool), idx[:0]
         else:
-            m = p.rows - ro
-            drive[:, ro:] = _mask_of(in_reg[:, :m], a["mask_a"], a["bit"]) & in_valid[:m]
+            idx = np.flatnonzero(in_valid[:p.rows - ro])
+            d, rows = _mask_of(in_reg[idx], a["mask_a"], bit), ro + idx
         n = a["lanes"]
         c0 = a["col"]
         sym = a["sense"] == Sense.SYM
         width = 2 * n if sym else n
-        cur = self.currents(a["xbar"])[:, c0:c0 + width]
-        rows_used = np.flatnonzero(drive.any(axis=0))
-        d = drive[:, rows_used]
-        cur = cur[rows_used]
-        big = int(cur.max(initial=0)) * max(1, rows_used.size)
+        cur = self.currents(a["xbar"])[rows, c0:c0 + width]  # [k, width]
+        big = int(cur.max(initial=0)) * max(1, rows.size)
         dt = np.float32 if big < 2**24 else np.float64
-        col_i = (d.astype(dt) @ cur.astype(dt)).astype(np.int64)
-        nd = d.sum(axis=1).astype(np.int64)
+        col_i = (cur.T.astype(dt) @ d.astype(dt)).astype(np.int64)  # [width, B]
+        nd = d.sum(axis=0, dtype=np.int64)
         if p.read_sigma_units > 0:
-            col_i = np.maximum(col_i + self._read_noise(c0, width, nd), 0)
+            col_i = np.maximum(col_i + self._read_noise(c0, width, nd).T, 0)
         if sym:
-            x = col_i[:, 0::2] - col_i[:, 1::2]
+            x = col_i[0::2] - col_i[1::2]
         else:
-            x = col_i - p.hrs_units * nd[:, None]
+            x = col_i - p.hrs_units * nd
         if self.probe is not None:
-            self.probe(a["adc"], x)
-        t = self.image.adc_thr[a["adc"]]
-        r = self.image.adc_recon[a["adc"]]
-        code[:, :n] = r[np.searchsorted(t, x, side="right")]
+            self.probe(a["adc"], np.ascontiguousarray(x.T))
+        code[:n] = self._adc(a["adc"]).convert(x)
         ndrv[:] = nd
+
+    def _adc(self, table: int) -> _AdcLookup:
+        lut = self._luts.get(table)
+        if lut is None:
+            lut = self._luts[table] = _AdcLookup(self.image.adc_thr[table],
+                                                 self.image.adc_recon[table])
+        return lut
 
     def _read_noise(self, c0: int, width: int, nd: np.ndarray) -> np.ndarray:
         """Cycle-to-cycle noise of one READ on columns [c0, c0 + width), integer units.
