@@ -187,7 +187,7 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-_BUILT: dict[tuple[RtlParams, bool], Path] = {}
+_BUILT: dict[tuple[RtlParams, str], Path] = {}
 
 
 def _sources_digest() -> str:
@@ -197,15 +197,19 @@ def _sources_digest() -> str:
     return h.hexdigest()
 
 
-def build(params: RtlParams, waves: bool = False) -> Path:
-    """Build (or reuse) the simulator for ``params``; returns its build directory."""
-    key = (params, waves)
+def build(params: RtlParams, waves: bool | str = False) -> Path:
+    """Build (or reuse) the simulator for ``params``; returns its build directory.
+
+    ``waves``: False, True/"fst" (FST tracing; needs lz4.h and zlib.h, e.g.
+    Debian's liblz4-dev and zlib1g-dev) or "vcd"."""
+    fmt = "" if not waves else ("vcd" if waves == "vcd" else "fst")
+    key = (params, fmt)
     if key in _BUILT:
         return _BUILT[key]
     setup_verilator()
     from cocotb_tools.runner import get_runner
 
-    bdir = build_root() / (params.tag() + ("-fst" if waves else ""))
+    bdir = build_root() / (params.tag() + (f"-{fmt}" if fmt else ""))
     stamp = bdir / "cimgen.stamp"
     digest = _sources_digest()
     with _lock(bdir.parent / f".{bdir.name}.lock"):
@@ -213,13 +217,13 @@ def build(params: RtlParams, waves: bool = False) -> Path:
         if not (exe.is_file() and stamp.is_file() and stamp.read_text() == digest):
             runner = get_runner("verilator")
             args = ["-Wno-fatal"]
-            if waves:
+            if fmt == "fst":
                 args.append("--trace-fst")
             t0 = time.time()
             with _quiet_stdout():
                 runner.build(sources=[RTL_DIR / s for s in RTL_SOURCES], hdl_toplevel=TOPLEVEL,
                              parameters=asdict(params), build_args=args, build_dir=bdir,
-                             waves=waves, always=True)
+                             waves=bool(fmt), always=True)
             stamp.write_text(digest)
             (bdir / "cimgen.build_seconds").write_text(f"{time.time() - t0:.1f}\n")
     _BUILT[key] = bdir
@@ -367,7 +371,14 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
     params = params or rtl_params(first, max(max(1024, _pow2(max(2, len(s.image.program))))
                                              for s in sessions))
     waves = waves_requested(waves)
-    bdir = build(params, waves=waves)
+    try:
+        bdir = build(params, waves=waves)
+    except RuntimeError:
+        if not waves:
+            raise
+        print("cimgen: FST build failed (lz4.h/zlib.h missing?); tracing to VCD instead",
+              file=sys.stderr)
+        bdir = build(params, waves="vcd")
     from cocotb_tools.runner import get_runner
 
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
@@ -411,10 +422,11 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
     out = [[RunOut(**{**r, "error": Err(r["error"])}) for r in s] for s in raw["sessions"]]
     wave_path = None
     if waves:
-        fst = tdir / "dump.fst"
-        if fst.is_file():
-            wave_path = fst
-            print(f"cimgen: waves of {name}: {fst}", file=sys.stderr)
+        for dump in (tdir / "dump.fst", tdir / "dump.vcd"):
+            if dump.is_file():
+                wave_path = dump
+                print(f"cimgen: waves of {name}: {dump}", file=sys.stderr)
+                break
     sim_cycles = int(raw.get("sim_cycles", 0))
     stats = {"wall_s": round(wall, 3), "sim_cycles": sim_cycles,
              "cycles_per_s": round(sim_cycles / wall, 1) if wall > 0 else 0.0,
@@ -428,6 +440,39 @@ def _read_float(p: Path) -> float | None:
         return float(p.read_text())
     except (OSError, ValueError):
         return None
+
+
+def run_testcase(testcase: str, params: RtlParams, name: str) -> Path:
+    """Run a self-checking cocotb test of cim_tb (e.g. ``regmap``) on a fresh
+    simulator; raises AssertionError with the log tail when it fails."""
+    bdir = build(params)
+    from cocotb_tools.runner import get_runner
+
+    tdir = bdir / "runs" / name
+    tdir.mkdir(parents=True, exist_ok=True)
+    job_path = tdir / "job.pkl"
+    with open(job_path, "wb") as f:
+        pickle.dump({"params": asdict(params)}, f)
+    if str(TB_DIR) not in sys.path:
+        sys.path.insert(0, str(TB_DIR))
+    log = tdir / "sim.log"
+    results = tdir / "results.xml"
+    try:
+        with _quiet_stdout():
+            runner = get_runner("verilator")
+            runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, testcase=testcase,
+                        hdl_toplevel_lang="verilog", build_dir=bdir, test_dir=tdir,
+                        plusargs=[f"+CIM_JOB={job_path}"], log_file=log,
+                        results_xml=str(results))
+        from cocotb_tools.check_results import get_results
+
+        failed = get_results(results)[1]
+    except SystemExit:
+        failed = 1
+    if failed:
+        tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+        raise AssertionError(f"cocotb test {testcase} failed; log {log}:\n{tail}")
+    return log
 
 
 # ------------------------------------------------------------------ run_rtl

@@ -20,7 +20,8 @@ module cim_adc
   parameter int unsigned T_READ = 2,
   parameter int unsigned T_ADC = 1,
   localparam int unsigned THR_N = 2 * ROWS,
-  localparam int unsigned REC_N = 2 * ROWS + 1
+  localparam int unsigned REC_N = 2 * ROWS + 1,
+  localparam int unsigned STEPS = $clog2(THR_N + 1) + 1
 ) (
   input  wire logic               clk_i,
   input  wire logic               rst_ni,
@@ -60,7 +61,7 @@ module cim_adc
     int unsigned lo, hi, mid;
     lo = 0;
     hi = THR_N;
-    for (int unsigned s = 0; s <= $clog2(THR_N + 1); s++) begin
+    for (int unsigned s = 0; s < STEPS; s++) begin
       if (lo < hi) begin
         mid = (lo + hi) >> 1;
         if (64'(signed'(thr_q[t * THR_N + mid])) <= x) begin

@@ -96,10 +96,12 @@ module cim_vpu
   logic [VEC_WIDTH-1:0] lane_on;
   logic [31:0] acc_src;
   logic signed [31:0] acc_mul;
+  logic [31:0] acc_k;  // (mul << sh) as a 32-bit pattern: products wrap like the ACC lanes
 
   assign acc_src = insn_field(instr_i, ACC_SRC_LSB, ACC_SRC_W);
   assign acc_mul = insn_sfield(instr_i, ACC_MUL_LSB, ACC_MUL_W)
                    <<< insn_field(instr_i, ACC_SH_LSB, ACC_SH_W);
+  assign acc_k = $unsigned(acc_mul);
   assign act_k = insn_field(instr_i, ACT_K_LSB, ACT_K_W);
 
   always_comb begin
@@ -175,7 +177,7 @@ module cim_vpu
     if (v >= 64'(signed'(t1))) cnt = cnt + 32'sd1;
     if (k >= 32'd2 && v >= 64'(signed'(t2))) cnt = cnt + 32'sd1;
     if (k >= 32'd3 && v >= 64'(signed'(t3))) cnt = cnt + 32'sd1;
-    return obias + oscale * cnt;
+    return $unsigned(obias + oscale * cnt);
   endfunction
 
   // DMEM writes.
@@ -246,7 +248,7 @@ module cim_vpu
           if (acc_src == 32'(SRC_DMEM)) begin
             for (int unsigned i = 0; i < VEC_WIDTH; i++) begin
               if (lane_on[i]) begin
-                acc_q[lane[i]] <= acc_q[lane[i]] + acc_mul * rd_data_i[i];
+                acc_q[lane[i]] <= acc_q[lane[i]] + acc_k * rd_data_i[i];
               end
             end
           end else if (step_i == 32'd0) begin
@@ -255,9 +257,9 @@ module cim_vpu
               if (l < lanes) begin
                 if (acc_src == 32'(SRC_CODE)) begin
                   acc_q[l] <= acc_q[l]
-                      + acc_mul * code_i[insn_field(instr_i, ACC_ADDR_LSB, ACC_ADDR_W) + l];
+                      + acc_k * code_i[insn_field(instr_i, ACC_ADDR_LSB, ACC_ADDR_W) + l];
                 end else begin
-                  acc_q[l] <= acc_q[l] + acc_mul * ndrv_i;
+                  acc_q[l] <= acc_q[l] + acc_k * ndrv_i;
                 end
               end
             end

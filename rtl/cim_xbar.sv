@@ -81,7 +81,7 @@ module cim_xbar
     d = dev_q[(x * ROWS + r) * COLS + c];
     stuck = d[2 * CUR_W +: 2];
     lrs = (stuck == STUCK_LRS) || (stuck != STUCK_HRS && cell_q[x * ROWS + r][c]);
-    return lrs ? 64'(d[CUR_W +: CUR_W]) : 64'(d[0 +: CUR_W]);
+    return lrs ? $signed(64'(d[CUR_W +: CUR_W])) : $signed(64'(d[0 +: CUR_W]));
   endfunction
 
   // Bit-line current of column c of crossbar x under the row drive.
@@ -110,7 +110,7 @@ module cim_xbar
   assign xbar = (op_i == OP_PROG) ? insn_field(instr_i, PROG_XBAR_LSB, PROG_XBAR_W)
                                   : insn_field(instr_i, READ_XBAR_LSB, READ_XBAR_W);
   assign wmem_raddr_o = WAW'(insn_field(instr_i, PROG_WSRC_LSB, PROG_WSRC_W));
-  assign nd = 32'($countones(drive_i));
+  assign nd = $unsigned($countones(drive_i));
   assign do_prog = exec_i && (op_i == OP_PROG) && (step_i == 32'd0);
   assign do_sense = exec_i && (op_i == OP_READ) && (step_i == T_READ - 1);
 
@@ -141,7 +141,7 @@ module cim_xbar
                           - column_current(xbar, col + 2 * l + 1, drive_i);
           end else begin
             sense_q[l] <= column_current(xbar, col + l, drive_i)
-                          - 64'(HRS_UNITS) * 64'(nd);
+                          - $signed(64'(HRS_UNITS) * 64'(nd));
           end
         end
       end

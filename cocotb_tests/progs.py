@@ -1,0 +1,216 @@
+"""Seeded random chip images: valid and invalid programs for RTL-vs-golden tests.
+
+Every program is a straight line of instructions whose fields are drawn inside
+their legal ranges, with (for about half the programs) invalid instructions
+mixed in: unknown opcodes, reserved field values (ACC src 3, ACT k 0, READ
+bit 8..14), zero or too many lanes, and every kind of out-of-range address
+(crossbar, row, column, weight word, ADC table, DMEM, IN). Some programs have
+no HALT and run off the end (PC_RANGE); some start at a pc past the end. DMEM
+vector instructions often get overlapping source and destination ranges.
+All images of one suite share one device map (one chip) with variability and
+stuck cells.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cimgen import isa
+from cimgen.isa import BIT_SIGNED, Sense, Src
+from golden_model.crossbar import INT32_MAX, DeviceMap, DeviceParams, sample_device_map
+from golden_model.machine import ChipImage, MachineParams
+
+#: The small, deliberately odd-sized chip the random programs run on.
+RANDOM_PARAMS = MachineParams(rows=12, cols=10, num_xbars=3, dmem_words=96, wmem_words=16,
+                              adc_tables=3, vec_width=3, t_read=2, t_adc=2, t_write=3,
+                              adcs_per_xbar=4, hrs_units=100)
+
+
+def random_devmap(p: MachineParams, seed: int) -> DeviceMap:
+    return sample_device_map(DeviceParams(
+        rows=p.rows, cols=p.cols, num_xbars=p.num_xbars, hrs_ua=5.0, lrs_ua=50.0, lsb_ua=0.05,
+        sigma_hrs_ua=2.0, sigma_lrs_ua=6.0, stuck_lrs_rate=0.05, stuck_hrs_rate=0.05,
+        seed=seed))
+
+
+class ProgramGen:
+    def __init__(self, p: MachineParams, seed: int) -> None:
+        self.p = p
+        self.rng = np.random.default_rng(seed)
+
+    def _int(self, lo: int, hi: int) -> int:
+        """Uniform in [lo, hi] (inclusive)."""
+        return int(self.rng.integers(lo, hi + 1))
+
+    def _lanes(self, hi: int) -> int:
+        r = self.rng.random()
+        if r < 0.25:
+            return hi
+        if r < 0.5:
+            return self._int(1, min(hi, 4))
+        return self._int(1, hi)
+
+    def _vec_pair(self, n: int) -> tuple[int, int]:
+        """Source and destination of an n-lane DMEM -> DMEM op, often overlapping."""
+        d = self.p.dmem_words
+        src = self._int(0, d - n)
+        if self.rng.random() < 0.35:
+            dst = min(d - n, max(0, src + self._int(-n, n)))
+        else:
+            dst = self._int(0, d - n)
+        return src, dst
+
+    def valid(self, n_w: int, n_t: int) -> isa.Instr:
+        p = self.p
+        op = str(self.rng.choice(
+            ["NOP", "PROG", "INCLR", "LDIN", "READ", "READ", "READ", "ACC", "ACC", "ACC",
+             "ACLR", "STA", "ACT", "ACT", "VCOPY", "VMAX"]))
+        if op in ("NOP", "INCLR", "ACLR"):
+            return isa.make(op)
+        if op == "PROG":
+            return isa.make(op, xbar=self._int(0, p.num_xbars - 1), row=self._int(0, p.rows - 1),
+                            wsrc=self._int(0, n_w - 1))
+        if op == "LDIN":
+            n = self._lanes(p.rows)
+            return isa.make(op, dst=self._int(0, p.rows - n), src=self._int(0, p.dmem_words - n),
+                            lanes=n)
+        if op == "READ":
+            sense = int(self.rng.random() < 0.5)
+            n = self._lanes(p.cols // 2 if sense == Sense.SYM else p.cols)
+            width = 2 * n if sense == Sense.SYM else n
+            bit = BIT_SIGNED if self.rng.random() < 0.5 else self._int(0, 7)
+            return isa.make(op, xbar=self._int(0, p.num_xbars - 1),
+                            row_off=self._int(0, p.rows - 1), col=self._int(0, p.cols - width),
+                            mask_a=self._int(0, 7), mask_b=self._int(0, 7),
+                            pair=self._int(0, 1), sense=sense, adc=self._int(0, n_t - 1),
+                            bit=bit, lanes=n)
+        if op == "ACC":
+            src = self._int(0, 2)
+            n = self._lanes(p.cols)
+            if src == Src.CODE:
+                addr = self._int(0, p.cols - n)
+            elif src == Src.DMEM:
+                addr = self._int(0, p.dmem_words - n)
+            else:
+                addr = self._int(0, 1000)
+            sh = self._int(0, 15) if self.rng.random() < 0.3 else self._int(0, 2)
+            return isa.make(op, src=src, mul=self._int(-128, 127), sh=sh, addr=addr, lanes=n)
+        if op == "STA":
+            n = self._lanes(p.cols)
+            return isa.make(op, dst=self._int(0, p.dmem_words - n), lanes=n)
+        if op == "ACT":
+            k = self._int(1, 3)
+            n = self._lanes(min(p.cols, p.dmem_words // (k + 1)))
+            tbl = self._int(0, p.dmem_words - n * (k + 1))
+            if self.rng.random() < 0.3:
+                dst = min(p.dmem_words - n, max(0, tbl + self._int(-n, n * (k + 1))))
+            else:
+                dst = self._int(0, p.dmem_words - n)
+            return isa.make(op, k=k, oscale=self._int(-4, 3), obias=self._int(-4, 3), tbl=tbl,
+                            dst=dst, lanes=n)
+        n = self._lanes(p.cols)
+        src, dst = self._vec_pair(n)
+        return isa.make(op, dst=dst, src=src, lanes=n)
+
+    def invalid(self, n_w: int, n_t: int) -> int:
+        """An encoded word the machine must reject."""
+        p = self.p
+        kind = self._int(0, 11)
+        if kind == 0:  # unknown opcode, random payload
+            code = self._int(len(isa.OPS), (1 << isa.OPCODE_BITS) - 1)
+            return (code << isa.OPCODE_LSB) | int(self.rng.integers(0, 1 << 58))
+        ins = self.valid(n_w, n_t)
+        while ins.op in ("NOP", "INCLR", "ACLR"):
+            ins = self.valid(n_w, n_t)
+        a = dict(ins.args)
+        spec = isa.BY_NAME[ins.op]
+
+        def fmax(name: str) -> int:
+            return spec.field(name).hi
+
+        if "lanes" in a and kind == 1:
+            a["lanes"] = 0
+        elif "lanes" in a and kind == 2:
+            a["lanes"] = self._int((p.rows if ins.op == "LDIN" else p.cols) + 1, fmax("lanes"))
+        elif ins.op == "ACC" and kind == 3:
+            a["src"] = 3
+        elif ins.op == "ACT" and kind == 3:
+            a["k"] = 0
+        elif ins.op == "READ" and kind == 3:
+            a["bit"] = self._int(8, BIT_SIGNED - 1)
+        elif ins.op in ("PROG", "READ") and kind == 4:
+            a["xbar"] = self._int(p.num_xbars, fmax("xbar"))
+        elif ins.op == "PROG" and kind == 5:
+            a["row"] = self._int(p.rows, fmax("row"))
+        elif ins.op == "PROG" and kind == 6:
+            a["wsrc"] = self._int(n_w, p.wmem_words + 3)
+        elif ins.op == "READ" and kind == 5:
+            a["row_off"] = self._int(p.rows, fmax("row_off"))
+        elif ins.op == "READ" and kind == 6:
+            a["col"] = self._int(p.cols - a["lanes"] + 1, fmax("col"))
+        elif ins.op == "READ" and kind == 7:
+            a["adc"] = self._int(n_t, fmax("adc"))
+        elif ins.op == "ACC":
+            if a["src"] == Src.NDRV:
+                a["lanes"] = 0
+            else:  # CODE offset or DMEM address past the end
+                lim = p.cols if a["src"] == Src.CODE else p.dmem_words
+                a["addr"] = self._int(lim - a["lanes"] + 1, lim + 40)
+        elif "lanes" in a and not any(n in a for n in ("src", "dst", "tbl")):
+            a["lanes"] = 0
+        elif "lanes" in a:
+            # A DMEM (or, for LDIN.dst, IN) range past the end.
+            names = [n for n in ("src", "dst", "tbl") if n in a]
+            name = names[self._int(0, len(names) - 1)]
+            lim = p.rows if (ins.op == "LDIN" and name == "dst") else p.dmem_words
+            a[name] = self._int(lim - a["lanes"] + 1, min(fmax(name), lim + 40))
+        word = isa.OPS[[o.name for o in isa.OPS].index(ins.op)].code << isa.OPCODE_LSB
+        for f in spec.fields:
+            word |= (a[f.name] & ((1 << f.width) - 1)) << f.lsb
+        return word
+
+    def adc_tables(self, n_t: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p
+        n_thr = 2 * p.rows
+        thr = np.full((n_t, n_thr), INT32_MAX, np.int64)
+        rec = np.zeros((n_t, n_thr + 1), np.int64)
+        for t in range(n_t):
+            m = self._int(1, n_thr)
+            span = self._int(500, 12000)
+            thr[t, :m] = np.sort(self.rng.integers(-span, span, m))
+            levels = np.sort(self.rng.integers(-p.rows, p.rows + 1, m + 1))
+            if self.rng.random() < 0.2:
+                levels = self.rng.integers(-(2**31), 2**31, m + 1)  # arbitrary 32-bit levels
+            rec[t, :m + 1] = levels
+            rec[t, m + 1:] = levels[-1]
+        return thr, rec
+
+    def dmem(self, n: int) -> np.ndarray:
+        r = self.rng.random(n)
+        small = self.rng.integers(-3, 4, n)
+        mid = self.rng.integers(-300, 300, n)
+        big = self.rng.integers(-(2**31), 2**31, n)
+        return np.where(r < 0.6, small, np.where(r < 0.85, mid, big)).astype(np.int32)
+
+    def image(self, devmap: DeviceMap, n_instr: int | None = None) -> tuple[ChipImage, int]:
+        """A random image and its entry pc."""
+        p = self.p
+        n_w = self._int(1, p.wmem_words)
+        n_t = self._int(1, p.adc_tables)
+        n = n_instr or self._int(5, 40)
+        words = [isa.encode(self.valid(n_w, n_t)) for _ in range(n)]
+        if self.rng.random() < 0.5:
+            for _ in range(self._int(1, 2)):
+                words[self._int(0, n - 1)] = self.invalid(n_w, n_t)
+        if self.rng.random() < 0.8:
+            words.append(isa.encode(isa.make("HALT")))
+        entry = 0
+        r = self.rng.random()
+        if r < 0.1:
+            entry = self._int(1, len(words) - 1)
+        elif r < 0.13:
+            entry = len(words) + self._int(0, 3)  # starts outside the program
+        thr, rec = self.adc_tables(n_t)
+        wmem = self.rng.integers(0, 2, (n_w, p.cols)).astype(np.uint8)
+        return ChipImage(p, tuple(words), wmem, self.dmem(self._int(0, p.dmem_words)), thr, rec,
+                         devmap), entry
