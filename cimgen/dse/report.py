@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..config import MAPPINGS
 from ..fileio import write_bytes_atomic
 from .spec import Sweep
 
@@ -124,6 +125,8 @@ def plot_sweep(sw: Sweep, stats: list[PointStats], ideal: float, out: Path) -> l
     keys = list(sw.keys)
     by_vals = {s.values: s for s in stats}
     xs_keys = [k for k in keys if k != "mapping"] or (["mapping"] if "mapping" in keys else [])
+    if sw.plots is not None:
+        xs_keys = list(sw.plots)
     files = []
     for xk in xs_keys:
         xi = keys.index(xk)
@@ -166,9 +169,11 @@ def plot_sweep(sw: Sweep, stats: list[PointStats], ideal: float, out: Path) -> l
                     continue
                 label = str(lv) if lv is not None else str(sw.fixed.get("mapping", "accuracy"))
                 style = "--" if label.startswith("TNN") else "-"
+                # A mapping keeps its colour and marker in every plot.
+                c = MAPPINGS.index(label) if label in MAPPINGS else ln
                 ax.errorbar(xs, ys, yerr=es if any(es) else None, label=label,
-                            color=cmap((2 * ln) % 20 + (ln >= 10)), ls=style,
-                            marker=markers[ln % len(markers)], ms=4, lw=1.2, capsize=2)
+                            color=cmap((2 * c) % 20 + (c >= 10)), ls=style,
+                            marker=markers[c % len(markers)], ms=4, lw=1.2, capsize=2)
             ax.axhline(ideal, color="black", ls=":", lw=1.2, label=f"ideal ({ideal:.3f})")
             ax.set_xlabel(xk)
             if pn % ncol == 0:

@@ -10,6 +10,7 @@ A sweep file is TOML::
     # calib = "xc.npy"                  # calibration inputs when not digits
     images = 200                        # optional: the first N images only
     seeds = [0, 1, 2]
+    plots = ["adc_bits"]                # optional: x axes of the plots (default: all)
 
     [fixed]                             # config keys (cimgen.config)
     hrs_ua = 5.0
@@ -41,7 +42,7 @@ from golden_model.ir import Network
 from ..config import XbarConfig, make_config
 
 TOP_KEYS = ("title", "model", "dataset", "inputs", "labels", "calib", "images", "seeds",
-            "fixed", "sweep")
+            "plots", "fixed", "sweep")
 DATASETS = ("digits",)
 
 
@@ -60,6 +61,7 @@ class Sweep:
     fixed: dict[str, object]  # typed config values
     keys: tuple[str, ...]  # swept keys, file order
     values: tuple[tuple[object, ...], ...]  # typed values per swept key
+    plots: tuple[str, ...] | None = None  # swept keys to plot accuracy against (None: all)
     configs: tuple[tuple[XbarConfig, ...], ...] = field(repr=False, default=())  # [point][seed]
 
     @property
@@ -203,10 +205,19 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         keys.append(k)
         values.append(typed)
 
+    plots = data.get("plots")
+    if plots is not None:
+        if not isinstance(plots, list) or not all(isinstance(k, str) for k in plots):
+            raise bad("plots: expected a list of swept keys")
+        for k in plots:
+            if k not in keys:
+                raise bad(f"plots: '{k}' is not a swept key (swept: {', '.join(keys)})")
+        plots = tuple(plots)
+
     desc = "digits test split" if dataset else os.path.basename(inputs)  # type: ignore[arg-type]
     sw = Sweep(path=p, title=title, model=model, data=desc, dataset=dataset, inputs=inputs,
                labels=labels, calib=calib, images=images, seeds=tuple(seeds), fixed=fixed,
-               keys=tuple(keys), values=tuple(values))
+               keys=tuple(keys), values=tuple(values), plots=plots)
     configs = []
     for i, pt in enumerate(sw.points()):
         row = []
