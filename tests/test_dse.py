@@ -195,6 +195,13 @@ adc_bits = [0, 3, 6]
     assert rows[0]["agreement"] == "1.000000"
     log = buf.getvalue().splitlines()
     assert len(log) == 3 and log[0].startswith("dse: [1/3] point 0 (adc_bits=0): accuracy")
+    bar = io.StringIO()
+    Progress(sw, stream=bar, tty=True)(2, 3, 1, res_rows_of(res, 1))
+    assert bar.getvalue().startswith("\rdse [####################..........] 2/3 points")
+
+
+def res_rows_of(res: object, point: int) -> list[list[str]]:
+    return [list(r.values()) for r in res.rows if r["point"] == str(point)]  # type: ignore[attr-defined]
 
 
 def test_plots_and_summary(tmp_path: Path) -> None:
@@ -276,6 +283,8 @@ BAD = [
      "point 1 (mapping=BNN_III): layer 0 (Dense): mapping BNN_III cannot store weight"),
     ("model too big", GOOD.replace("[sweep]", "[sweep]\nnum_xbars = [1]\nrows = [16]"),
      "more than 1 crossbars of 16x256 hold at once"),
+    ("plot of an unswept key", 'plots = ["adc_bits"]\n' + GOOD,
+     "plots: 'adc_bits' is not a swept key"),
     ("bad toml", "model = [", "invalid TOML"),
 ]
 
