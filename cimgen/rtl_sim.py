@@ -410,8 +410,11 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
                                                                       "WARNING")},
                         log_file=log if quiet else None)
     except SystemExit as e:
-        raise CimgenError(f"RTL simulation failed (exit {e.code}); log: {log}",
-                          where="rtl") from None
+        why = f"exit {e.code}"
+        if res_path.is_file():
+            with open(res_path, "rb") as f:
+                why = pickle.load(f).get("error") or why
+        raise CimgenError(f"RTL simulation failed ({why}); log: {log}", where="rtl") from None
     wall = time.time() - t0
     if not res_path.is_file():
         raise CimgenError(f"RTL simulation produced no result; log: {log}", where="rtl")
