@@ -81,8 +81,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from .rtl_sim import run_rtl
 
         res = run_rtl(comp, q)
-        logits, cycles, err = res.logits, res.cycles, res.error
-        extra = f", {res.sim_cycles_per_second:.0f} simulated cycles/s"
+        logits, cycles = res.outputs, int(res.cycles.max())
+        bad = [e for e in res.error if int(e) != 0]
+        err = bad[0].name if bad else "NONE"
+        extra = f", {float(res.stats.get('cycles_per_s', 0)):.0f} simulated cycles/s"
     else:
         run = run_golden(comp, q)
         logits, cycles, err = run.logits, run.result.cycles, run.result.error.name
@@ -97,6 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from golden_model.errors import BadInputError
     from golden_model.reference import forward_int, quantize_input
 
     from .compiler import compile_network
@@ -106,6 +109,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     cfg = _config(args)
     net = load_model(args.model)
     x, labels, what = default_inputs(net, args.inputs, args.labels)
+    if args.images is not None:
+        if args.images < 1:
+            raise BadInputError(f"--images {args.images}: must be >= 1", where="verify")
+        x = x[: args.images]
+        labels = labels[: args.images] if labels is not None else None
+        what += f", first {x.shape[0]}"
     comp = compile_network(net, cfg, calibration_batch(net, cfg, args.calib))
     q = quantize_input(net, x)
     ref = forward_int(net, q)
@@ -113,15 +122,25 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.rtl:
         from .rtl_sim import run_rtl
 
-        res = run_rtl(comp, q)
         gold = run_golden(comp, q)
-        rep = compare(res.logits, gold.logits, labels, True, res.cycles, res.error)
-        cyc_ok = res.cycles == gold.result.cycles and res.error == gold.result.error.name
+        res = run_rtl(comp, q)
+        diff = res.outputs != gold.logits
+        cyc_bad = int((res.cycles != gold.result.cycles).sum())
+        err_bad = sum(1 for e in res.error if int(e) != int(gold.result.error))
+        rows = [("images", str(x.shape[0])), ("mismatching output words", str(int(diff.sum()))),
+                ("images with another cycle count", str(cyc_bad)),
+                ("images with another error code", str(err_bad)),
+                ("cycles per inference (RTL)", str(int(res.cycles.max()))),
+                ("cycles per inference (golden)", str(gold.result.cycles)),
+                ("simulated cycles per second",
+                 f"{float(res.stats.get('cycles_per_s', 0)):.0f}")]
+        if diff.any():
+            i, o = (int(v) for v in np.argwhere(diff)[0])
+            rows.append(("first mismatch", f"image {i} output {o}: RTL "
+                         f"{int(res.outputs[i, o])}, golden {int(gold.logits[i, o])}"))
         print(f"RTL vs golden machine on {what}, mapping {cfg.mapping}:")
-        print(rep.table())
-        print(f"{'cycles (golden)':<28}  {gold.result.cycles}")
-        print(f"{'simulated cycles/s':<28}  {res.sim_cycles_per_second:.0f}")
-        if not (rep.mismatching_words == 0 and cyc_ok):
+        print("\n".join(f"{k:<32}  {v}" for k, v in rows))
+        if diff.any() or cyc_bad or err_bad:
             return 1
         ref_rep = compare(gold.logits, ref, labels, cfg.is_ideal, gold.result.cycles,
                           gold.result.error.name)
@@ -188,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--inputs", help=".npy float32 inputs (default: all digits)")
     s.add_argument("--labels", help=".npy labels for accuracy")
+    s.add_argument("--images", type=int, help="use only the first N inputs")
     s.add_argument("--rtl", action="store_true", help="also compare the RTL with the machine")
     xbar_opts(s)
     s.set_defaults(func=_cmd_verify)
