@@ -8,8 +8,10 @@ shared. The RTL must match this machine on every DMEM word and every cycle.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +91,50 @@ def _wrap32(x: np.ndarray) -> np.ndarray:
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
+class _BlasLimit:
+    """Run BLAS single-threaded while any machine runs (reference counted, thread-safe).
+
+    A READ's product is small (at most rows x cols x batch) and there are many
+    of them: BLAS worker threads add only wake-up latency, badly so on a shared
+    machine. The results are exact integers either way; this changes speed only.
+    Without threadpoolctl (a scikit-learn dependency) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._ctl: Any = None
+        self._active: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                if self._ctl is None:
+                    try:
+                        from threadpoolctl import ThreadpoolController
+
+                        self._ctl = ThreadpoolController()
+                    except Exception:  # pragma: no cover - optional speed-up
+                        self._ctl = False
+                if self._ctl:
+                    self._active = self._ctl.limit(limits=1, user_api="blas")
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._active is not None:
+                self._active.restore_original_limits()
+                self._active = None
+
+
+_BLAS_LIMIT = _BlasLimit()
+
+
+def _single_blas_thread() -> _BlasLimit:
+    return _BLAS_LIMIT
+
+
 class _AdcLookup:
     """``recon[#{t in thr : t <= x}]`` for an ADC table, without a binary search.
 
@@ -125,9 +171,10 @@ class _AdcLookup:
         pad_u = INT32_MAX_ADC if n_real < self.thr.size else np.iinfo(np.int64).max
         self.t0, self.gap, self.nb = t0, gap, nb
         self.u = np.concatenate([[np.iinfo(np.int64).max], u, [pad_u]])
-        self.lo = np.concatenate([[self.recon[0]], self.recon[below], [self.recon[n_real]]])
-        self.hi = np.concatenate([[self.recon[0]], self.recon[np.where(has, hi_idx, below)],
-                                  [self.recon[-1]]])
+        lo = np.concatenate([[self.recon[0]], self.recon[below], [self.recon[n_real]]])
+        hi = np.concatenate([[self.recon[0]], self.recon[np.where(has, hi_idx, below)],
+                             [self.recon[-1]]])
+        self.codes = np.stack([lo, hi], axis=1).reshape(-1)  # bucket b: [lo, hi]
         self.fast = True
 
     def convert(self, x: np.ndarray) -> np.ndarray:
@@ -135,9 +182,13 @@ class _AdcLookup:
             return self.recon[np.searchsorted(self.thr, x, side="right")]
         b = x - self.t0
         b //= self.gap
-        np.clip(b, -1, self.nb, out=b)
+        if b.size and (b.min() < -1 or b.max() > self.nb):
+            np.clip(b, -1, self.nb, out=b)
         b += 1
-        return np.where(x >= self.u[b], self.hi[b], self.lo[b])
+        up = x >= self.u[b]
+        b <<= 1
+        b += up
+        return self.codes[b]
 
 
 @dataclass
@@ -184,6 +235,11 @@ class Machine:
 
     # ----------------------------------------------------------------- run
     def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
+        """Run from ``entry`` until HALT or a fault (the whole batch at once)."""
+        with _single_blas_thread():
+            return self._run(entry, max_instructions)
+
+    def _run(self, entry: int, max_instructions: int) -> RunResult:
         p = self.image.params
         B = self.batch
         prog = self.decoded
@@ -379,13 +435,33 @@ class Machine:
         sym = a["sense"] == Sense.SYM
         width = 2 * n if sym else n
         cur = self.currents(a["xbar"])[rows, c0:c0 + width]  # [k, width]
-        big = int(cur.max(initial=0)) * max(1, rows.size)
+        noisy = p.read_sigma_units > 0
+        if sym and not noisy:
+            # Without read noise a SYM lane only needs I_pos - I_neg: one product with
+            # the per-cell current differences (exact integers) gives it directly.
+            w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
+            out_rows = n
+        elif not noisy:
+            # POS: the HRS floor HRS * NDRV is removed cell by cell (exactly the same sum).
+            w = cur.astype(np.int64) - p.hrs_units
+            out_rows = n
+        else:
+            w = cur
+            out_rows = width
+        big = max(int(np.abs(w).max(initial=0)), 1) * max(1, rows.size)
         dt = np.float32 if big < 2**24 else np.float64
-        col_i = (cur.T.astype(dt) @ d.astype(dt)).astype(np.int64)  # [width, B]
-        nd = d.sum(axis=0, dtype=np.int64)
-        if p.read_sigma_units > 0:
+        # One exact float product gives every lane and, from a row of ones, the
+        # driven-row count NDRV.
+        lhs = np.empty((out_rows + 1, rows.size), dtype=dt)
+        lhs[:out_rows] = w.T
+        lhs[out_rows] = 1
+        prod = (lhs @ d.astype(dt)).astype(np.int64)  # [out_rows + 1, B]
+        col_i, nd = prod[:out_rows], prod[out_rows]
+        if noisy:
             col_i = np.maximum(col_i + self._read_noise(c0, width, nd).T, 0)
-        if sym:
+        if not noisy:
+            x = col_i
+        elif sym:
             x = col_i[0::2] - col_i[1::2]
         else:
             x = col_i - p.hrs_units * nd

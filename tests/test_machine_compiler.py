@@ -115,8 +115,10 @@ def test_examples_ideal_all_images(model: str, mapping: str) -> None:
 ARRAYS = [(32, 16, 256), (24, 40, 256), (17, 9, 256)]  # rows, cols, crossbars
 
 
-def random_cases(seeds: range, rows: int, cols: int, xbars: int, mapping: str) -> int:
-    """Binary-only mappings get the binary-weight variant of each seed's network."""
+def random_cases(seeds: range, rows: int, cols: int, xbars: int, mapping: str,
+                 skip_too_big: bool = False) -> int:
+    """Binary-only mappings get the binary-weight variant of each seed's network.
+    With ``skip_too_big``, networks with a layer larger than all crossbars are skipped."""
     runs = 0
     for seed in seeds:
         net = random_network(seed, ternary=False if mapping in BINARY_ONLY else None)
@@ -129,7 +131,13 @@ def random_cases(seeds: range, rows: int, cols: int, xbars: int, mapping: str) -
                                  "num_xbars": xbars, "seed": seed})
         what = f"random_network({seed}) {net.input.values.kind} {mapping} {rows}x{cols}"
         print(what)
-        check_exact(compile_network(net, cfg), q, ref, what)
+        try:
+            comp = compile_network(net, cfg)
+        except BadInputError as e:
+            if skip_too_big and "crossbars" in str(e):
+                continue
+            raise
+        check_exact(comp, q, ref, what)
         runs += 1
     return runs
 
@@ -144,7 +152,9 @@ def test_random_networks_odd_arrays(rows: int, cols: int, xbars: int, mapping: s
 @pytest.mark.parametrize("mapping", MAPPINGS)
 @pytest.mark.parametrize(("rows", "cols", "xbars"), [*ARRAYS, (2, 2, 256), (5, 3, 256)])
 def test_random_networks_sweep(rows: int, cols: int, xbars: int, mapping: str) -> None:
-    random_cases(range(8, 60), rows, cols, xbars, mapping)
+    seeds = range(8, 60)
+    runs = random_cases(seeds, rows, cols, xbars, mapping, skip_too_big=True)
+    assert runs >= 10, runs  # 2x2 arrays with 2x2 cell groups hold one weight each
 
 
 def test_random_network_kinds_are_covered() -> None:
