@@ -86,6 +86,15 @@ class XbarConfig:
             raise bad("rows/cols", "array size must be within 2..1024")
         if self.num_xbars > 256:
             raise bad("num_xbars", "at most 256 crossbars")
+        # Memory sizes the instruction fields can address (cimgen/isa.py).
+        from .isa import BY_NAME
+
+        for key, op, fname in (("dmem_words", "STA", "dst"), ("wmem_words", "PROG", "wsrc"),
+                               ("adc_tables", "READ", "adc")):
+            limit = BY_NAME[op].field(fname).hi + 1
+            if getattr(self, key) > limit:
+                raise bad(key, f"at most {limit} (the {op}.{fname} field), got "
+                          f"{getattr(self, key)}")
         if self.current_lsb_ua <= 0:
             raise bad("current_lsb_ua", "must be > 0")
         if not 0 < self.hrs_ua < self.lrs_ua:
@@ -107,6 +116,9 @@ class XbarConfig:
             raise bad("stuck_lrs_rate", "stuck_lrs_rate + stuck_hrs_rate must be <= 1")
         if not 0 <= self.adc_bits <= 12:
             raise bad("adc_bits", "must be 0 (ideal) or 1..12")
+        if self.adc_bits and (1 << self.adc_bits) - 1 > 2 * self.rows:
+            raise bad("adc_bits", f"{self.adc_bits} bits need {(1 << self.adc_bits) - 1} "
+                      f"thresholds, an ADC table holds 2 * rows = {2 * self.rows}")
         if self.adc_range not in ("max", "calib"):
             raise bad("adc_range", f"'{self.adc_range}' is not max or calib")
         if not 0 <= self.adcs_per_xbar <= self.cols:

@@ -580,6 +580,11 @@ SET_BAD = {
     "negative-sigma": (["sigma_lrs_ua=-2"], "sigma_lrs_ua: must be >= 0"),
     "lsb-coarse": (["current_lsb_ua=100"], "too coarse"),
     "negative-seed": (["seed=-1"], "seed"),
+    # Limits of the instruction fields and the ADC table memory:
+    "dmem-beyond-isa": (["dmem_words=300000"], "dmem_words: at most 262144"),
+    "wmem-beyond-isa": (["wmem_words=16777217"], "wmem_words: at most 16777216"),
+    "adc-tables-beyond-isa": (["adc_tables=65"], "adc_tables: at most 64"),
+    "adc-bits-beyond-table": (["rows=64", "adc_bits=8"], "an ADC table holds 2 * rows = 128"),
 }
 
 
