@@ -34,7 +34,14 @@ from netgen import random_network
 
 from cimgen import isa
 from cimgen.cli import main as cli_main
-from cimgen.compiler import Compiled, Compiler, compile_network, default_adc, machine_params
+from cimgen.compiler import (
+    Compiled,
+    Compiler,
+    _Emitter,
+    compile_network,
+    default_adc,
+    machine_params,
+)
 from cimgen.config import MAPPINGS, make_config
 from cimgen.datasets import digits_for
 from cimgen.isa import BIT_SIGNED, MASK_POS, Err, Instr, Sense, Src
@@ -155,6 +162,55 @@ def test_random_networks_sweep(rows: int, cols: int, xbars: int, mapping: str) -
     seeds = range(8, 60)
     runs = random_cases(seeds, rows, cols, xbars, mapping, skip_too_big=True)
     assert runs >= 10, runs  # 2x2 arrays with 2x2 cell groups hold one weight each
+
+
+def test_random_timing_configs_cycles_match_report() -> None:
+    """Random array sizes, shared ADCs, vector widths and latencies: exact logits, and
+    the machine's cycle counts equal the compiler's report (setup and inference)."""
+    ran = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        mapping = str(rng.choice(MAPPINGS))
+        net = random_network(seed, ternary=False if mapping in BINARY_ONLY else None)
+        rows, cols = int(rng.integers(2, 40)), int(rng.integers(2, 40))
+        over = {"mapping": mapping, "rows": rows, "cols": cols,
+                "num_xbars": int(rng.integers(1, 257)),
+                "adcs_per_xbar": int(rng.integers(0, cols + 1)),
+                "vec_width": int(rng.integers(1, 17)), "t_read": int(rng.integers(1, 9)),
+                "t_adc": int(rng.integers(1, 5)), "t_write": int(rng.integers(1, 500))}
+        try:
+            comp = compile_network(net, make_config(None, over))
+        except BadInputError as e:
+            assert "crossbars" in str(e), (seed, str(e))
+            continue
+        q = rng.choice(np.array(net.input.values.values),
+                       size=(4, *net.input.shape)).astype(np.int16)
+        ref = forward_int(net, q)
+        assert isinstance(ref, np.ndarray)
+        check_exact(comp, q, ref, f"random_network({seed}) {over}")
+        ran += 1
+    assert ran >= 30
+
+
+def test_emitter_builds_what_isa_make_builds() -> None:
+    """The compiler's cached instruction builder == isa.make, errors included."""
+    em = _Emitter()
+    rng = np.random.default_rng(77)
+    for _ in range(3000):
+        spec = isa.OPS[int(rng.integers(len(isa.OPS)))]
+        fields = {f.name: int(rng.integers(f.lo - 2, f.hi + 3)) for f in spec.fields
+                  if rng.random() < 0.9}
+        try:
+            want: Instr | str = isa.make(spec.name, **fields)
+        except isa.EncodeError as e:
+            want = str(e)
+        try:
+            got: Instr | str = em.make(spec.name, **fields)
+        except isa.EncodeError as e:
+            got = str(e)
+        assert got == want, (spec.name, fields)
+    with pytest.raises(isa.EncodeError, match="unknown field"):
+        em.make("STA", dst=1, lanes=2, bogus=3)
 
 
 def test_random_network_kinds_are_covered() -> None:
