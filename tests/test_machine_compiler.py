@@ -50,7 +50,18 @@ from cimgen.runner import calibration_batch, run_golden
 from golden_model.crossbar import STUCK_HRS, STUCK_LRS, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.floatops import Quantizer
-from golden_model.ir import Conv2d, Dense, InputStage, Network
+from golden_model.ir import (
+    Conv2d,
+    Dense,
+    Flatten,
+    InputStage,
+    Layer,
+    MaxPool2d,
+    Network,
+    Threshold,
+    analyze,
+    conv_out_hw,
+)
 from golden_model.machine import ChipImage, Machine
 from golden_model.reference import forward_int, quantize_input
 
@@ -211,6 +222,51 @@ def test_emitter_builds_what_isa_make_builds() -> None:
         assert got == want, (spec.name, fields)
     with pytest.raises(isa.EncodeError, match="unknown field"):
         em.make("STA", dst=1, lanes=2, bogus=3)
+
+
+def strided_network(seed: int) -> Network:
+    """Convs with strides 1-2, kernels 1x1..3x3, asymmetric pads of -1/+1, and max-pools
+    with overlapping or non-dividing windows (tests/netgen.py has none of these)."""
+    rng = np.random.default_rng(seed)
+    c, h, w = int(rng.integers(1, 4)), int(rng.integers(6, 12)), int(rng.integers(6, 12))
+    shape = (c, h, w)
+    layers: list[Layer] = []
+    for _ in range(int(rng.integers(1, 3))):
+        o, kh, kw = int(rng.integers(1, 6)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        st = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        pads = (int(rng.integers(3)), int(rng.integers(3)), int(rng.integers(3)),
+                int(rng.integers(3)))
+        oh, ow = conv_out_hw(shape[1], shape[2], kh, kw, st, pads)
+        if oh < 1 or ow < 1:
+            break
+        layers.append(Conv2d(rng.choice((-1, 1), size=(o, shape[0], kh, kw)).astype(np.int8),
+                             st, pads, int(rng.choice([-1, 1]))))
+        shape = (o, oh, ow)
+        if rng.integers(2) and min(oh, ow) >= 2:
+            k = (int(rng.integers(1, min(3, oh) + 1)), int(rng.integers(1, min(3, ow) + 1)))
+            s = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+            layers.append(MaxPool2d(k, s))
+            shape = (o, (oh - k[0]) // s[0] + 1, (ow - k[1]) // s[1] + 1)
+        layers.append(Threshold(rng.integers(-3, 4, size=(o, 1)).astype(np.int64),
+                                rng.choice((-1, 1), size=o).astype(np.int8), 2, -1))
+    layers += [Flatten(), Dense(rng.choice((-1, 1), size=(5, int(np.prod(shape))))
+                                .astype(np.int8))]
+    net = Network(InputStage((c, h, w), (), Quantizer("bipolar"), 2, -1), tuple(layers),
+                  name=f"strided_{seed}")
+    analyze(net)
+    return net
+
+
+@pytest.mark.parametrize("mapping", ["BNN_I", "BNN_V", "TNN_I", "TNN_IV"])
+def test_strided_convs_and_overlapping_pools(mapping: str) -> None:
+    for seed in range(15):
+        net = strided_network(seed)
+        q = np.random.default_rng(seed).choice((-1, 1), size=(6, *net.input.shape))
+        q = q.astype(np.int16)
+        ref = forward_int(net, q)
+        assert isinstance(ref, np.ndarray)
+        cfg = make_config(None, {"mapping": mapping, "rows": 24, "cols": 20, "num_xbars": 256})
+        check_exact(compile_network(net, cfg), q, ref, f"strided_network({seed}) {mapping}")
 
 
 def test_random_network_kinds_are_covered() -> None:
