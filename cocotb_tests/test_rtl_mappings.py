@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cases import MODELS, NONIDEAL, compiled, images, reference, session_and_params
+from cases import NONIDEAL, compiled, images, reference, session_and_params, storable_pairs
 from scoreboard import check_sim
 
 from cimgen.config import MAPPINGS
@@ -45,7 +45,6 @@ def test_nonideal_chip(model: str, mapping: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chip", ["ideal", "nonideal"])
-@pytest.mark.parametrize("mapping", MAPPINGS)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "mapping"), storable_pairs())
 def test_every_example_every_mapping(model: str, mapping: str, chip: str) -> None:
     _check(model, mapping, NONIDEAL if chip == "nonideal" else {}, 5, chip)
