@@ -170,6 +170,74 @@ def _cmd_dse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_vectors(args: argparse.Namespace) -> int:
+    from . import vectors as vec
+
+    if args.images is not None and args.images < 1:
+        raise CimgenError("--images must be >= 1", where="--images")
+    if args.random is not None and args.random < 0:
+        raise CimgenError("--random must be >= 0", where="--random")
+    if args.suite:
+        if args.model or args.inputs or args.xbar or args.set or args.mappings:
+            raise CimgenError("--suite takes no model, --inputs, --xbar, --set or --mappings",
+                              where="--suite")
+        vectors, meta = vec.suite_set(images=args.images or 2,
+                                      n_random=24 if args.random is None else args.random)
+    else:
+        import hashlib
+        from pathlib import Path
+
+        from golden_model.reference import check_inputs, quantize_input
+
+        from .fileio import load_npy
+        from .onnx_import import load_model
+        from .runner import calibration_batch
+
+        if not args.model or not args.inputs:
+            raise CimgenError("give MODEL.onnx and --inputs X.npy (or --suite)",
+                              where="vectors")
+        cfg = _config(args)
+        net = load_model(args.model)
+        x = load_npy(args.inputs)
+        check_inputs(net, x, where=args.inputs)
+        if args.images:
+            x = x[:args.images]
+        maps = [m.strip() for m in args.mappings.split(",")] if args.mappings else None
+        inputs_meta = {"name": os.path.basename(args.inputs), "images": int(x.shape[0]),
+                       "sha256": hashlib.sha256(Path(args.inputs).read_bytes()).hexdigest()}
+        vectors, meta = vec.model_set(args.model, cfg, quantize_input(net, x), mappings=maps,
+                                      calib=calibration_batch(net, cfg, args.calib),
+                                      errors=args.errors, n_random=args.random or 0,
+                                      inputs_meta=inputs_meta)
+    man, cov = vec.write_set(args.output, vectors, meta)
+    runs = sum(len(v["runs"]) for v in man["vectors"])
+    print(f"{len(man['vectors'])} vector(s), {runs} run(s), {len(man['duts'])} DUT group(s), "
+          f"{len(man['files']) + 2} files -> {args.output}")
+    for d in man["duts"]:
+        print(f"  {d['name']}: {d['label']}, {len(d['vectors'])} vector(s), {d['testbench']}")
+    gaps = cov.gaps()
+    print(f"  coverage: {len(gaps)} gap(s) (coverage.md)" + (": " + "; ".join(gaps[:6]) +
+                                                             (" ..." if len(gaps) > 6 else "")
+                                                             if gaps else ""))
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from . import vectors as vec
+
+    try:
+        res = vec.replay(args.dir, args.sim, echo=print, dump=args.dump)
+    except vec.SkippedError as e:
+        print(f"cimgen: replay {e}", file=sys.stderr)
+        return vec.EXIT_SKIPPED
+    for g in res.groups:
+        if g.summary is None:
+            print(f"cimgen: replay: DUT group {g.dut}: no summary line (simulator exit "
+                  f"{g.returncode}); log {g.log}", file=sys.stderr)
+    print(f"replay ({res.simulator}): {res.passed} passed, {res.failed} failed")
+    return vec.EXIT_PASS if res.ok else vec.EXIT_FAIL
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler")
     s.add_argument("--resume", action="store_true", help="skip points already in results.csv")
     s.set_defaults(func=_cmd_dse)
+
+    s = sub.add_parser("vectors", help="tape-out test vectors with a replay testbench")
+    s.add_argument("model", nargs="?", help="ONNX model (not with --suite)")
+    s.add_argument("-o", "--output", required=True, help="vector-set folder (replaced)")
+    s.add_argument("--inputs", help=".npy float32 inputs, one inference run each")
+    s.add_argument("--images", type=int, help="only the first N inputs (suite: digits, 2)")
+    s.add_argument("--mappings", help="comma-separated mappings (default: the config's)")
+    s.add_argument("--errors", choices=("none", "few", "all"), default="none",
+                   help="assembled error-case vectors on the same chip")
+    s.add_argument("--random", type=int, help="random programs on the small chip "
+                   "(suite: 24)")
+    s.add_argument("--suite", action="store_true", help="the standard suite: examples x "
+                   "mappings, error cases, random programs, coverage")
+    xbar_opts(s)
+    s.set_defaults(func=_cmd_vectors)
+
+    s = sub.add_parser("replay", help="check a vector set and replay it on a simulator "
+                       "(exit 0 pass, 1 fail, 2 bad set, 3 simulator unavailable)")
+    s.add_argument("dir")
+    s.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
+    s.add_argument("--dump", action="store_true", help="also dump every value read")
+    s.set_defaults(func=_cmd_replay)
     return p
 
 
