@@ -60,6 +60,7 @@ class TbRun:
     in_ranges: list[tuple[int, int]] = field(default_factory=list)  # (DMEM addr, words)
     out_file: str | None = None  # expected words of all read ranges, concatenated
     out_ranges: list[tuple[int, int]] = field(default_factory=list)  # (DMEM addr, words)
+    expected_cycles: int = 0  # for the watchdog's budget only (the check reads regs_file)
 
 
 @dataclass
@@ -496,6 +497,21 @@ def _select_tasks(vectors: Sequence[TbVector]) -> list[A.Node]:
             _task("select_run", [("v", 32), ("r", 32)], _case("v", run_branches))]
 
 
+def watchdog_cycles(p: RtlParams, vectors: Sequence[TbVector]) -> int:
+    """Clock cycles after which the testbench gives up (see ``testbench_ast``)."""
+    chunks = -(-p.COLS // 32)
+    total = 10_000
+    for v in vectors:
+        words = (2 * v.prog[1] + chunks * v.wmem[1] + v.dmem[1]
+                 + v.adc_thr[1] * (4 * p.ROWS + 1) + 4)
+        for r in v.runs:
+            words += (sum(n for _, n in r.in_ranges) + sum(n for _, n in r.out_ranges)
+                      + len(REGS) + 3)
+            total += TIMEOUT_FACTOR * r.expected_cycles + TIMEOUT_EXTRA
+        total += 16 * words + 1000
+    return total
+
+
 def testbench_ast(module: str, params: RtlParams, vectors: Sequence[TbVector]) -> A.Source:
     """The replay testbench of one DUT parameter set as a pyverilog AST."""
     p = params
@@ -568,6 +584,17 @@ def testbench_ast(module: str, params: RtlParams, vectors: Sequence[TbVector]) -
         _set("clk", _int(0, 1)),
         A.ForeverStatement(_block(A.SingleStatement(A.DelayStatement(_int(CLOCK_HALF))),
                                   _set("clk", _not("clk")))))))
+    # Watchdog against a hang outside the irq wait (an AXI handshake that never
+    # completes): every run's timeout plus 16 cycles per host access, generously.
+    kcycles = -(-watchdog_cycles(params, vectors) // 1000)
+    items += [*_integer("wd"), A.Initial(_block(
+        _for("wd", kcycles, A.SingleStatement(A.DelayStatement(_int(2 * CLOCK_HALF * 1000)))),
+        _sys("display", _str("FAIL %0s: watchdog: the replay exceeded %0d000 cycles (a hung "
+                             "AXI handshake?)"), "vec_name", kcycles),
+        _sys("display", _str("REPLAY SUMMARY: %0d vectors, %0d passed, %0d failed"),
+             "n_vectors", "n_pass", A.Minus(_id("n_vectors"), _id("n_pass"))),
+        _sys("display", _str("REPLAY RESULT: FAILED")),
+        _sys("stop")))]
     main: list[A.Node] = [
         _set("rst_n", _int(0, 1)),
         *(_set(s, _int(0, w)) for s, w in (("awaddr", 32), ("awvalid", 1), ("wdata", 32),

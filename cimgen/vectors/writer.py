@@ -220,7 +220,7 @@ def _vector_files(files: dict[str, bytes], index: int, group: str, v: Vector,
             run["expected_logits"] = [int(x) for x in logits]
         runs.append(run)
         tb_runs.append(TbRun(int(spec.entry), regs_path, in_path, in_ranges, out_path,
-                             [(int(a), int(n)) for a, n in spec.reads]))
+                             [(int(a), int(n)) for a, n in spec.reads], int(e.cycles)))
     entry = {"name": v.name, "index": index, "dut": group, "kind": v.kind, "dir": d,
              "description": v.description, "meta": v.meta, "images": images,
              "dmem_zero_to": int(v.session.dmem_zero_to), "runs": runs}
