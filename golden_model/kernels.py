@@ -9,11 +9,46 @@ A bit-packed XNOR/popcount path exists for bipolar-by-bipolar products.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 _F32_EXACT = 2**24
 _F64_EXACT = 2**53
+
+# Products with fewer multiply-adds than this run with one BLAS thread: for them
+# a second thread saves ~0.1 ms on an idle machine but, on a loaded 2-CPU one,
+# waiting for a busy CPU made them 10-20x slower (docs/benchmarks.md).
+SINGLE_THREAD_MACS = 2**24
+
+
+class _OneBlasThread:
+    """Context: numpy's BLAS on one thread (threadpoolctl, if installed) for small
+    products. Speed only: the results are exact integers either way."""
+
+    _ctl: Any = None
+
+    def __init__(self, macs: int) -> None:
+        self.active: Any = None
+        if macs >= SINGLE_THREAD_MACS:
+            return
+        if _OneBlasThread._ctl is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                _OneBlasThread._ctl = ThreadpoolController()
+            except Exception:  # pragma: no cover - optional speed-up
+                _OneBlasThread._ctl = False
+        self.ctl = _OneBlasThread._ctl
+
+    def __enter__(self) -> None:
+        if getattr(self, "ctl", False):
+            self.active = self.ctl.limit(limits=1, user_api="blas")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active is not None:
+            self.active.restore_original_limits()
 
 
 def exact_dtype(bound: int) -> type[np.generic]:
@@ -31,11 +66,12 @@ def int_matmul(x: np.ndarray, w: np.ndarray, bound: int) -> np.ndarray:
     ``bound`` is an upper bound of sum_i |x_i| * |w_i| for any row.
 
     This float-BLAS path is the one the reference uses: on the 4096 x 4096
-    binary layer (scripts/bench_reference.py, docs/benchmarks.md) it is
-    about 2.5x faster than ``bipolar_matmul_popcount`` on this machine.
+    binary layer (scripts/bench_reference.py, docs/benchmarks.md) it was
+    1.1-3.3x faster than ``bipolar_matmul_popcount`` on the 2-CPU machine.
     """
     dt = exact_dtype(bound)
-    y = x.astype(dt, copy=False) @ w.astype(dt, copy=False).T
+    with _OneBlasThread(x.shape[0] * x.shape[1] * w.shape[0]):
+        y = x.astype(dt, copy=False) @ w.astype(dt, copy=False).T
     return y.astype(np.int64, copy=False)
 
 
@@ -107,7 +143,8 @@ def conv2d_nchw(x: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     oh, ow = win.shape[1], win.shape[2]
     cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * c)
     wm = w.transpose(0, 2, 3, 1).reshape(o, kh * kw * c).astype(dt)
-    acc = (cols @ wm.T).reshape(n, oh, ow, o)
+    with _OneBlasThread(cols.shape[0] * cols.shape[1] * o):
+        acc = (cols @ wm.T).reshape(n, oh, ow, o)
     out = np.empty((n, o, oh, ow), np.int64)
     np.copyto(out, acc.transpose(0, 3, 1, 2), casting="unsafe")
     return out
