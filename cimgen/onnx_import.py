@@ -628,8 +628,8 @@ class _Importer:
         if bad.any():
             o, i = np.argwhere(bad)[0]
             raise self.err(f"weights outside the binary/ternary value set: weight[{o}, {i}] = "
-                           f"{flat[o, i]!r} is not -s, 0 or +s for the channel scale s = "
-                           f"{m[o]!r}", node)
+                           f"{float(flat[o, i])!r} is not -s, 0 or +s for the channel scale s = "
+                           f"{float(m[o])!r}", node)
         return ints.reshape(w.shape).astype(np.int8), m
 
 
