@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import benchdoc  # scripts/ is on sys.path when a script runs
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -60,7 +60,7 @@ from golden_model.machine import Machine
 from golden_model.reference import forward_int, quantize_input
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = benchdoc.DOC
 SECTION = "## Golden machine and compiler (issue 3)"
 MAPPINGS = ("BNN_I", "BNN_III", "BNN_V", "TNN_I", "TNN_IV")
 VGG_SEED = 32
@@ -255,17 +255,6 @@ def markdown(mrows: list[dict[str, Any]], crows: list[dict[str, Any]], repeat: i
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) this script's section; every other section is kept."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _m: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -283,7 +272,7 @@ def main() -> None:
     print()
     print(text)
     if not args.no_docs:
-        write_section(text)
+        benchdoc.write_section(SECTION, text)
         print(f"wrote the section to {DOC.relative_to(ROOT)}")
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import benchdoc  # scripts/ is on sys.path when a script runs
 import numpy as np
 import onnxruntime as ort
 from threadpoolctl import ThreadpoolController
@@ -47,7 +47,7 @@ from golden_model.kernels import SINGLE_THREAD_MACS, bipolar_matmul_popcount, in
 from golden_model.reference import infer
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = benchdoc.DOC
 SECTION = "## Reference inference (issue 2)"
 BIG = 4096
 SEED = 4096
@@ -230,17 +230,6 @@ def render_section(info: dict[str, Any], rows: list[dict[str, Any]], kern: dict[
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) this script's section; every other section is kept."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _m: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7,
@@ -306,7 +295,7 @@ def main() -> None:
               f"{probe['unset'] * 1e3:.0f} ms with it unset")
     print("load average after: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     if not args.no_docs:
-        write_section(render_section(info, rows, kern, probe))
+        benchdoc.write_section(SECTION, render_section(info, rows, kern, probe))
         print(f"wrote the section '{SECTION[3:]}' to {DOC.relative_to(ROOT)}")
 
 

@@ -69,6 +69,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import benchdoc  # scripts/ is on sys.path when a script runs
 import numpy as np
 
 from cimgen import rtl_sim
@@ -80,7 +81,7 @@ from cimgen.runner import MachineRun, run_golden
 from golden_model.reference import quantize_input
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = benchdoc.DOC
 SECTION = "## RTL simulation speed (issue 4)"
 MODEL = ROOT / "examples" / "bnn_cnn.onnx"
 TB = Path(__file__).resolve().parent / "bench_rtl_tb.sv"
@@ -495,17 +496,6 @@ def markdown(info: dict[str, str], cfg: dict[str, Any], params: rtl_sim.RtlParam
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) this script's section; every other section is kept."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _m: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=100, help="digit images (the first N)")
@@ -581,7 +571,7 @@ def bench(args: argparse.Namespace) -> None:
     print()
     print(text)
     if not args.no_docs:
-        write_section(text)
+        benchdoc.write_section(SECTION, text)
         print(f"wrote the section to {DOC.relative_to(ROOT)}")
     if problems:
         sys.exit(1)
