@@ -49,7 +49,26 @@ class XbarConfig:
     vec_width: int = 8
     t_read: int = 2
     t_adc: int = 1
-    t_write: int = 100
+    # Inputs per program run: the chip runs a whole batch through each weight
+    # residency before it reprograms. 0 = auto: 1 when every tile fits the
+    # crossbars at once, else the largest power of two <= 256 that DMEM holds.
+    batch: int = 0
+    # PROG (one row) is a write-verify loop: write_verify_iters x (pulse + verify)
+    # cycles. t_write > 0 overrides it with a measured row-write time in cycles.
+    t_write: int = 0
+    t_write_pulse: int = 10
+    t_verify: int = 2
+    write_verify_iters: int = 8
+    # Energy and time model (every default and its source: docs/energy.md).
+    clock_mhz: float = 100.0
+    v_read: float = 0.2  # V across a driven cell during a READ
+    v_write: float = 2.0  # SET/RESET pulse amplitude (V)
+    i_write_ua: float = 100.0  # cell current during a write pulse (compliance, uA)
+    adc_fom_fj: float = 10.0  # Walden figure of merit, fJ per conversion step
+    e_digital_pj: float = 0.1  # one vector-unit lane operation (32-bit add)
+    e_dmem_pj: float = 5.0  # one 32-bit data-memory word access
+    endurance_writes: float = 1e6  # write cycles a cell survives
+    inference_rate_hz: float = 1000.0  # for the projected lifetime
     # Calibration batch size for adc_range = "calib".
     calib_images: int = 64
 
@@ -62,6 +81,11 @@ class XbarConfig:
     @property
     def adcs(self) -> int:
         return self.adcs_per_xbar or self.cols
+
+    @property
+    def prog_cycles(self) -> int:
+        """Cycles of one PROG: the write-verify loop of one crossbar row."""
+        return self.t_write or self.write_verify_iters * (self.t_write_pulse + self.t_verify)
 
     @property
     def hrs_units(self) -> int:
@@ -78,10 +102,19 @@ class XbarConfig:
         if self.mapping not in MAPPINGS:
             raise bad("mapping", f"'{self.mapping}' is not one of {', '.join(MAPPINGS)}")
         for key in ("rows", "cols", "num_xbars", "prog_words", "dmem_words",
-                    "wmem_words", "adc_tables", "vec_width", "t_read", "t_adc", "t_write",
-                    "calib_images"):
+                    "wmem_words", "adc_tables", "vec_width", "t_read", "t_adc",
+                    "t_write_pulse", "t_verify", "write_verify_iters", "calib_images"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("batch", "t_write"):
+            if getattr(self, key) < 0:
+                raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.batch > 65535:
+            raise bad("batch", f"at most 65535 (the LOOP.count field), got {self.batch}")
+        for key in ("clock_mhz", "v_read", "v_write", "i_write_ua", "adc_fom_fj",
+                    "e_digital_pj", "e_dmem_pj", "endurance_writes", "inference_rate_hz"):
+            if not getattr(self, key) > 0:
+                raise bad(key, f"must be > 0, got {getattr(self, key)}")
         if self.rows < 2 or self.cols < 2 or self.rows > 1024 or self.cols > 1024:
             raise bad("rows/cols", "array size must be within 2..1024")
         if self.num_xbars > 256:

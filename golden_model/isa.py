@@ -15,6 +15,14 @@ of vec_width lanes, ascending: each step reads its source words, then writes
 its destination words, so overlapping source and destination ranges behave as
 the hardware's pipeline does (only the overlapping case can tell this apart
 from whole-vector semantics).
+
+Batches: ``LOOP count len stride`` repeats the next ``len`` instructions
+``count`` times (a zero-overhead hardware loop; loops do not nest). The image
+base register IB is 0 in the first iteration and grows by ``stride`` words per
+iteration; it is 0 again after the loop. A DMEM address field whose ``r*`` bit
+is set is relative: the effective address is field + IB. So one loop body
+processes every input of a batch, each in its own DMEM slot, and the program's
+size does not grow with the batch.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Protocol
 WORD_BITS = 64
 OPCODE_LSB = 58
 OPCODE_BITS = 6
-ISA_VERSION = 1
+ISA_VERSION = 2
 
 # READ mask bits: which input values drive a row.
 MASK_NEG, MASK_ZERO, MASK_POS = 1, 2, 4
@@ -98,6 +106,7 @@ def _f(name: str, lsb: int, width: int, signed: bool = False, doc: str = "") -> 
 
 
 _LANES = _f("lanes", 0, 11, doc="vector length (1..cols)")
+_REL = "1: the DMEM address is relative to IB"
 _VEC_COST = "1 + ceil(lanes / vec_width)"
 
 OPS: tuple[OpSpec, ...] = (
@@ -112,6 +121,7 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec("LDIN", 0x04, (
         _f("dst", 47, 11, doc="first IN entry"),
         _f("src", 18, 18, doc="DMEM word address"),
+        _f("rsrc", 11, 1, doc=_REL),
         _LANES,
     ), "IN[dst + l] = DMEM[src + l] for l < lanes", _VEC_COST),
     OpSpec("READ", 0x05, (
@@ -132,11 +142,13 @@ OPS: tuple[OpSpec, ...] = (
         _f("mul", 48, 8, signed=True, doc="signed multiplier"),
         _f("sh", 44, 4, doc="left shift of the multiplier"),
         _f("addr", 18, 18, doc="CODE offset or DMEM address"),
+        _f("rel", 11, 1, doc=_REL + " (src DMEM only; ignored otherwise)"),
         _LANES,
     ), "ACC[l] += (mul << sh) * S[l]", "1 if src != DMEM else " + _VEC_COST),
     OpSpec("ACLR", 0x07, (), "ACC[:] = 0", "1"),
     OpSpec("STA", 0x08, (
         _f("dst", 18, 18, doc="DMEM word address"),
+        _f("rel", 11, 1, doc=_REL),
         _LANES,
     ), "DMEM[dst + l] = ACC[l]", _VEC_COST),
     OpSpec("ACT", 0x09, (
@@ -145,18 +157,30 @@ OPS: tuple[OpSpec, ...] = (
         _f("obias", 50, 3, signed=True, doc="output bias"),
         _f("tbl", 32, 18, doc="DMEM address of the per-lane tables [sign, t_1..t_k]"),
         _f("dst", 14, 18, doc="DMEM word address"),
-        _f("lanes", 0, 11, doc="vector length (1..cols)"),
+        _f("rtbl", 12, 1, doc=_REL + " (tbl)"),
+        _f("rdst", 11, 1, doc=_REL + " (dst)"),
+        _LANES,
     ), "DMEM[dst + l] = obias + oscale * #{j: sign_l * ACC[l] >= t_lj}", _VEC_COST),
     OpSpec("VCOPY", 0x0A, (
         _f("dst", 36, 18, doc="DMEM word address"),
         _f("src", 18, 18, doc="DMEM word address"),
+        _f("rdst", 12, 1, doc=_REL + " (dst)"),
+        _f("rsrc", 11, 1, doc=_REL + " (src)"),
         _LANES,
     ), "DMEM[dst + l] = DMEM[src + l]", _VEC_COST),
     OpSpec("VMAX", 0x0B, (
         _f("dst", 36, 18, doc="DMEM word address"),
         _f("src", 18, 18, doc="DMEM word address"),
+        _f("rdst", 12, 1, doc=_REL + " (dst)"),
+        _f("rsrc", 11, 1, doc=_REL + " (src)"),
         _LANES,
     ), "DMEM[dst + l] = max(DMEM[dst + l], DMEM[src + l])", _VEC_COST),
+    OpSpec("LOOP", 0x0C, (
+        _f("count", 38, 16, doc="iterations (1..65535)"),
+        _f("len", 18, 20, doc="body: the next len instructions (>= 1)"),
+        _f("stride", 0, 18, doc="IB increment per iteration (DMEM words)"),
+    ), "repeat the next len instructions count times, IB = 0, stride, 2 * stride, ...; "
+       "IB = 0 after the loop. count 0, len 0 or a LOOP inside a loop body: ILLEGAL", "1"),
 )
 
 BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
@@ -254,7 +278,7 @@ class Timing(Protocol):
 def cost(ins: Instr, cfg: Timing) -> int:
     """Cycles the instruction takes (documented formula in OPS[...].cost)."""
     op = ins.op
-    if op in ("NOP", "HALT", "INCLR", "ACLR"):
+    if op in ("NOP", "HALT", "INCLR", "ACLR", "LOOP"):
         return 1
     if op == "PROG":
         return cfg.t_write

@@ -1,9 +1,27 @@
-"""The ISA-level golden machine, vectorized over a batch of inferences.
+"""The ISA-level golden machine, vectorized over independent runs.
 
-The program has no data-dependent control flow, so one pass over it serves
-the whole batch: every vector register and the data memory carry a leading
-batch axis, while the program counter, cycle counter and error state are
-shared. The RTL must match this machine on every DMEM word and every cycle.
+One ``Machine`` holds ``batch`` independent program runs in lockstep: the
+program has no data-dependent control flow, so one pass over it serves them
+all. Every vector register and the data memory carry a trailing run axis,
+while the program counter, loop state, cycle counter, error state and the
+crossbar cells are shared (every run executes the same PROGs at the same
+points, so their cells are equal). The RTL must match this machine, run for
+run, on every DMEM word and every cycle.
+
+Speed comes from three places, none of which changes a result:
+
+- The program is decoded once into a plan: operand tuples, static costs and
+  range checks, and runs of consecutive PROG instructions fused into one
+  array assignment.
+- A READ's matrix (per-cell current differences or HRS-floor-removed
+  currents, transposed, with a row of ones for the driven-row count) is
+  built once per crossbar and column window and kept until that crossbar is
+  reprogrammed; a READ then gathers only its driven rows and does one exact
+  float product.
+- A LOOP whose body is independent across iterations (every DMEM word an
+  iteration writes is its own, every register is written before it is read)
+  runs as one pass with the iterations as extra columns; any other loop, or
+  one that would fault, runs iteration by iteration.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ class MachineParams:
     vec_width: int
     t_read: int
     t_adc: int
-    t_write: int
+    t_write: int  # cycles of one PROG (write-verify of a row)
     adcs_per_xbar: int
     hrs_units: int
     # Cycle-to-cycle read noise per driven cell (current units) and its RNG key.
@@ -56,21 +74,38 @@ class ChipImage:
 
 @dataclass
 class RunResult:
+    """Outcome and event counts of one run (the same for every lockstep run,
+    except ``read_charge``, which depends on the data)."""
+
     cycles: int
     instructions: int
     error: Err
     fault_pc: int
     pc: int
-    cells_written: int = 0
-    reads: int = 0
+    cells_written: int = 0  # cells whose state a PROG changed (differential write)
+    progs: int = 0  # PROG instructions executed
+    reads: int = 0  # READ instructions executed
+    conversions: int = 0  # ADC conversions (lanes of every READ)
+    lane_ops: int = 0  # vector-unit lane operations (LDIN, ACC, STA, ACT, VCOPY, VMAX)
+    dmem_accesses: int = 0  # DMEM words read or written by instructions
+    max_cell_writes: int = 0  # the most PROG state changes of any single cell in this run
+    # Sum over READs of the read currents of every driven cell in the sensed
+    # columns (current units), per lockstep run: the crossbars' read energy.
+    read_charge: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
     """Boolean drive for each IN entry under a 3-bit value mask."""
     if bit == BIT_SIGNED:
         v = values
+        if mask == MASK_POS:
+            return v > 0
+        if mask == MASK_NEG:
+            return v < 0
     else:
-        v = (values.astype(np.int32) >> bit) & 1
+        v = (values >> bit) & 1
+        if mask == MASK_POS:
+            return v.astype(bool)
     d = np.zeros(v.shape, dtype=bool)
     if mask & MASK_NEG:
         d |= v < 0
@@ -130,10 +165,6 @@ class _BlasLimit:
 _BLAS_LIMIT = _BlasLimit()
 
 
-def _single_blas_thread() -> _BlasLimit:
-    return _BLAS_LIMIT
-
-
 class _AdcLookup:
     """``recon[#{t in thr : t <= x}]`` for an ADC table, without a binary search.
 
@@ -190,18 +221,103 @@ class _AdcLookup:
         return self.codes[b]
 
 
+# Opcodes as small ints for the dispatch chain (most frequent first).
+_OP = {name: i for i, name in enumerate(
+    ("READ", "ACC", "LDIN", "INCLR", "ACLR", "STA", "ACT", "VCOPY", "VMAX", "PROG", "LOOP",
+     "NOP", "HALT"))}
+_READ, _ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _LOOP, _NOP, _HALT = \
+    range(13)
+
+
+@dataclass
+class _Step:
+    """One decoded program word: what the dispatch loop needs, computed once."""
+
+    op: int
+    a: dict[str, int]
+    cost: int
+    rel: bool  # some DMEM address depends on IB
+    err0: Err  # the range check with IB = 0
+    # DMEM ranges [(addr, n, relative, written)] for the loop-independence check.
+    spans: tuple[tuple[int, int, bool, bool], ...] = ()
+    lane_ops: int = 0
+    dmem_acc: int = 0
+    fused: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # PROG run
+
+
+@dataclass
+class _ReadMat:
+    """A READ's product matrix for one crossbar column window, all physical rows."""
+
+    lhs: np.ndarray  # [out_rows + 1, rows]: lanes (or raw columns), then ones (NDRV)
+    charge: np.ndarray  # float64 [rows]: read current summed over the sensed columns
+    raw: bool  # the lanes are raw column currents (read noise is added before sensing)
+
+
+class _Space:
+    """DMEM as one executed instruction sees it: absolute words, and in a lifted
+    loop the iterations' own (relative) words as extra columns."""
+
+    def __init__(self, dmem: np.ndarray, lifted: np.ndarray | None = None, rlo: int = 0,
+                 copies: int = 1) -> None:
+        self.dmem = dmem  # [words, B]
+        self.win = lifted  # [window words, copies * B] (lifted loops only)
+        self.rlo = rlo
+        self.copies = copies
+
+    def view(self, addr: int, n: int, rel: bool) -> np.ndarray:
+        if self.win is not None and rel:
+            return self.win[addr - self.rlo:addr - self.rlo + n]
+        v = self.dmem[addr:addr + n]
+        if self.copies > 1:
+            return np.tile(v, (1, self.copies))
+        return v
+
+    def write(self, addr: int, n: int, rel: bool, data: np.ndarray) -> None:
+        if self.win is not None and rel:
+            self.win[addr - self.rlo:addr - self.rlo + n] = data
+        else:
+            self.dmem[addr:addr + n] = data
+
+
+class _Regs:
+    """Vector registers, lane-major ([lanes, columns])."""
+
+    def __init__(self, rows: int, cols: int, n: int) -> None:
+        self.in_reg = np.zeros((rows, n), dtype=np.int32)
+        self.in_valid = np.zeros(rows, dtype=bool)  # written by LDIN since INCLR
+        self.in_hi = 0  # IN[in_hi:] is known to be zero
+        self.code = np.zeros((cols, n), dtype=np.int64)
+        self.ndrv = np.zeros(n, dtype=np.int64)
+        self.acc = np.zeros((cols, n), dtype=np.int64)
+        self.acc_hi = 0  # ACC[acc_hi:] is known to be zero
+
+    def last_copy(self, lifted: _Regs, copies: int) -> None:
+        """Take the registers of a lifted loop's last iteration."""
+        n = self.in_reg.shape[1]
+        lo = (copies - 1) * n
+        self.in_reg[:] = lifted.in_reg[:, lo:]
+        self.in_valid[:] = lifted.in_valid
+        self.in_hi = max(lifted.in_hi, 0)
+        self.code[:] = lifted.code[:, lo:]
+        self.ndrv[:] = lifted.ndrv[lo:]
+        self.acc[:] = lifted.acc[:, lo:]
+        self.acc_hi = lifted.acc_hi
+
+
 @dataclass
 class Machine:
     image: ChipImage
-    batch: int
+    batch: int  # independent runs in lockstep
     xbar_bits: np.ndarray = field(init=False)  # bool [X, rows, cols], persists
     dmem: np.ndarray = field(init=False)  # int32 [B, dmem_words]
-    # Called with (adc table, ADC input [B, lanes]) at every READ: calibration hook.
+    # Called with (adc table, ADC input [columns, lanes]) at every READ: calibration hook.
     probe: Callable[[int, np.ndarray], None] | None = None
-    # Index of this batch's first image in the whole input set (keys the read noise).
+    # Index of this machine's first run in the whole input set (keys the read noise).
     image_offset: int = 0
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
-    _reads: int = field(init=False, default=0)
+    _mats: dict[int, dict[tuple[int, int, bool], _ReadMat]] = field(init=False,
+                                                                     default_factory=dict)
     _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -213,11 +329,9 @@ class Machine:
         n = self.image.dmem_init.size
         self.dmem[:, :n] = self.image.dmem_init
         self.decoded = [isa.decode(w) for w in self.image.program]
-        self.costs = [isa.cost(d, p) if d is not None else 1 for d in self.decoded]
-        # Operand dicts and range checks depend only on the instruction and the
-        # chip's sizes: computed once per program word, on first execution.
-        self._args: list[dict[str, int] | None] = [None] * len(self.decoded)
-        self._errs: list[Err | None] = [None] * len(self.decoded)
+        self.plan: list[_Step | None] = [self._prepare(d) for d in self.decoded]
+        self._fuse_progs()
+        self._lift_ok: dict[int, tuple[int, int] | None] = {}
 
     # ------------------------------------------------------------ helpers
     def currents(self, xbar: int) -> np.ndarray:
@@ -232,118 +346,139 @@ class Machine:
         """Host writes [B, n] words at DMEM[addr..]."""
         self.dmem[:, addr:addr + data.shape[1]] = data
 
+    def _invalidate(self, xbar: int) -> None:
+        self._cur.pop(xbar, None)
+        self._mats.pop(xbar, None)
+
+    # ------------------------------------------------------------ decoding
+    def _prepare(self, ins: isa.Instr | None) -> _Step | None:
+        if ins is None:
+            return None
+        p = self.image.params
+        a = dict(ins.args)
+        op = _OP[ins.op]
+        n = a.get("lanes", 0)
+        spans: list[tuple[int, int, bool, bool]] = []
+        rel = False
+        lane_ops = dmem_acc = 0
+        if op == _LDIN:
+            spans.append((a["src"], n, bool(a["rsrc"]), False))
+        elif op == _ACC and a["src"] == Src.DMEM:
+            spans.append((a["addr"], n, bool(a["rel"]), False))
+        elif op == _STA:
+            spans.append((a["dst"], n, bool(a["rel"]), True))
+        elif op == _ACT:
+            spans.append((a["tbl"], n * (a["k"] + 1), bool(a["rtbl"]), False))
+            spans.append((a["dst"], n, bool(a["rdst"]), True))
+        elif op in (_VCOPY, _VMAX):
+            spans.append((a["src"], n, bool(a["rsrc"]), False))
+            if op == _VMAX:
+                spans.append((a["dst"], n, bool(a["rdst"]), False))
+            spans.append((a["dst"], n, bool(a["rdst"]), True))
+        if op in (_LDIN, _ACC, _STA, _ACT, _VCOPY, _VMAX):
+            lane_ops = n
+            dmem_acc = sum(s[1] for s in spans)
+        rel = any(s[2] for s in spans)
+        cost = isa.cost(ins, p)
+        return _Step(op, a, cost, rel, self._check(ins, 0), tuple(spans), lane_ops, dmem_acc)
+
+    def _fuse_progs(self) -> None:
+        """Runs of two or more consecutive PROGs (no row twice, all in range)
+        become one assignment at the run's first word."""
+        plan = self.plan
+        pc = 0
+        while pc < len(plan):
+            end = pc
+            seen: set[tuple[int, int]] = set()
+            while end < len(plan):
+                s = plan[end]
+                if s is None or s.op != _PROG or s.err0 != Err.NONE:
+                    break
+                key = (s.a["xbar"], s.a["row"])
+                if key in seen:
+                    break
+                seen.add(key)
+                end += 1
+            if end - pc >= 2:
+                steps = [plan[i] for i in range(pc, end)]
+                xs = np.array([s.a["xbar"] for s in steps if s is not None], np.int64)
+                rs = np.array([s.a["row"] for s in steps if s is not None], np.int64)
+                ws = np.array([s.a["wsrc"] for s in steps if s is not None], np.int64)
+                first = plan[pc]
+                assert first is not None
+                first.fused = (end - pc, xs, rs, ws)
+            pc = max(end, pc + 1)
+
     # ----------------------------------------------------------------- run
     def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
-        """Run from ``entry`` until HALT or a fault (the whole batch at once)."""
-        with _single_blas_thread():
+        """Run from ``entry`` until HALT or a fault (every lockstep run at once)."""
+        with _BLAS_LIMIT:
             return self._run(entry, max_instructions)
 
     def _run(self, entry: int, max_instructions: int) -> RunResult:
         p = self.image.params
         B = self.batch
-        prog = self.decoded
-        costs, args, errs = self.costs, self._args, self._errs
-        # Vector state, lane-major ([lanes, B]) like DMEM.
-        in_reg = np.zeros((p.rows, B), dtype=np.int32)
-        # Which IN entries LDIN has written since INCLR: only those drive rows.
-        in_valid = np.zeros(p.rows, dtype=bool)
-        in_hi = 0  # IN[in_hi:] is known to be zero
-        code = np.zeros((p.cols, B), dtype=np.int64)
-        ndrv = np.zeros(B, dtype=np.int64)
-        acc = np.zeros((p.cols, B), dtype=np.int64)
-        acc_hi = 0  # ACC[acc_hi:] is known to be zero
-        dmem = self.dmem.T  # [words, B]
-        res = RunResult(0, 0, Err.NONE, -1, entry)
+        regs = _Regs(p.rows, p.cols, B)
+        space = _Space(self.dmem.T)
+        res = RunResult(0, 0, Err.NONE, -1, entry, read_charge=np.zeros(B, np.int64))
+        self._writes = np.zeros(self.xbar_bits.shape, np.int32)
+        plan = self.plan
+        n_prog = len(plan)
         pc = entry
-        n_prog = len(prog)
+        # Loop state: body [start, end], iterations left after this one, IB, stride.
+        lp_start = lp_end = -1
+        lp_left = ib = stride = 0
         while res.instructions < max_instructions:
             if not 0 <= pc < n_prog:
                 return self._fault(res, Err.PC_RANGE, pc)
-            ins = prog[pc]
-            if ins is None:
+            st = plan[pc]
+            if st is None:
                 return self._fault(res, Err.ILLEGAL, pc)
-            err = errs[pc]
-            if err is None:
-                err = errs[pc] = self._check(ins)
+            err = st.err0 if not (st.rel and ib) else self._check(self.decoded[pc], ib)
+            if st.op == _LOOP and lp_end >= 0:
+                err = Err.ILLEGAL  # loops do not nest
             if err != Err.NONE:
                 return self._fault(res, err, pc)
-            res.instructions += 1
-            res.cycles += costs[pc]
-            op = ins.op
-            a = args[pc]
-            if a is None:
-                a = args[pc] = dict(ins.args)
-            n = a.get("lanes", 0)
-            if op == "HALT":
-                res.pc = pc
-                return res
-            if op == "NOP":
-                pass
-            elif op == "PROG":
-                self.xbar_bits[a["xbar"], a["row"]] = self.image.wmem[a["wsrc"]].astype(bool)
-                self._cur.pop(a["xbar"], None)
-                res.cells_written += p.cols
-            elif op == "INCLR":
-                in_reg[:in_hi] = 0
-                in_hi = 0
-                in_valid[:] = False
-            elif op == "LDIN":
-                d0 = a["dst"]
-                in_reg[d0:d0 + n] = dmem[a["src"]:a["src"] + n]
-                in_valid[d0:d0 + n] = True
-                in_hi = max(in_hi, d0 + n)
-            elif op == "READ":
-                self._read(a, in_reg, in_valid, code, ndrv)
-                res.reads += 1
-            elif op == "ACC":
-                k = a["mul"] << a["sh"]
-                dst = acc[:n]
-                if a["src"] == Src.CODE:
-                    dst += k * code[a["addr"]:a["addr"] + n]
-                elif a["src"] == Src.NDRV:
-                    dst += k * ndrv
+            if st.fused is not None and (lp_end < 0 or pc + st.fused[0] - 1 <= lp_end) \
+                    and res.instructions + st.fused[0] <= max_instructions:
+                k = st.fused[0]
+                self._prog_many(st.fused, res)
+                res.instructions += k
+                res.cycles += k * st.cost
+                pc += k
+            elif st.op == _LOOP:
+                res.instructions += 1
+                res.cycles += st.cost
+                count, length = st.a["count"], st.a["len"]
+                lifted = None
+                if count > 1:
+                    lifted = self._liftable(pc, length, st.a["stride"], count)
+                if lifted is not None and res.instructions + count * length <= max_instructions:
+                    self._run_lifted(pc + 1, length, count, st.a["stride"], lifted, regs,
+                                     space, res)
+                    pc += 1 + length
                 else:
-                    dst += k * dmem[a["addr"]:a["addr"] + n].astype(np.int64)
-                if dst.max() > INT32_MAX or dst.min() < INT32_MIN:
-                    dst[...] = _wrap32(dst)  # ACC lanes are 32-bit registers
-                acc_hi = max(acc_hi, n)
-            elif op == "ACLR":
-                acc[:acc_hi] = 0
-                acc_hi = 0
-            elif op == "STA":
-                dmem[a["dst"]:a["dst"] + n] = acc[:n]
-            elif op == "ACT":
-                kk = a["k"]
-                for lo, hi in self._chunks(n, a["tbl"], n * (kk + 1), a["dst"]):
-                    tbl = dmem[a["tbl"] + lo * (kk + 1):a["tbl"] + hi * (kk + 1)]
-                    tbl = tbl.reshape(hi - lo, kk + 1, B)
-                    v = tbl[:, 0] * acc[lo:hi]  # int64: sign * ACC
-                    cnt = (v >= tbl[:, 1]).astype(np.int32)
-                    for j in range(2, kk + 1):
-                        cnt += v >= tbl[:, j]
-                    dmem[a["dst"] + lo:a["dst"] + hi] = a["obias"] + a["oscale"] * cnt
-            elif op == "VCOPY":
-                for lo, hi in self._chunks(n, a["src"], n, a["dst"]):
-                    dmem[a["dst"] + lo:a["dst"] + hi] = dmem[a["src"] + lo:a["src"] + hi]
-            elif op == "VMAX":
-                for lo, hi in self._chunks(n, a["src"], n, a["dst"]):
-                    d = dmem[a["dst"] + lo:a["dst"] + hi]
-                    np.maximum(d, dmem[a["src"] + lo:a["src"] + hi], out=d)
-            pc += 1
+                    lp_start, lp_end = pc + 1, pc + length
+                    lp_left, ib, stride = count - 1, 0, st.a["stride"]
+                    pc += 1
+                continue
+            else:
+                res.instructions += 1
+                res.cycles += st.cost
+                if st.op == _HALT:
+                    res.pc = pc
+                    return res
+                self._exec(st, regs, space, ib, res)
+                pc += 1
+            if lp_end >= 0 and pc > lp_end:
+                if lp_left > 0:
+                    lp_left -= 1
+                    ib += stride
+                    pc = lp_start
+                else:
+                    lp_start = lp_end = -1
+                    ib = 0
         return self._fault(res, Err.PC_RANGE, pc)
-
-    def _chunks(self, n: int, src: int, src_len: int, dst: int) -> list[tuple[int, int]]:
-        """Lane ranges of a DMEM -> DMEM vector instruction, in execution order.
-
-        The vector unit handles vec_width lanes per cycle, ascending; each step
-        reads its source words, then writes its destination words. When the
-        source range [src, src + src_len) and [dst, dst + n) do not overlap this
-        equals one whole-vector step (the fast path).
-        """
-        if src + src_len <= dst or dst + n <= src:
-            return [(0, n)]
-        vw = self.image.params.vec_width
-        return [(lo, min(n, lo + vw)) for lo in range(0, n, vw)]
 
     @staticmethod
     def _fault(res: RunResult, err: Err, pc: int) -> RunResult:
@@ -354,17 +489,256 @@ class Machine:
         res.pc = pc
         return res
 
-    def _check(self, ins: isa.Instr) -> Err:
-        """Range checks, in the order the RTL performs them."""
+    # ------------------------------------------------------------ execution
+    def _exec(self, st: _Step, regs: _Regs, space: _Space, ib: int, res: RunResult) -> None:
+        op = st.op
+        a = st.a
+        n = a.get("lanes", 0)
+        if space.win is None:  # a lifted loop counts its events for every iteration itself
+            res.lane_ops += st.lane_ops
+            res.dmem_accesses += st.dmem_acc
+        if op == _READ:
+            self._read(a, regs, res, None)
+        elif op == _ACC:
+            k = a["mul"] << a["sh"]
+            dst = regs.acc[:n]
+            src = a["src"]
+            if src == Src.CODE:
+                dst += k * regs.code[a["addr"]:a["addr"] + n]
+            elif src == Src.NDRV:
+                dst += k * regs.ndrv
+            else:
+                rel = bool(a["rel"])
+                dst += k * space.view(a["addr"] + (ib if rel else 0), n, rel).astype(np.int64)
+            if dst.max() > INT32_MAX or dst.min() < INT32_MIN:
+                dst[...] = _wrap32(dst)  # ACC lanes are 32-bit registers
+            regs.acc_hi = max(regs.acc_hi, n)
+        elif op == _LDIN:
+            d0 = a["dst"]
+            rel = bool(a["rsrc"])
+            regs.in_reg[d0:d0 + n] = space.view(a["src"] + (ib if rel else 0), n, rel)
+            regs.in_valid[d0:d0 + n] = True
+            regs.in_hi = max(regs.in_hi, d0 + n)
+        elif op == _INCLR:
+            regs.in_reg[:regs.in_hi] = 0
+            regs.in_hi = 0
+            regs.in_valid[:] = False
+        elif op == _ACLR:
+            regs.acc[:regs.acc_hi] = 0
+            regs.acc_hi = 0
+        elif op == _STA:
+            rel = bool(a["rel"])
+            space.write(a["dst"] + (ib if rel else 0), n, rel, regs.acc[:n])
+        elif op == _ACT:
+            self._act(a, regs, space, ib)
+        elif op in (_VCOPY, _VMAX):
+            self._vmove(op, a, space, ib)
+        elif op == _PROG:
+            self._prog_many((1, np.array([a["xbar"]]), np.array([a["row"]]),
+                             np.array([a["wsrc"]])), res)
+
+    def _act(self, a: dict[str, int], regs: _Regs, space: _Space, ib: int) -> None:
+        n, kk = a["lanes"], a["k"]
+        rt, rd = bool(a["rtbl"]), bool(a["rdst"])
+        tbl0 = a["tbl"] + (ib if rt else 0)
+        dst0 = a["dst"] + (ib if rd else 0)
+        for lo, hi in self._chunks(n, tbl0, n * (kk + 1), dst0):
+            tbl = space.view(tbl0 + lo * (kk + 1), (hi - lo) * (kk + 1), rt)
+            tbl = tbl.reshape(hi - lo, kk + 1, -1)
+            v = tbl[:, 0] * regs.acc[lo:hi]  # int64: sign * ACC
+            cnt = (v >= tbl[:, 1]).astype(np.int32)
+            for j in range(2, kk + 1):
+                cnt += v >= tbl[:, j]
+            space.write(dst0 + lo, hi - lo, rd, a["obias"] + a["oscale"] * cnt)
+
+    def _vmove(self, op: int, a: dict[str, int], space: _Space, ib: int) -> None:
+        n = a["lanes"]
+        rs, rd = bool(a["rsrc"]), bool(a["rdst"])
+        s0 = a["src"] + (ib if rs else 0)
+        d0 = a["dst"] + (ib if rd else 0)
+        for lo, hi in self._chunks(n, s0, n, d0):
+            src = space.view(s0 + lo, hi - lo, rs)
+            if op == _VCOPY:
+                space.write(d0 + lo, hi - lo, rd, src)
+            else:
+                space.write(d0 + lo, hi - lo, rd, np.maximum(space.view(d0 + lo, hi - lo, rd),
+                                                              src))
+
+    def _chunks(self, n: int, src: int, src_len: int, dst: int) -> list[tuple[int, int]]:
+        """Lane ranges of a DMEM -> DMEM vector instruction, in execution order.
+
+        The vector unit handles vec_width lanes per cycle, ascending; each step
+        reads its source words, then writes its destination words. When the
+        source range [src, src + src_len) and [dst, dst + n) do not overlap this
+        equals one whole-vector step (the fast path). In a lifted loop the
+        addresses are iteration 0's: every iteration has the same overlaps, and
+        an absolute range never overlaps a relative window (the independence
+        check).
+        """
+        if src + src_len <= dst or dst + n <= src:
+            return [(0, n)]
+        vw = self.image.params.vec_width
+        return [(lo, min(n, lo + vw)) for lo in range(0, n, vw)]
+
+    def _prog_many(self, fused: tuple[int, np.ndarray, np.ndarray, np.ndarray],
+                   res: RunResult) -> None:
+        _, xs, rs, ws = fused
+        new = self.image.wmem[ws].astype(bool)
+        changed = new != self.xbar_bits[xs, rs]
+        self.xbar_bits[xs, rs] = new
+        self._writes[xs, rs] += changed
+        res.cells_written += int(changed.sum())
+        res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))
+        res.progs += len(xs)
+        for x in np.unique(xs):
+            self._invalidate(int(x))
+
+    # ------------------------------------------------------------------ READ
+    def _matrix(self, xbar: int, c0: int, width: int, sym: bool) -> _ReadMat:
+        per = self._mats.setdefault(xbar, {})
+        key = (c0, width, sym)
+        m = per.get(key)
+        if m is not None:
+            return m
+        p = self.image.params
+        cur = self.currents(xbar)[:, c0:c0 + width]  # [rows, width]
+        raw = p.read_sigma_units > 0
+        if raw:
+            w = cur.astype(np.int64)
+        elif sym:
+            # A SYM lane only needs I_pos - I_neg: one product with the per-cell
+            # current differences (exact integers) gives it directly.
+            w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
+        else:
+            # POS: the HRS floor HRS * NDRV is removed cell by cell (the same sum).
+            w = cur.astype(np.int64) - p.hrs_units
+        big = max(int(np.abs(w).max(initial=0)), 1) * p.rows
+        dt = np.float32 if big < 2**24 else np.float64
+        lhs = np.empty((w.shape[1] + 1, p.rows), dtype=dt)
+        lhs[:-1] = w.T
+        lhs[-1] = 1
+        m = _ReadMat(lhs, cur.sum(axis=1, dtype=np.int64).astype(np.float64), raw)
+        per[key] = m
+        return m
+
+    def _drive(self, a: dict[str, int], regs: _Regs) -> tuple[np.ndarray, np.ndarray | slice]:
+        """Driven rows of a READ: bool [k, columns] and the k physical rows."""
+        p = self.image.params
+        ro, bit = a["row_off"], a["bit"]
+        if a["pair"]:
+            m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
+            idx = np.flatnonzero(regs.in_valid[:m])
+            vals = regs.in_reg[idx]
+            rows_a = ro + 2 * idx
+            parts = []
+            if a["mask_a"]:
+                parts.append((_mask_of(vals, a["mask_a"], bit), rows_a))
+            if a["mask_b"]:
+                ok = rows_a + 1 < p.rows
+                parts.append((_mask_of(vals[ok], a["mask_b"], bit), rows_a[ok] + 1))
+            if len(parts) == 1:
+                return parts[0]
+            if parts:
+                return (np.concatenate([parts[0][0], parts[1][0]]),
+                        np.concatenate([parts[0][1], parts[1][1]]))
+            return np.zeros((0, regs.in_reg.shape[1]), dtype=bool), idx[:0]
+        m = p.rows - ro
+        hi = min(regs.in_hi, m)
+        if hi and regs.in_valid[:hi].all():
+            # The common case: IN[0..hi) all loaded, rows ro..ro+hi contiguous.
+            return _mask_of(regs.in_reg[:hi], a["mask_a"], bit), slice(ro, ro + hi)
+        idx = np.flatnonzero(regs.in_valid[:m])
+        return _mask_of(regs.in_reg[idx], a["mask_a"], bit), ro + idx
+
+    def _read(self, a: dict[str, int], regs: _Regs, res: RunResult,
+              noise_counters: np.ndarray | None) -> None:
+        """One READ on lane-major state: in_reg [rows, N], code [cols, N]."""
+        p = self.image.params
+        d, rows = self._drive(a, regs)
+        n = a["lanes"]
+        c0 = a["col"]
+        sym = a["sense"] == Sense.SYM
+        width = 2 * n if sym else n
+        mat = self._matrix(a["xbar"], c0, width, sym)
+        lhs = mat.lhs[:, rows]
+        if d.shape[0]:
+            prod = (lhs @ d.astype(lhs.dtype)).astype(np.int64)  # [out_rows + 1, N]
+            charge = mat.charge[rows] @ d.astype(np.float64)
+        else:
+            prod = np.zeros((lhs.shape[0], d.shape[1]), np.int64)
+            charge = np.zeros(d.shape[1])
+        col_i, nd = prod[:-1], prod[-1]
+        if mat.raw:
+            counters = noise_counters if noise_counters is not None else \
+                np.full(1, res.reads, np.int64)
+            col_i = np.maximum(col_i + self._read_noise(c0, width, nd, counters).T, 0)
+            x = col_i[0::2] - col_i[1::2] if sym else col_i - p.hrs_units * nd
+        else:
+            x = col_i
+        if self.probe is not None:
+            self.probe(a["adc"], np.ascontiguousarray(x.T))
+        regs.code[:n] = self._adc(a["adc"]).convert(x)
+        regs.ndrv[:] = nd
+        B = self.batch
+        res.read_charge += charge.astype(np.int64).reshape(-1, B).sum(axis=0)
+        copies = d.shape[1] // B
+        res.reads += copies
+        res.conversions += n * copies
+
+    def _adc(self, table: int) -> _AdcLookup:
+        lut = self._luts.get(table)
+        if lut is None:
+            lut = self._luts[table] = _AdcLookup(self.image.adc_thr[table],
+                                                 self.image.adc_recon[table])
+        return lut
+
+    def _read_noise(self, c0: int, width: int, nd: np.ndarray, counters: np.ndarray
+                    ) -> np.ndarray:
+        """Cycle-to-cycle noise of one READ on columns [c0, c0 + width), integer units.
+
+        Every driven cell adds N(0, sigma^2), so a column gets N(0, n_driven * sigma^2).
+        Counter-based: a Philox stream keyed by (seed, READ counter of the run) in
+        which run g, column c is word g * ceil(cols / 4) * 4 + c (Box-Muller on its
+        two 32-bit halves), so the noise of a READ is the same however the runs
+        are batched or a loop is executed. ``counters`` holds the READ counter of
+        each column copy (the iterations of a lifted loop); ``nd`` is
+        [copies * B].
+        """
+        p = self.image.params
+        B = self.batch
+        words = -(-p.cols // 4) * 4
+        out = np.empty((nd.size, width), np.int64)
+        for i, cnt in enumerate(counters):
+            gen = np.random.Philox(key=[p.seed, int(cnt)])
+            gen.advance(self.image_offset * (words // 4))
+            w = gen.random_raw(B * words).reshape(B, words)[:, c0:c0 + width]
+            u1 = ((w >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
+            u2 = (w & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
+            z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+            sd = p.read_sigma_units * np.sqrt(nd[i * B:(i + 1) * B])
+            out[i * B:(i + 1) * B] = np.rint(z * sd[:, None])
+        return out
+
+    # ------------------------------------------------------------ range checks
+    def _check(self, ins: isa.Instr | None, ib: int) -> Err:
+        """Range checks, in the order the RTL performs them (IB = ``ib``)."""
+        if ins is None:
+            return Err.ILLEGAL
         p = self.image.params
         a = dict(ins.args)
         op = ins.op
         n = a.get("lanes", 0)
+
+        def r(addr_field: str, rel_field: str) -> int:
+            return a[addr_field] + (ib if a.get(rel_field, 0) else 0)
+
         if op == "ACC" and a["src"] > Src.DMEM:
             return Err.ILLEGAL
         if op == "ACT" and a["k"] == 0:
             return Err.ILLEGAL
         if op == "READ" and 8 <= a["bit"] < BIT_SIGNED:
+            return Err.ILLEGAL
+        if op == "LOOP" and (a["count"] == 0 or a["len"] == 0):
             return Err.ILLEGAL
         if "lanes" in a and not 1 <= n <= (p.rows if op == "LDIN" else p.cols):
             return Err.VEC_RANGE
@@ -376,7 +750,7 @@ class Machine:
         elif op == "LDIN":
             if a["dst"] + n > p.rows:
                 return Err.VEC_RANGE
-            if a["src"] + n > p.dmem_words:
+            if r("src", "rsrc") + n > p.dmem_words:
                 return Err.DMEM_RANGE
         elif op == "READ":
             width = 2 * n if a["sense"] == Sense.SYM else n
@@ -387,110 +761,126 @@ class Machine:
         elif op == "ACC":
             if a["src"] == Src.CODE and a["addr"] + n > p.cols:
                 return Err.VEC_RANGE
-            if a["src"] == Src.DMEM and a["addr"] + n > p.dmem_words:
+            if a["src"] == Src.DMEM and r("addr", "rel") + n > p.dmem_words:
                 return Err.DMEM_RANGE
         elif op == "STA":
-            if a["dst"] + n > p.dmem_words:
+            if r("dst", "rel") + n > p.dmem_words:
                 return Err.DMEM_RANGE
         elif op == "ACT":
-            if a["dst"] + n > p.dmem_words or a["tbl"] + n * (a["k"] + 1) > p.dmem_words:
+            if r("dst", "rdst") + n > p.dmem_words or \
+                    r("tbl", "rtbl") + n * (a["k"] + 1) > p.dmem_words:
                 return Err.DMEM_RANGE
-        elif op in ("VCOPY", "VMAX") and (a["dst"] + n > p.dmem_words
-                                          or a["src"] + n > p.dmem_words):
+        elif op in ("VCOPY", "VMAX") and (r("dst", "rdst") + n > p.dmem_words
+                                          or r("src", "rsrc") + n > p.dmem_words):
             return Err.DMEM_RANGE
         return Err.NONE
 
-    def _read(self, a: dict[str, int], in_reg: np.ndarray, in_valid: np.ndarray,
-              code: np.ndarray, ndrv: np.ndarray) -> None:
-        """One READ on lane-major state: in_reg [rows, B], code [cols, B]."""
+    # ------------------------------------------------------------ lifted loops
+    def _liftable(self, pc: int, length: int, stride: int, count: int
+                  ) -> tuple[int, int] | None:
+        """The relative window [lo, hi) if the loop at ``pc`` may run as one pass.
+
+        Conditions (each makes the lifted pass equal to running the iterations
+        one after the other): the body lies in the program and holds no LOOP,
+        HALT, PROG or invalid word; every relative DMEM range of the body fits
+        one window no wider than ``stride`` (iterations touch disjoint words);
+        no absolute range is written, and no absolute range overlaps the
+        windows of the iterations; IN, ACC and CODE/NDRV are written in the body
+        before they are read (INCLR before READ, ACLR before ACC/STA/ACT, READ
+        before ACC from CODE/NDRV within that READ's lanes); and no body
+        instruction faults in the first or the last iteration.
+        """
+        key = (pc, count)
+        if key in self._lift_ok:
+            return self._lift_ok[key]
+        out = self._lift_check(pc, length, stride, count)
+        self._lift_ok[key] = out
+        return out
+
+    def _lift_check(self, pc: int, length: int, stride: int, count: int
+                    ) -> tuple[int, int] | None:
+        body = self.plan[pc + 1:pc + 1 + length]
+        if len(body) != length:
+            return None
+        rel_spans: list[tuple[int, int]] = []
+        abs_reads: list[tuple[int, int]] = []
+        in_live = acc_live = code_live = False
+        code_lanes = 0
+        for k, st in enumerate(body):
+            if st is None or st.op in (_LOOP, _HALT, _PROG) or st.fused is not None:
+                return None
+            ins = self.decoded[pc + 1 + k]
+            if st.err0 != Err.NONE or self._check(ins, (count - 1) * stride) != Err.NONE:
+                return None
+            for addr, n, rel, written in st.spans:
+                if rel:
+                    rel_spans.append((addr, addr + n))
+                elif written:
+                    return None
+                else:
+                    abs_reads.append((addr, addr + n))
+            op, a = st.op, st.a
+            if op == _INCLR:
+                in_live = True
+            elif op == _READ:
+                if not in_live:
+                    return None
+                code_live, code_lanes = True, a["lanes"]
+            elif op == _ACLR:
+                acc_live = True
+            elif op in (_STA, _ACT) and not acc_live:
+                return None
+            elif op == _ACC:
+                if not acc_live:
+                    return None
+                if a["src"] != Src.DMEM and not code_live:
+                    return None
+                if a["src"] == Src.CODE and a["addr"] + a["lanes"] > code_lanes:
+                    return None
+        if not rel_spans:
+            return None
+        lo = min(s for s, _ in rel_spans)
+        hi = max(e for _, e in rel_spans)
+        if hi - lo > stride:
+            return None
+        top = hi + (count - 1) * stride
+        for s, e in abs_reads:
+            if s < top and lo < e:
+                return None
+        return lo, hi
+
+    def _run_lifted(self, start: int, length: int, count: int, stride: int,
+                    window: tuple[int, int], regs: _Regs, space: _Space,
+                    res: RunResult) -> None:
+        """Run a loop body once with the iterations as extra columns."""
         p = self.image.params
         B = self.batch
-        ro = a["row_off"]
-        bit = a["bit"]
-        # Only valid IN entries can drive a row: gather those, with their rows.
-        if a["pair"]:
-            m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
-            idx = np.flatnonzero(in_valid[:m])
-            vals = in_reg[idx]
-            rows_a = ro + 2 * idx
-            parts = []
-            if a["mask_a"]:
-                parts.append((_mask_of(vals, a["mask_a"], bit), rows_a))
-            if a["mask_b"]:
-                ok = rows_a + 1 < p.rows
-                parts.append((_mask_of(vals[ok], a["mask_b"], bit), rows_a[ok] + 1))
-            if len(parts) == 1:
-                d, rows = parts[0]
-            elif parts:
-                d = np.concatenate([parts[0][0], parts[1][0]])
-                rows = np.concatenate([parts[0][1], parts[1][1]])
+        lo, hi = window
+        dm = space.dmem  # [words, B]
+        # Gather every iteration's window: [hi - lo, count * B], column i * B + b.
+        win = np.empty((hi - lo, count * B), dtype=dm.dtype)
+        for i in range(count):
+            win[:, i * B:(i + 1) * B] = dm[lo + i * stride:hi + i * stride]
+        lifted = _Space(dm, win, lo, count)
+        lregs = _Regs(p.rows, p.cols, count * B)
+        reads_per_iter = sum(1 for k in range(length)
+                             if (st := self.plan[start + k]) is not None and st.op == _READ)
+        reads_before = res.reads
+        r_in_body = 0
+        for k in range(length):
+            st = self.plan[start + k]
+            assert st is not None
+            res.lane_ops += st.lane_ops * count
+            res.dmem_accesses += st.dmem_acc * count
+            res.cycles += st.cost * count
+            res.instructions += count
+            if st.op == _READ:
+                counters = reads_before + r_in_body + reads_per_iter * np.arange(count)
+                self._read(st.a, lregs, res, counters)
+                r_in_body += 1
             else:
-                d, rows = np.zeros((0, B), dtype=bool), idx[:0]
-        else:
-            idx = np.flatnonzero(in_valid[:p.rows - ro])
-            d, rows = _mask_of(in_reg[idx], a["mask_a"], bit), ro + idx
-        n = a["lanes"]
-        c0 = a["col"]
-        sym = a["sense"] == Sense.SYM
-        width = 2 * n if sym else n
-        cur = self.currents(a["xbar"])[rows, c0:c0 + width]  # [k, width]
-        noisy = p.read_sigma_units > 0
-        if sym and not noisy:
-            # Without read noise a SYM lane only needs I_pos - I_neg: one product with
-            # the per-cell current differences (exact integers) gives it directly.
-            w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
-            out_rows = n
-        elif not noisy:
-            # POS: the HRS floor HRS * NDRV is removed cell by cell (exactly the same sum).
-            w = cur.astype(np.int64) - p.hrs_units
-            out_rows = n
-        else:
-            w = cur
-            out_rows = width
-        big = max(int(np.abs(w).max(initial=0)), 1) * max(1, rows.size)
-        dt = np.float32 if big < 2**24 else np.float64
-        # One exact float product gives every lane and, from a row of ones, the
-        # driven-row count NDRV.
-        lhs = np.empty((out_rows + 1, rows.size), dtype=dt)
-        lhs[:out_rows] = w.T
-        lhs[out_rows] = 1
-        prod = (lhs @ d.astype(dt)).astype(np.int64)  # [out_rows + 1, B]
-        col_i, nd = prod[:out_rows], prod[out_rows]
-        if noisy:
-            col_i = np.maximum(col_i + self._read_noise(c0, width, nd).T, 0)
-        if not noisy:
-            x = col_i
-        elif sym:
-            x = col_i[0::2] - col_i[1::2]
-        else:
-            x = col_i - p.hrs_units * nd
-        if self.probe is not None:
-            self.probe(a["adc"], np.ascontiguousarray(x.T))
-        code[:n] = self._adc(a["adc"]).convert(x)
-        ndrv[:] = nd
-
-    def _adc(self, table: int) -> _AdcLookup:
-        lut = self._luts.get(table)
-        if lut is None:
-            lut = self._luts[table] = _AdcLookup(self.image.adc_thr[table],
-                                                 self.image.adc_recon[table])
-        return lut
-
-    def _read_noise(self, c0: int, width: int, nd: np.ndarray) -> np.ndarray:
-        """Cycle-to-cycle noise of one READ on columns [c0, c0 + width), integer units.
-
-        Every driven cell adds N(0, sigma^2), so a column gets N(0, n_driven * sigma^2).
-        Counter-based: a Philox stream keyed by (seed, read index) in which image i,
-        column c is word i * ceil(cols / 4) * 4 + c (Box-Muller on its two 32-bit
-        halves), so the noise is the same however the images are batched.
-        """
-        p = self.image.params
-        words = -(-p.cols // 4) * 4
-        gen = np.random.Philox(key=[p.seed, self._reads])
-        self._reads += 1
-        gen.advance(self.image_offset * (words // 4))
-        w = gen.random_raw(self.batch * words).reshape(self.batch, words)[:, c0:c0 + width]
-        u1 = ((w >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
-        u2 = (w & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
-        z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-        return np.rint(z * (p.read_sigma_units * np.sqrt(nd))[:, None]).astype(np.int64)
+                # ib = 0: the lifted window already holds each iteration's words.
+                self._exec(st, lregs, lifted, 0, res)
+        for i in range(count):
+            dm[lo + i * stride:hi + i * stride] = win[:, i * B:(i + 1) * B]
+        regs.last_copy(lregs, count)

@@ -6,7 +6,8 @@ reads the compiled directory.
 """
 
 from .adc import calibrated_adcs, calibration_batch, default_adc
-from .codegen import Compiled, Compiler, Report, compile_network, device_params, machine_params
+from .codegen import Compiled, Compiler, compile_network, device_params, machine_params
+from .cost import Report
 from .layout import Tensor, hwc_order
 
 __all__ = ["Compiled", "Compiler", "Report", "Tensor", "calibrated_adcs", "calibration_batch",

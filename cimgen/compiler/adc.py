@@ -41,9 +41,9 @@ def calibrated_adcs(first: Compiled, q_calib: np.ndarray) -> list[AdcTable]:
     def probe(table: int, x: np.ndarray) -> None:
         seen.setdefault(table, []).append(x.reshape(-1))
 
-    mach = Machine(first.image, q_calib.shape[0], probe=probe)
+    mach = Machine(first.image, first.runs(q_calib.shape[0]), probe=probe)
     mach.run(first.setup_entry)
-    mach.load_inputs(first.input.base, first.input_words(q_calib))
+    first.load_inputs(mach, q_calib)
     mach.run(first.infer_entry)
     tables = []
     for n in range(len(first.adc_tables)):

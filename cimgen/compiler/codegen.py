@@ -8,15 +8,22 @@ Lowering, in order:
    its columns permuted from the IR's CHW order to HWC.
 2. The matrix is cut into logical tiles of (rows // rows_per_input) inputs by
    (cols // cols_per_output) outputs, encoded to cell bits by the mapping and
-   shelf-packed onto ``num_xbars`` crossbars. When all tiles fit, they are
-   programmed once by a setup program; otherwise layers are grouped into
-   phases and the inference program reprograms the crossbars between phases
-   (the write cycles count in cycles per inference).
-3. Per output position and column tile: ACLR; per row tile: INCLR, LDIN of
-   the input segments (padding reads a constant pad vector), the mapping's
-   READ/ACC recipe (once per bit-plane for unsigned multi-bit inputs); then
-   the Sum_w correction and ACT (threshold) or STA (raw accumulators).
-4. Max-pool is VCOPY + VMAX over DMEM vectors; a threshold after a pool
+   placed on ``num_xbars`` crossbars (``schedule``): all at setup when they
+   fit, otherwise pinned layers plus residencies of streamed tiles.
+3. DMEM holds constants (threshold tables, Sum_w corrections, pad vectors) at
+   absolute addresses and one *slot* per input of the batch: input, two
+   ping-pong activation buffers and the output, ``stride`` words apart. The
+   inference program is, per residency: the PROGs of the rows that change
+   (differential: the compiler tracks every crossbar row), then ``LOOP batch``
+   over a body that addresses the slot relative to IB.
+4. A body, per linear layer part in that residency, per output position and
+   column tile: ACLR; the partial sum from earlier residencies (ACC from the
+   destination); per resident row tile: INCLR, LDIN of the input segments
+   (padding reads a constant pad vector), the mapping's READ/ACC recipe (once
+   per bit-plane for unsigned multi-bit inputs); then, when the column tile is
+   complete, the Sum_w correction and ACT (threshold) or STA (raw
+   accumulators), else STA of the partial sum.
+5. Max-pool is VCOPY + VMAX over DMEM vectors; a threshold after a pool
    loads the pooled accumulators with ACC and applies ACT.
 """
 
@@ -26,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden_model import isa
 from golden_model.crossbar import AdcTable, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.ir import (
@@ -41,41 +47,27 @@ from golden_model.ir import (
     layer_name,
 )
 from golden_model.isa import BIT_SIGNED, Instr, Sense, Src
-from golden_model.machine import ChipImage, MachineParams
+from golden_model.machine import ChipImage, Machine, MachineParams
 
 from ..config import XbarConfig
 from .adc import calibrated_adcs, default_adc
+from .cost import Report, static_report
 from .emit import Emitter
 from .layout import DmemAllocator, Tensor, hwc_order
 from .mappings import MAPPINGS, Mapping, mask_values
-from .tiling import Packer, Shelf, Tile
+from .schedule import Schedule, fits, plan
+from .tiling import Tile
 
-
-@dataclass
-class Report:
-    mapping: str
-    phases: int
-    xbars_used: int
-    utilization: float
-    tiles: int
-    instructions: int
-    setup_instructions: int
-    cycles_per_inference: int
-    setup_cycles: int
-    cell_writes_setup: int
-    cell_writes_per_inference: int
-    reads_per_inference: int
-    dmem_words_used: int
-    wmem_words_used: int
-    adc_tables_used: int
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+MAX_AUTO_BATCH = 256
 
 
 @dataclass
 class Compiled:
-    """A compiled network: the chip image plus what the host needs to drive it."""
+    """A compiled network: the chip image plus what the host needs to drive it.
+
+    ``input`` and ``output`` are slot 0's tensors; slot s is ``stride * s``
+    words further. One program run processes ``batch`` inputs.
+    """
 
     cfg: XbarConfig
     net: Network
@@ -87,6 +79,9 @@ class Compiled:
     listing: list[tuple[Instr, str]]
     report: Report
     adc_tables: list[AdcTable] = field(default_factory=list)
+    batch: int = 1
+    stride: int = 0
+    tiles: list[Tile] = field(default_factory=list)
 
     # ------------------------------------------------------------- host
     def input_words(self, q: np.ndarray) -> np.ndarray:
@@ -94,18 +89,51 @@ class Compiled:
         flat = q.reshape(q.shape[0], -1)
         return flat[:, self.input.order].astype(np.int32)
 
-    def output_logits(self, dmem: np.ndarray) -> np.ndarray:
-        mem = dmem[:, self.output.base:self.output.base + self.output.size].astype(np.int64)
-        out = np.empty_like(mem)
-        out[:, self.output.order] = mem
+    def runs(self, n: int) -> int:
+        """Program runs for ``n`` inputs (the last batch is padded)."""
+        return max(1, -(-n // self.batch))
+
+    def run_inputs(self, q: np.ndarray) -> np.ndarray:
+        """Inputs as DMEM words per run and slot: [runs, batch, words] (padding: 0)."""
+        words = self.input_words(q)
+        runs = self.runs(words.shape[0])
+        out = np.zeros((runs * self.batch, words.shape[1]), np.int32)
+        out[:words.shape[0]] = words
+        return out.reshape(runs, self.batch, -1)
+
+    def input_ranges(self) -> list[int]:
+        """DMEM address of each slot's input."""
+        return [self.input.base + s * self.stride for s in range(self.batch)]
+
+    def output_ranges(self) -> list[tuple[int, int]]:
+        """(address, words) of each slot's output."""
+        return [(self.output.base + s * self.stride, self.output.size)
+                for s in range(self.batch)]
+
+    def load_inputs(self, mach: Machine, q: np.ndarray) -> None:
+        """Write ``q`` into a machine whose lockstep runs are ``runs(len(q))``."""
+        per = self.run_inputs(q)
+        for s, addr in enumerate(self.input_ranges()):
+            mach.load_inputs(addr, per[:, s])
+
+    def logits_of_words(self, words: np.ndarray) -> np.ndarray:
+        """Output words in memory order [n, size] -> logits in IR order [n, size]."""
+        out = np.empty(words.shape, np.int64)
+        out[:, self.output.order] = words
         return out
+
+    def output_logits(self, dmem: np.ndarray, n: int | None = None) -> np.ndarray:
+        """Logits of every slot of every run ([runs, dmem_words] -> [n, outputs])."""
+        slots = [dmem[:, a:a + m].astype(np.int64) for a, m in self.output_ranges()]
+        mem = np.stack(slots, axis=1).reshape(-1, self.output.size)
+        return self.logits_of_words(mem[:n] if n is not None else mem)
 
 
 def machine_params(cfg: XbarConfig) -> MachineParams:
     return MachineParams(rows=cfg.rows, cols=cfg.cols, num_xbars=cfg.num_xbars,
                          dmem_words=cfg.dmem_words, wmem_words=cfg.wmem_words,
                          adc_tables=cfg.adc_tables, vec_width=cfg.vec_width, t_read=cfg.t_read,
-                         t_adc=cfg.t_adc, t_write=cfg.t_write, adcs_per_xbar=cfg.adcs,
+                         t_adc=cfg.t_adc, t_write=cfg.prog_cycles, adcs_per_xbar=cfg.adcs,
                          hrs_units=cfg.hrs_units,
                          read_sigma_units=cfg.sigma_read_ua / cfg.current_lsb_ua, seed=cfg.seed)
 
@@ -118,11 +146,35 @@ def device_params(cfg: XbarConfig) -> DeviceParams:
                         stuck_hrs_rate=cfg.stuck_hrs_rate, seed=cfg.seed)
 
 
-
 def _input_categories(values: tuple[int, ...], bitplane: bool) -> set[int]:
     if bitplane:
         return {0, 1}
     return {int(np.sign(v)) for v in values}
+
+
+@dataclass
+class _Step:
+    """One stage of the per-input dataflow: a linear layer (with its threshold),
+    a max-pool or a standalone threshold, with its slot tensors."""
+
+    kind: str  # "linear" | "pool" | "threshold"
+    index: int  # layer index in net.layers
+    src: Tensor  # slot-0 addresses
+    dst: Tensor
+    act: Threshold | None = None
+    thr_addr: int = 0
+    residency: int = 0  # where a pinned layer / a pool / a threshold runs
+
+
+@dataclass
+class _Slots:
+    """DMEM slot layout: offsets within a slot, the slot base and stride."""
+
+    base: int
+    input: int
+    bufs: tuple[int, int]
+    output: int
+    stride: int
 
 
 class Compiler:
@@ -136,7 +188,10 @@ class Compiler:
         self.tiles: dict[int, list[Tile]] = {}
         self.matrices: dict[int, np.ndarray] = {}
         self.adc_of: dict[int, int] = {}
+        self.corr: dict[int, int] = {}
+        self._pads: dict[tuple[int, int], int] = {}
         self._blocks: dict[tuple[int, frozenset[int], int, str, int], list[tuple[Instr, str]]] = {}
+        self.rel = 0  # 1 when the body addresses the slot relative to IB (batch > 1)
 
     # ------------------------------------------------------------ tiling
     def tile_shape(self) -> tuple[int, int]:
@@ -145,8 +200,11 @@ class Compiler:
     def build_tiles(self, order_in: dict[int, np.ndarray]) -> None:
         rl, cl = self.tile_shape()
         if rl < 1 or cl < 1:
-            raise BadInputError(f"a {self.cfg.rows}x{self.cfg.cols} array cannot hold one "
-                                f"{self.m.name} cell group", where="config")
+            cfg = self.cfg
+            raise BadInputError(
+                f"rows/cols: a {cfg.rows}x{cfg.cols} array cannot hold one {self.m.name} cell "
+                f"group (it needs at least {self.m.rows_per_input} rows and "
+                f"{self.m.cols_per_output} columns)", where="config")
         for i, layer in enumerate(self.net.layers):
             if not isinstance(layer, Dense | Conv2d):
                 continue
@@ -170,69 +228,20 @@ class Compiler:
                                       self.m.encode(blk)))
             self.tiles[i] = tiles
 
-    def place(self) -> int:
-        """Assign tiles to (phase, xbar, row0, col0); returns the number of phases."""
-        cfg = self.cfg
-        phase = 0
-        packer = Packer(cfg.num_xbars, cfg.rows, cfg.cols)
-        self.xbars_used = 0
-        for i, tiles in self.tiles.items():
-            trial = Packer(cfg.num_xbars, cfg.rows, cfg.cols)
-            trial.shelves = [[Shelf(s.y0, s.height, s.used) for s in sh] for sh in
-                             packer.shelves]
-            trial.top = list(packer.top)
-            spots = [trial.place(*t.bits.shape) for t in tiles]
-            if any(s is None for s in spots):
-                if any(packer.top):
-                    phase += 1
-                packer = Packer(cfg.num_xbars, cfg.rows, cfg.cols)
-                spots = [packer.place(*t.bits.shape) for t in tiles]
-                if any(s is None for s in spots):
-                    raise BadInputError(
-                        f"needs {len(tiles)} tiles of up to {tiles[0].bits.shape} cells, more "
-                        f"than {cfg.num_xbars} crossbars of {cfg.rows}x{cfg.cols} hold at once",
-                        where=layer_name(i, self.net.layers[i]))
-            else:
-                packer = trial
-            for t, s in zip(tiles, spots, strict=True):
-                assert s is not None
-                t.phase, (t.xbar, t.row0, t.col0) = phase, s
-            self.xbars_used = max(self.xbars_used, packer.used_xbars)
-        return phase + 1
-
-    def weight_image(self, phases: int) -> tuple[np.ndarray, list[list[tuple[int, int, int]]]]:
-        """WMEM rows and, per phase, the (xbar, row, wmem word) PROG list."""
-        rows: list[np.ndarray] = []
-        progs: list[list[tuple[int, int, int]]] = []
-        for ph in range(phases):
-            img: dict[tuple[int, int], np.ndarray] = {}
-            for tiles in self.tiles.values():
-                for t in tiles:
-                    if t.phase != ph:
-                        continue
-                    h, w = t.bits.shape
-                    for r in range(h):
-                        row = img.setdefault((t.xbar, t.row0 + r),
-                                             np.zeros(self.cfg.cols, np.uint8))
-                        row[t.col0:t.col0 + w] |= t.bits[r]
-            plist = []
-            for (x, r), bits in sorted(img.items()):
-                plist.append((x, r, len(rows)))
-                rows.append(bits)
-            progs.append(plist)
-        wmem = np.stack(rows) if rows else np.zeros((0, self.cfg.cols), np.uint8)
-        if wmem.shape[0] > self.cfg.wmem_words:
-            raise BadInputError(f"weight memory exhausted: {wmem.shape[0]} rows needed, "
-                                f"wmem_words = {self.cfg.wmem_words}", where="compile")
-        return wmem, progs
+    def positions(self, i: int) -> int:
+        layer = self.net.layers[i]
+        if isinstance(layer, Dense):
+            return 1
+        _, oh, ow = self.infos[i].out_shape
+        return oh * ow
 
     # ------------------------------------------------------------ emission
-    def emit_recipe(self, t: Tile, segments: list[tuple[int, int, int]], cats: set[int],
+    def emit_recipe(self, t: Tile, segments: list[tuple[int, int, int, int]], cats: set[int],
                     bitplanes: int, kind: str, adc: int, what: str) -> None:
         e = self.emit
         e("INCLR", f"{what} tile r{t.rt}c{t.ct}")
-        for dst, src, n in segments:
-            e("LDIN", dst=dst, src=src, lanes=n)
+        for dst, src, n, rel in segments:
+            e("LDIN", dst=dst, src=src, lanes=n, rsrc=rel)
         # The READ/ACC block of a tile is the same at every output position.
         key = (id(t), frozenset(cats), bitplanes, kind, adc)
         block = self._blocks.get(key)
@@ -273,14 +282,10 @@ class Compiler:
                     block.append((ins, ""))
         return block
 
-    def linear(self, i: int, src: Tensor, dst_base: int, act: Threshold | None,
-               thr_addr: int) -> None:
-        """Emit one linear layer (with its directly following threshold, if any)."""
+    def layer_context(self, i: int) -> tuple[set[int], str, int]:
+        """Input categories that can drive a READ, recipe kind, bit-planes."""
         layer = self.net.layers[i]
-        info = self.infos[i]
-        tiles = self.tiles[i]
-        wm = self.matrices[i]
-        in_vals = info.in_values
+        in_vals = self.infos[i].in_values
         assert in_vals is not None
         bitplane = in_vals.kind == "unsigned"
         values = set(in_vals.values)
@@ -288,19 +293,39 @@ class Compiler:
             values.add(layer.pad_value)
         cats = _input_categories(tuple(values), bitplane)
         kind = "bipolar" if not bitplane and values <= {-1, 1} else "general"
-        bitplanes = in_vals.bits if bitplane else 0
+        return cats, kind, in_vals.bits if bitplane else 0
+
+    def correction(self, i: int) -> int | None:
+        """DMEM address of the layer's Sum_w correction per output (None: no term)."""
+        _, kind, bitplanes = self.layer_context(i)
         rec = self.m.recipe(kind)
-        adc = self.adc_of[i]
-        # Sum_w correction per output (over all row tiles and bit-planes).
-        corr = None
-        if rec.sumw:
+        if not rec.sumw:
+            return None
+        if i not in self.corr:
             scale = (2**bitplanes - 1) if bitplanes else 1
-            corr = rec.sumw * scale * wm.sum(axis=1).astype(np.int64)
-            corr_addr = self.dmem.const(corr)
+            corr = rec.sumw * scale * self.matrices[i].sum(axis=1).astype(np.int64)
+            self.corr[i] = self.dmem.const(corr)
+        return self.corr[i]
+
+    def linear(self, st: _Step, residency: int | None) -> None:
+        """Emit a linear layer's work in one residency (None: all of it).
+
+        A column tile whose row tiles span residencies keeps its partial sum in
+        the destination words between them.
+        """
+        i = st.index
+        layer = self.net.layers[i]
+        info = self.infos[i]
+        cats, kind, bitplanes = self.layer_context(i)
+        adc = self.adc_of[i]
+        corr_addr = self.correction(i)
+        act = st.act
         k = act.thresholds.shape[1] if act is not None else 0
+        phases: dict[int, list[int]] = {}
         by_ct: dict[int, list[Tile]] = {}
-        for t in tiles:
+        for t in self.tiles[i]:
             by_ct.setdefault(t.ct, []).append(t)
+            phases.setdefault(t.ct, []).append(t.phase)
         if isinstance(layer, Dense):
             positions: list[tuple[int, int]] = [(0, 0)]
             oc = layer.out_features
@@ -312,32 +337,51 @@ class Compiler:
             kh, kw = int(layer.weight.shape[2]), int(layer.weight.shape[3])
             pad_addr = self.pad_vector(layer.pad_value, c_in)
         name = layer_name(i, layer)
+        rel = self.rel
+        work = []
+        for ct in sorted(by_ct):
+            if residency is None:
+                here = by_ct[ct]
+                first = last = True
+            else:
+                here = [t for t in by_ct[ct] if t.phase == residency]
+                if not here:
+                    continue
+                first = min(phases[ct]) == residency
+                last = max(phases[ct]) == residency
+            work.append((here, first, last))
         for pos_i, (oy, ox) in enumerate(positions):
-            for ct in sorted(by_ct):
-                ct_tiles = by_ct[ct]
-                o0, o_len = ct_tiles[0].o0, ct_tiles[0].o_len
+            for here, first, last in work:
+                o0, o_len = here[0].o0, here[0].o_len
+                out = st.dst.base + pos_i * oc + o0
                 self.emit("ACLR", f"{name} pos ({oy},{ox}) outputs {o0}..{o0 + o_len - 1}")
-                for t in ct_tiles:
+                if not first:
+                    self.emit("ACC", "partial sum", src=int(Src.DMEM), mul=1, sh=0, addr=out,
+                              lanes=o_len, rel=rel)
+                for t in here:
                     if isinstance(layer, Dense):
-                        segs = [(0, src.base + t.f0, t.f_len)]
+                        segs = [(0, st.src.base + t.f0, t.f_len, rel)]
                     else:
-                        segs = self.conv_segments(t, src.base, oy, ox, layer, c_in, h_in, w_in,
-                                                  kh, kw, pad_addr)
+                        segs = self.conv_segments(t, st.src.base, oy, ox, layer, c_in, h_in,
+                                                  w_in, kh, kw, pad_addr)
                     self.emit_recipe(t, segs, cats, bitplanes, kind, adc, name)
-                if corr is not None:
+                if not last:
+                    self.emit("STA", "partial sum", dst=out, lanes=o_len, rel=rel)
+                    continue
+                if corr_addr is not None:
                     self.emit("ACC", "Sum_w correction", src=int(Src.DMEM), mul=1, sh=0,
                               addr=corr_addr + o0, lanes=o_len)
-                out = dst_base + pos_i * oc + o0
                 if act is not None:
                     self.emit("ACT", k=k, oscale=act.out_scale, obias=act.out_bias,
-                              tbl=thr_addr + o0 * (k + 1), dst=out, lanes=o_len)
+                              tbl=st.thr_addr + o0 * (k + 1), dst=out, lanes=o_len, rdst=rel)
                 else:
-                    self.emit("STA", dst=out, lanes=o_len)
+                    self.emit("STA", dst=out, lanes=o_len, rel=rel)
 
     def conv_segments(self, t: Tile, base: int, oy: int, ox: int, layer: Conv2d, c: int,
                       h: int, w: int, kh: int, kw: int, pad_addr: int
-                      ) -> list[tuple[int, int, int]]:
-        segs: list[tuple[int, int, int]] = []
+                      ) -> list[tuple[int, int, int, int]]:
+        """LDIN segments (IN offset, DMEM address, words, relative) of one patch."""
+        segs: list[tuple[int, int, int, int]] = []
         lo, hi = t.f0, t.f0 + t.f_len
         for ky in range(kh):
             iy = oy * layer.stride[0] - layer.pads[0] + ky
@@ -348,15 +392,15 @@ class Compiler:
                     continue
                 ix = ox * layer.stride[1] - layer.pads[1] + kx
                 if 0 <= iy < h and 0 <= ix < w:
-                    src = base + (iy * w + ix) * c + (a - s0)
+                    src, rel = base + (iy * w + ix) * c + (a - s0), self.rel
                 else:
-                    src = pad_addr + (a - s0)
+                    src, rel = pad_addr + (a - s0), 0
                 dst = a - lo
                 if segs and segs[-1][0] + segs[-1][2] == dst and \
-                        segs[-1][1] + segs[-1][2] == src:
-                    segs[-1] = (segs[-1][0], segs[-1][1], segs[-1][2] + b - a)
+                        segs[-1][1] + segs[-1][2] == src and segs[-1][3] == rel:
+                    segs[-1] = (segs[-1][0], segs[-1][1], segs[-1][2] + b - a, rel)
                 else:
-                    segs.append((dst, src, b - a))
+                    segs.append((dst, src, b - a, rel))
         return segs
 
     def pad_vector(self, value: int, n: int) -> int:
@@ -375,13 +419,16 @@ class Compiler:
         step = self.cfg.cols
         return [(s, min(step, n - s)) for s in range(0, n, step)]
 
-    def maxpool(self, src: Tensor, dst_base: int, layer: MaxPool2d, out_shape: tuple[int, ...]
-                ) -> None:
+    def maxpool(self, st: _Step) -> None:
+        layer = self.net.layers[st.index]
+        assert isinstance(layer, MaxPool2d)
+        src = st.src
         c, _, w = src.shape
-        _, ph, pw = out_shape
+        _, ph, pw = st.dst.shape
+        r = self.rel
         for py in range(ph):
             for px in range(pw):
-                out = dst_base + (py * pw + px) * c
+                out = st.dst.base + (py * pw + px) * c
                 first = True
                 for ky in range(layer.kernel[0]):
                     for kx in range(layer.kernel[1]):
@@ -390,77 +437,66 @@ class Compiler:
                         for c0, n in self.chunks(c):
                             self.emit("VCOPY" if first else "VMAX",
                                       f"pool ({py},{px})" if first and c0 == 0 else "",
-                                      dst=out + c0, src=s + c0, lanes=n)
+                                      dst=out + c0, src=s + c0, lanes=n, rdst=r, rsrc=r)
                         first = False
 
-    def standalone_threshold(self, src: Tensor, dst_base: int, act: Threshold, tbl: int
-                             ) -> None:
+    def standalone_threshold(self, st: _Step) -> None:
+        act = st.act
+        assert act is not None
+        src = st.src
         c = src.shape[0]
         k = act.thresholds.shape[1]
-        positions = src.size // c
-        for p in range(positions):
+        r = self.rel
+        for p in range(src.size // c):
             for c0, n in self.chunks(c):
                 self.emit("ACLR", f"threshold position {p}" if c0 == 0 else "")
                 self.emit("ACC", src=int(Src.DMEM), mul=1, sh=0, addr=src.base + p * c + c0,
-                          lanes=n)
+                          lanes=n, rel=r)
                 self.emit("ACT", k=k, oscale=act.out_scale, obias=act.out_bias,
-                          tbl=tbl + c0 * (k + 1), dst=dst_base + p * c + c0, lanes=n)
+                          tbl=st.thr_addr + c0 * (k + 1), dst=st.dst.base + p * c + c0, lanes=n,
+                          rdst=r)
 
-    # ------------------------------------------------------------- driver
-    def compile(self, adc_tables: list[AdcTable] | None = None) -> Compiled:
-        net, cfg = self.net, self.cfg
-        self._pads: dict[tuple[int, int], int] = {}
-        # Memory orders: which IR index each DMEM word of each tensor holds.
-        shape = tuple(net.input.shape)
-        order = hwc_order(shape)
-        order_in: dict[int, np.ndarray] = {}
-        for i, (layer, info) in enumerate(zip(net.layers, self.infos, strict=True)):
-            if isinstance(layer, Dense):
-                order_in[i] = order
-            if isinstance(layer, Flatten):
-                pass  # memory unchanged: the order carries over
-            elif isinstance(layer, Threshold):
-                pass
-            else:
-                order = hwc_order(info.out_shape)
-        self.build_tiles(order_in)
-        phases = self.place()
-        wmem, progs = self.weight_image(phases)
-        linear_ids = [i for i in self.tiles]
-        if len(linear_ids) > cfg.adc_tables:
-            raise BadInputError(f"{len(linear_ids)} linear layers need {len(linear_ids)} ADC "
-                                f"tables, adc_tables = {cfg.adc_tables}", where="compile")
-        for n, i in enumerate(linear_ids):
-            self.adc_of[i] = n
-        if adc_tables is None:
-            adc_tables = [default_adc(cfg) for _ in linear_ids]
-
-        # Threshold tables and constants first, then activation buffers.
-        e = self.emit
-        setup_progs = progs[0] if phases == 1 else []
-        for x, r, wsrc in setup_progs:
-            e("PROG", "setup" if wsrc == 0 else "", xbar=x, row=r, wsrc=wsrc)
-        e("HALT", "end of setup")
-        infer_entry = len(e.code)
-
-        in_t = Tensor(0, shape, hwc_order(shape))
+    # ------------------------------------------------------------- layout
+    def slot_layout(self, base: int) -> _Slots:
         sizes = [int(np.prod(info.out_shape)) for info in self.infos]
-        thr_addrs: dict[int, int] = {}
-        for i, layer in enumerate(net.layers):
-            if isinstance(layer, Threshold):
-                thr_addrs[i] = self.threshold_table(layer)
-        in_t.base = self.dmem.reserve(in_t.size)
-        buf_words = max(sizes)
-        bufs = [self.dmem.reserve(buf_words), self.dmem.reserve(buf_words)]
-        out_words = sizes[-1]
-        out_base = self.dmem.reserve(out_words)
-        if self.dmem.top > cfg.dmem_words:
-            raise BadInputError(f"data memory exhausted: {self.dmem.top} words needed, "
-                                f"dmem_words = {cfg.dmem_words}", where="compile")
+        n_in = int(np.prod(self.net.input.shape))
+        buf = max(sizes)
+        out = sizes[-1]
+        return _Slots(base=base, input=0, bufs=(n_in, n_in + buf), output=n_in + 2 * buf,
+                      stride=n_in + 2 * buf + out)
 
-        cur = in_t
+    def choose_batch(self, slots: _Slots, fits: bool) -> int:
+        cfg = self.cfg
+        room = cfg.dmem_words - slots.base
+        most = room // slots.stride if room > 0 else 0
+        if most < 1:
+            raise BadInputError(
+                f"data memory exhausted: the constants ({slots.base} words) and one input's "
+                f"slot ({slots.stride} words) need {slots.base + slots.stride} words, "
+                f"dmem_words = {cfg.dmem_words}", where="dmem_words")
+        if cfg.batch:
+            if cfg.batch > most:
+                raise BadInputError(
+                    f"batch = {cfg.batch} needs {slots.base + cfg.batch * slots.stride} DMEM "
+                    f"words ({slots.stride} per input + {slots.base} of constants), "
+                    f"dmem_words = {cfg.dmem_words}: the largest batch that fits is {most}",
+                    where="batch")
+            return cfg.batch
+        if fits:
+            return 1
+        b = 1
+        while b * 2 <= min(most, MAX_AUTO_BATCH):
+            b *= 2
+        return b
+
+    def steps(self, slots: _Slots) -> list[_Step]:
+        """The per-input dataflow with ping-pong buffers; the last step writes the output."""
+        net = self.net
+        b = slots.base
+        shape = tuple(net.input.shape)
+        cur = Tensor(b + slots.input, shape, hwc_order(shape))
+        out: list[_Step] = []
         which = 0
-        phase_done = -1 if phases > 1 else 0
         i = 0
         layers = net.layers
         last = len(layers) - 1
@@ -471,76 +507,222 @@ class Compiler:
                 i += 1
                 continue
             if isinstance(layer, Dense | Conv2d):
-                ph = self.tiles[i][0].phase
-                if ph != phase_done:
-                    for x, r, wsrc in progs[ph]:
-                        e("PROG", f"phase {ph}" if (x, r) == progs[ph][0][:2] else "", xbar=x,
-                          row=r, wsrc=wsrc)
-                    phase_done = ph
                 act = layers[i + 1] if i + 1 < len(layers) and isinstance(
                     layers[i + 1], Threshold) else None
                 end = i + 1 if act is not None else i
-                dst = out_base if end == last else bufs[which]
-                self.linear(i, cur, dst, act, thr_addrs.get(i + 1, 0))
-                out_info = self.infos[end]
-                i = end + 1
+                kind = "linear"
             elif isinstance(layer, MaxPool2d):
-                dst = out_base if i == last else bufs[which]
-                self.maxpool(cur, dst, layer, info.out_shape)
-                out_info = info
-                i += 1
+                act, end, kind = None, i, "pool"
             else:
                 assert isinstance(layer, Threshold)
-                dst = out_base if i == last else bufs[which]
-                self.standalone_threshold(cur, dst, layer, thr_addrs[i])
-                out_info = info
-                i += 1
-            cur = Tensor(dst, out_info.out_shape, hwc_order(out_info.out_shape))
+                act, end, kind = layer, i, "threshold"
+            base = b + (slots.output if end == last else slots.bufs[which])
+            out_shape = self.infos[end].out_shape
+            dst = Tensor(base, out_shape, hwc_order(out_shape))
+            thr = self.thr_addr[end] if act is not None else 0
+            out.append(_Step(kind, i, cur, dst, act, thr))
+            cur = dst
             which ^= 1
-        e("HALT", "end of inference")
-        if len(e.code) > cfg.prog_words:
-            raise BadInputError(f"program memory exhausted: {len(e.code)} instructions, "
-                                f"prog_words = {cfg.prog_words}", where="compile")
-        # The output's memory order: logits come straight from STA in IR order
-        # for a dense last layer; a conv/pool output is HWC.
-        out_t = Tensor(out_base, self.infos[-1].out_shape, cur.order)
+            i = end + 1
+        self.out_order = cur.order
+        return out
 
+    # ------------------------------------------------------------- driver
+    def compile(self, adc_tables: list[AdcTable] | None = None) -> Compiled:
+        net, cfg = self.net, self.cfg
+        # Memory orders: which IR index each DMEM word of each tensor holds.
+        shape = tuple(net.input.shape)
+        order = hwc_order(shape)
+        order_in: dict[int, np.ndarray] = {}
+        for i, (layer, info) in enumerate(zip(net.layers, self.infos, strict=True)):
+            if isinstance(layer, Dense):
+                order_in[i] = order
+            if not isinstance(layer, Flatten | Threshold):
+                order = hwc_order(info.out_shape)
+        self.build_tiles(order_in)
+        linear_ids = list(self.tiles)
+        if len(linear_ids) > cfg.adc_tables:
+            raise BadInputError(f"{len(linear_ids)} linear layers need {len(linear_ids)} ADC "
+                                f"tables, adc_tables = {cfg.adc_tables}", where="adc_tables")
+        for n, i in enumerate(linear_ids):
+            self.adc_of[i] = n
+        if adc_tables is None:
+            adc_tables = [default_adc(cfg) for _ in linear_ids]
+
+        # Constants (absolute addresses) first, then the slots.
+        self.thr_addr = {i: self.threshold_table(layer) for i, layer in enumerate(net.layers)
+                         if isinstance(layer, Threshold)}
+        for i in linear_ids:
+            self.correction(i)
+            layer = net.layers[i]
+            if isinstance(layer, Conv2d):
+                self.pad_vector(layer.pad_value, int(layer.weight.shape[1]))
+        slots = self.slot_layout(self.dmem.top)
+        batch = self.choose_batch(slots, fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols))
+        self.rel = int(batch > 1)
+        sched = plan(self.tiles, {i: self.positions(i) for i in linear_ids}, cfg.num_xbars,
+                     cfg.rows, cfg.cols, batch, cfg.prog_cycles, cfg.vec_width)
+        steps = self.steps(slots)
+        n_res = max(1, sched.residencies)
+        self.assign_residencies(steps)
+
+        # Crossbar rows: setup writes the pinned tiles and the state the streaming
+        # crossbars have at the end of a run; each residency then rewrites only
+        # the rows (and, by differential write, only the cells) that change.
+        rows = _RowImages(cfg.num_xbars, cfg.rows, cfg.cols)
+        res_rows = [self.row_updates(sched, r) for r in range(n_res)] if sched.streams else []
+        state = rows.blank()
+        for upd in res_rows:  # one pass from blank cells: the steady end-of-run state
+            state = rows.apply(state, upd)[0]
+        setup_target = rows.apply(state, self.row_updates(sched, None))[0]
+        e = self.emit
+        setup_list = rows.diff(rows.blank(), setup_target)
+        for x, r, img in setup_list:
+            e("PROG", "setup" if (x, r) == setup_list[0][:2] else "", xbar=x, row=r,
+              wsrc=rows.word(img))
+        e("HALT", "end of setup")
+        infer_entry = len(e.code)
+
+        cur = setup_target
+        writes = np.zeros((cfg.num_xbars, cfg.rows, cfg.cols), np.int64)
+        cells_per_run = 0
+        for r in range(n_res):
+            if sched.streams:
+                nxt, _ = rows.apply(cur, res_rows[r])
+                plist = rows.diff(cur, nxt)
+                for n, (x, row, img) in enumerate(plist):
+                    e("PROG", f"residency {r}" if n == 0 else "", xbar=x, row=row,
+                      wsrc=rows.word(img))
+                    changed = img != cur[x, row]
+                    writes[x, row] += changed
+                    cells_per_run += int(changed.sum())
+                cur = nxt
+            body_start = len(e.code)
+            for st in steps:
+                self.emit_step(st, r if sched.streams else None, n_res)
+            body = len(e.code) - body_start
+            if batch > 1 and body:
+                e.code.insert(body_start, (e.make("LOOP", count=batch, len=body,
+                                                  stride=slots.stride),
+                                           f"residency {r}: {batch} inputs"))
+        e("HALT", "end of inference")
+        if not np.array_equal(cur, setup_target):  # pragma: no cover - by construction
+            raise AssertionError("a run does not end in the state it starts from")
+        if len(e.code) > cfg.prog_words:
+            raise BadInputError(f"program memory exhausted: {len(e.code)} instructions needed, "
+                                f"prog_words = {cfg.prog_words}", where="prog_words")
+        wmem = rows.wmem()
+        if wmem.shape[0] > cfg.wmem_words:
+            raise BadInputError(f"weight memory exhausted: {wmem.shape[0]} row images needed, "
+                                f"wmem_words = {cfg.wmem_words}", where="wmem_words")
+        top = slots.base + batch * slots.stride
+        if top > cfg.dmem_words:  # pragma: no cover - choose_batch checked it
+            raise BadInputError(f"data memory exhausted: {top} words needed, dmem_words = "
+                                f"{cfg.dmem_words}", where="dmem_words")
+
+        in_t = Tensor(slots.base + slots.input, shape, hwc_order(shape))
+        out_t = Tensor(slots.base + slots.output, self.infos[-1].out_shape, self.out_order)
         p = machine_params(cfg)
         thr = np.stack([t.padded(2 * cfg.rows)[0] for t in adc_tables])
         rec = np.stack([t.padded(2 * cfg.rows)[1] for t in adc_tables])
         dev = sample_device_map(device_params(cfg))
-        image = ChipImage(p, e.words(), wmem,
-                          self.dmem.image(), thr, rec, dev)
-        report = self.report(image, infer_entry, phases, len(progs[0]) if phases == 1 else 0,
-                             progs, adc_tables)
+        image = ChipImage(p, e.words(), wmem, self.dmem.image(), thr, rec, dev)
+        all_tiles = [t for ts in self.tiles.values() for t in ts]
+        report = static_report(
+            cfg, image, [ins for ins, _ in e.code], infer_entry, batch=batch,
+            residencies=sched.residencies, xbars_used=sched.xbars_used, tiles=all_tiles,
+            cells_per_run=cells_per_run, max_cell_writes=int(writes.max(initial=0)),
+            setup_cells=sum(int(np.count_nonzero(img != 0)) for _, _, img in setup_list),
+            dmem_used=top, adc_tables=len(adc_tables))
         return Compiled(cfg, net, image, 0, infer_entry, in_t, out_t, e.code, report,
-                        adc_tables)
+                        adc_tables, batch, slots.stride, all_tiles)
 
-    def report(self, image: ChipImage, entry: int, phases: int, setup_rows: int,
-               progs: list[list[tuple[int, int, int]]], tables: list[AdcTable]) -> Report:
-        cfg = self.cfg
-        p = image.params
-        code = [ins for ins, _ in self.emit.code]  # == decode(program), tests/test_isa.py
-        infer, setup = code[entry:], code[:entry]
-        costs: dict[int, int] = {}
-        for ins in code:
-            if id(ins) not in costs:
-                costs[id(ins)] = isa.cost(ins, p)
-        cyc = sum(costs[id(ins)] for ins in infer)
-        scyc = sum(costs[id(ins)] for ins in setup)
-        cells = sum(t.bits.size for tiles in self.tiles.values() for t in tiles)
-        xbars = max(1, self.xbars_used)
-        per_inf_rows = sum(len(pl) for pl in progs) if phases > 1 else 0
-        return Report(
-            mapping=cfg.mapping, phases=phases, xbars_used=self.xbars_used,
-            utilization=round(cells / (xbars * cfg.rows * cfg.cols), 6),
-            tiles=sum(len(t) for t in self.tiles.values()),
-            instructions=len(infer), setup_instructions=len(setup), cycles_per_inference=cyc,
-            setup_cycles=scyc, cell_writes_setup=setup_rows * cfg.cols,
-            cell_writes_per_inference=per_inf_rows * cfg.cols,
-            reads_per_inference=sum(1 for ins in infer if ins.op == "READ"),
-            dmem_words_used=self.dmem.top, wmem_words_used=int(image.wmem.shape[0]),
-            adc_tables_used=len(tables))
+    def assign_residencies(self, steps: list[_Step]) -> None:
+        """The residency in which each pinned layer, pool and threshold runs: the
+        one in which its input is complete (streamed layers run in every residency
+        that holds some of their tiles)."""
+        done = 0
+        for st in steps:
+            if st.kind == "linear":
+                phases = [t.phase for t in self.tiles[st.index]]
+                if max(phases) < 0:  # pinned
+                    st.residency = done
+                else:
+                    st.residency = -1
+                    done = max(phases)
+            else:
+                st.residency = done
+
+    def emit_step(self, st: _Step, residency: int | None, n_res: int) -> None:
+        if st.kind == "linear":
+            if residency is None:
+                self.linear(st, None)
+            elif st.residency < 0:
+                self.linear(st, residency)
+            elif st.residency == residency:
+                self.linear(st, None)
+        elif residency is None or st.residency == residency:
+            if st.kind == "pool":
+                self.maxpool(st)
+            else:
+                self.standalone_threshold(st)
+
+    def row_updates(self, sched: Schedule, residency: int | None
+                    ) -> list[tuple[int, int, int, np.ndarray]]:
+        """(xbar, row, col0, bits) of the tiles of a residency (None: the pinned ones)."""
+        want = -1 if residency is None else residency
+        out = []
+        for tiles in self.tiles.values():
+            for t in tiles:
+                if t.phase == want:
+                    for k in range(t.bits.shape[0]):
+                        out.append((t.xbar, t.row0 + k, t.col0, t.bits[k]))
+        return out
+
+
+class _RowImages:
+    """Crossbar row contents as the program leaves them, and the WMEM row images.
+
+    Cells outside the tiles of an update keep what they hold, so a PROG changes
+    only the cells of the new tiles (and a row whose cells already hold the new
+    bits is not programmed at all).
+    """
+
+    def __init__(self, n: int, rows: int, cols: int) -> None:
+        self.shape = (n, rows, cols)
+        self._rows: list[np.ndarray] = []
+        self._index: dict[bytes, int] = {}
+
+    def blank(self) -> np.ndarray:
+        return np.zeros(self.shape, np.uint8)
+
+    @staticmethod
+    def apply(state: np.ndarray, updates: list[tuple[int, int, int, np.ndarray]]
+              ) -> tuple[np.ndarray, int]:
+        out = state.copy()
+        for x, r, c0, bits in updates:
+            out[x, r, c0:c0 + bits.size] = bits
+        return out, 0
+
+    @staticmethod
+    def diff(old: np.ndarray, new: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        """Rows that differ, in (xbar, row) order, with their new images."""
+        ch = (old != new).any(axis=2)
+        return [(int(x), int(r), new[x, r]) for x, r in zip(*np.nonzero(ch), strict=True)]
+
+    def word(self, img: np.ndarray) -> int:
+        """WMEM word holding ``img`` (identical rows share one word)."""
+        key = img.tobytes()
+        w = self._index.get(key)
+        if w is None:
+            w = self._index[key] = len(self._rows)
+            self._rows.append(img.copy())
+        return w
+
+    def wmem(self) -> np.ndarray:
+        if not self._rows:
+            return np.zeros((0, self.shape[2]), np.uint8)
+        return np.stack(self._rows)
 
 
 def compile_network(net: Network, cfg: XbarConfig,
@@ -553,4 +735,3 @@ def compile_network(net: Network, cfg: XbarConfig,
         raise BadInputError("adc_range = calib needs a calibration batch (--calib X.npy)",
                             where="config")
     return Compiler(net, cfg).compile(calibrated_adcs(first, calib))
-

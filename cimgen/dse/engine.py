@@ -61,21 +61,23 @@ def fmt(v: object) -> str:
 
 def run_machine(comp: Compiled, q: np.ndarray, chunk: int = 64
                 ) -> tuple[np.ndarray, RunResult]:
-    """Logits of every image, ``chunk`` images per machine batch (the result does not
-    depend on ``chunk``: read noise is keyed by the absolute image index)."""
+    """Logits of every image, about ``chunk`` images per machine pass (a whole number
+    of batches; the result does not depend on ``chunk``: read noise is keyed by
+    the absolute run index)."""
     out = []
     res = None
-    for s in range(0, q.shape[0], chunk):
-        qb = q[s:s + chunk]
-        mach = Machine(comp.image, qb.shape[0], image_offset=s)
+    step = max(1, chunk // comp.batch) * comp.batch
+    for s in range(0, q.shape[0], step):
+        qb = q[s:s + step]
+        mach = Machine(comp.image, comp.runs(qb.shape[0]), image_offset=s // comp.batch)
         setup = mach.run(comp.setup_entry)
         if setup.error != Err.NONE:
             return np.zeros((0,)), setup
-        mach.load_inputs(comp.input.base, comp.input_words(qb))
+        comp.load_inputs(mach, qb)
         res = mach.run(comp.infer_entry)
         if res.error != Err.NONE:
             return np.zeros((0,)), res
-        out.append(comp.output_logits(mach.dmem))
+        out.append(comp.output_logits(mach.dmem, qb.shape[0]))
     assert res is not None
     return np.concatenate(out), res
 

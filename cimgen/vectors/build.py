@@ -232,7 +232,7 @@ def golden_group(vectors: Sequence[Vector], coverage: Coverage | None = None
             if coverage is not None:
                 coverage.run(img, r.entry, res)
             runs.append(Expected(res.cycles, res.instructions, Err(res.error), res.fault_pc,
-                                 res.pc, res.reads, res.cells_written // img.params.cols,
+                                 res.pc, res.reads, res.progs,
                                  [m.dmem[0, a:a + n].astype(np.int64) for a, n in r.reads]))
         bits = m.xbar_bits.copy()
         out.append(runs)
