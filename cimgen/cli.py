@@ -56,11 +56,17 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     comp = compile_network(net, cfg, calibration_batch(net, cfg, args.calib))
     man = save_compiled(comp, args.model, args.output)
     rep = comp.report
+    life = "never" if rep.lifetime_hours is None else f"{rep.lifetime_hours:g} h"
     print(f"{args.model} -> {args.output}: mapping {cfg.mapping}, {rep.xbars_used} crossbar(s) "
-          f"of {cfg.rows}x{cfg.cols}, utilization {rep.utilization:.3f}, {rep.phases} phase(s)")
-    print(f"  {rep.instructions} instructions, {rep.cycles_per_inference} cycles per inference, "
-          f"{rep.reads_per_inference} reads, cell writes: {rep.cell_writes_setup} at setup + "
-          f"{rep.cell_writes_per_inference} per inference; {len(man['files'])} files")  # type: ignore[arg-type]
+          f"of {cfg.rows}x{cfg.cols}, utilization {rep.utilization:.3f}, {rep.phases} weight "
+          f"residenc{'y' if rep.phases == 1 else 'ies'}, batch {rep.batch}")
+    print(f"  {rep.instructions} instructions, {rep.cycles_per_inference:g} cycles and "
+          f"{rep.reads_per_inference:g} reads per inference; cell writes: "
+          f"{rep.cell_writes_setup} at setup + {rep.cell_writes_per_batch} per batch (at most "
+          f"{rep.max_cell_writes_per_batch} per cell); {len(man['files'])} files")  # type: ignore[arg-type]
+    print(f"  {rep.energy_pj_per_inference:g} pJ, {rep.latency_ns_per_inference:g} ns, EDP "
+          f"{rep.edp_pj_ns:g} pJ*ns per inference; lifetime at {cfg.inference_rate_hz:g}/s: "
+          f"{life}")
     return 0
 
 
@@ -80,20 +86,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from .hw.rtl_sim import run_rtl
 
         res = run_rtl(comp, q)
-        logits, cycles = res.outputs, int(res.cycles.max())
+        logits, cycles = res.outputs, int(res.cycles.max()) / comp.batch
         bad = [e for e in res.error if int(e) != 0]
         err = bad[0].name if bad else "NONE"
         extra = f", {float(res.stats.get('cycles_per_s', 0)):.0f} simulated cycles/s"
     else:
         run = run_golden(comp, q)
-        logits, cycles, err = run.logits, run.result.cycles, run.result.error.name
+        logits, cycles, err = run.logits, run.cycles_per_inference, run.result.error.name
         extra = ""
     if err != "NONE":
         print(f"cimgen: error: machine stopped with {err}", file=sys.stderr)
         return 1
     save_npy_atomic(args.out, logits.astype(np.int64))
     print(f"{x.shape[0]} image(s) on the {'RTL' if args.rtl else 'golden machine'}: "
-          f"{cycles} cycles per inference{extra} -> {args.out}")
+          f"{cycles:g} cycles per inference (batch {comp.batch}){extra} -> {args.out}")
     return 0
 
 
@@ -104,7 +110,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .compiler import calibration_batch, compile_network
     from .frontend.datasets import default_inputs
     from .frontend.onnx_import import load_model
-    from .run import compare, run_golden
+    from .run import compare, cost_rows, run_golden
 
     cfg = _config(args)
     net = load_model(args.model)
@@ -128,10 +134,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         cyc_bad = int((res.cycles != gold.result.cycles).sum())
         err_bad = sum(1 for e in res.error if int(e) != int(gold.result.error))
         rows = [("images", str(x.shape[0])), ("mismatching output words", str(int(diff.sum()))),
-                ("images with another cycle count", str(cyc_bad)),
-                ("images with another error code", str(err_bad)),
-                ("cycles per inference (RTL)", str(int(res.cycles.max()))),
-                ("cycles per inference (golden)", str(gold.result.cycles)),
+                ("program runs (batches)", str(len(res.cycles))),
+                ("runs with another cycle count", str(cyc_bad)),
+                ("runs with another error code", str(err_bad)),
+                ("cycles per batch (RTL)", str(int(res.cycles.max()))),
+                ("cycles per batch (golden)", str(gold.result.cycles)),
                 ("simulated cycles per second",
                  f"{float(res.stats.get('cycles_per_s', 0)):.0f}")]
         if diff.any():
@@ -142,14 +149,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print("\n".join(f"{k:<32}  {v}" for k, v in rows))
         if diff.any() or cyc_bad or err_bad:
             return 1
-        ref_rep = compare(gold.logits, ref, labels, cfg.is_ideal, gold.result.cycles,
+        ref_rep = compare(gold.logits, ref, labels, cfg.is_ideal, gold.cycles_per_inference,
                           gold.result.error.name)
+        ref_rep.costs = cost_rows(comp, gold)
         print("golden machine vs reference:")
         print(ref_rep.table())
         return 0 if ref_rep.ok else 1
     run = run_golden(comp, q)
-    rep = compare(run.logits, ref, labels, cfg.is_ideal, run.result.cycles,
+    rep = compare(run.logits, ref, labels, cfg.is_ideal, run.cycles_per_inference,
                   run.result.error.name)
+    rep.costs = cost_rows(comp, run)
     print(f"golden machine vs reference on {what}, mapping {cfg.mapping}, "
           f"{cfg.rows}x{cfg.cols} x {cfg.num_xbars} crossbars, seed {cfg.seed}:")
     print(rep.table())

@@ -315,6 +315,9 @@ class Machine:
     probe: Callable[[int, np.ndarray], None] | None = None
     # Index of this machine's first run in the whole input set (keys the read noise).
     image_offset: int = 0
+    # Run independent loops as one pass (False: always iteration by iteration; the
+    # results are the same, tests/test_streaming.py checks it).
+    lift: bool = True
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
     _mats: dict[int, dict[tuple[int, int, bool], _ReadMat]] = field(init=False,
                                                                      default_factory=dict)
@@ -451,7 +454,7 @@ class Machine:
                 res.cycles += st.cost
                 count, length = st.a["count"], st.a["len"]
                 lifted = None
-                if count > 1:
+                if count > 1 and self.lift:
                     lifted = self._liftable(pc, length, st.a["stride"], count)
                 if lifted is not None and res.instructions + count * length <= max_instructions:
                     self._run_lifted(pc + 1, length, count, st.a["stride"], lifted, regs,

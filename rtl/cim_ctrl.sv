@@ -7,8 +7,12 @@
 // controller after that one cycle with the error code and the faulting pc, and
 // is not counted as executed. A passing instruction stays for exactly its cost
 // (golden_model.isa.cost) in cycles; the datapath units act on (op_o, step_o) while
-// exec_o is high. There are no branches, so a run ends at HALT, at a fault, or
-// when the pc leaves the loaded program (PC_RANGE): the controller cannot hang.
+// exec_o is high. The only control flow is LOOP, a zero-overhead hardware loop
+// with a bounded iteration count that cannot nest, so a run ends at HALT, at a
+// fault, or when the pc leaves the loaded program (PC_RANGE): the controller
+// cannot hang. The image base IB (ib_o) is 0 outside loops and grows by the
+// loop's stride per iteration; DMEM address fields with their relative bit
+// set are checked (and used by the vector unit) as field + IB.
 
 `default_nettype none
 
@@ -46,6 +50,7 @@ module cim_ctrl
   output logic               exec_o,
   output opcode_e            op_o,
   output logic [31:0]        step_o,
+  output logic [31:0]        ib_o,
   // Status.
   output logic               busy_o,
   output logic               done_o,
@@ -78,6 +83,13 @@ module cim_ctrl
   err_e        err_q, err_d;
   logic [31:0] fault_pc_q, fault_pc_d;
   logic        done_q, done_d;
+  // Hardware loop: body [loop_start_q, loop_end_q], iterations left after the current.
+  logic        loop_on_q, loop_on_d;
+  logic [31:0] loop_start_q, loop_start_d;
+  logic [31:0] loop_end_q, loop_end_d;
+  logic [31:0] loop_left_q, loop_left_d;
+  logic [31:0] loop_stride_q, loop_stride_d;
+  logic [31:0] ib_q, ib_d;
 
   // ---------------------------------------------------------------- decode
   opcode_e     op;
@@ -96,7 +108,7 @@ module cim_ctrl
     known = 1'b1;
     has_lanes = 1'b1;
     unique case (op)
-      OP_NOP, OP_HALT, OP_INCLR, OP_ACLR, OP_PROG: has_lanes = 1'b0;
+      OP_NOP, OP_HALT, OP_INCLR, OP_ACLR, OP_PROG, OP_LOOP: has_lanes = 1'b0;
       OP_LDIN, OP_READ, OP_ACC, OP_STA, OP_ACT, OP_VCOPY, OP_VMAX: has_lanes = 1'b1;
       default: begin
         known = 1'b0;
@@ -124,6 +136,12 @@ module cim_ctrl
     endcase
   end
 
+  // Effective DMEM addresses: the field, plus IB when its relative bit is set.
+  function automatic logic [31:0] eff(logic [63:0] w, int unsigned lsb, int unsigned width,
+                                      int unsigned rel_lsb, logic [31:0] ib);
+    return insn_field(w, lsb, width) + ((insn_field(w, rel_lsb, 1) != 32'd0) ? ib : 32'd0);
+  endfunction
+
   // Range checks, in the order of golden_model.machine.Machine._check.
   logic [31:0] width_cols;
   logic [31:0] max_lanes;
@@ -143,6 +161,10 @@ module cim_ctrl
     end else if (op == OP_READ && fld(instr_i, READ_BIT_LSB, READ_BIT_W) >= 32'd8
                  && fld(instr_i, READ_BIT_LSB, READ_BIT_W) < BIT_SIGNED) begin
       err = ERR_ILLEGAL;
+    end else if (op == OP_LOOP && (fld(instr_i, LOOP_COUNT_LSB, LOOP_COUNT_W) == 32'd0
+                                   || fld(instr_i, LOOP_LEN_LSB, LOOP_LEN_W) == 32'd0
+                                   || loop_on_q)) begin
+      err = ERR_ILLEGAL;
     end else if (has_lanes && (lanes == 32'd0 || lanes > max_lanes)) begin
       err = ERR_VEC_RANGE;
     end else begin
@@ -159,7 +181,8 @@ module cim_ctrl
         OP_LDIN: begin
           if (fld(instr_i, LDIN_DST_LSB, LDIN_DST_W) + lanes > ROWS) begin
             err = ERR_VEC_RANGE;
-          end else if (fld(instr_i, LDIN_SRC_LSB, LDIN_SRC_W) + lanes > DMEM_WORDS) begin
+          end else if (eff(instr_i, LDIN_SRC_LSB, LDIN_SRC_W, LDIN_RSRC_LSB, ib_q) + lanes
+                       > DMEM_WORDS) begin
             err = ERR_DMEM_RANGE;
           end
         end
@@ -178,26 +201,29 @@ module cim_ctrl
               && fld(instr_i, ACC_ADDR_LSB, ACC_ADDR_W) + lanes > COLS) begin
             err = ERR_VEC_RANGE;
           end else if (fld(instr_i, ACC_SRC_LSB, ACC_SRC_W) == 32'(SRC_DMEM)
-                       && fld(instr_i, ACC_ADDR_LSB, ACC_ADDR_W) + lanes > DMEM_WORDS) begin
+                       && eff(instr_i, ACC_ADDR_LSB, ACC_ADDR_W, ACC_REL_LSB, ib_q) + lanes
+                          > DMEM_WORDS) begin
             err = ERR_DMEM_RANGE;
           end
         end
         OP_STA: begin
-          if (fld(instr_i, STA_DST_LSB, STA_DST_W) + lanes > DMEM_WORDS) begin
+          if (eff(instr_i, STA_DST_LSB, STA_DST_W, STA_REL_LSB, ib_q) + lanes > DMEM_WORDS) begin
             err = ERR_DMEM_RANGE;
           end
         end
         OP_ACT: begin
-          if (fld(instr_i, ACT_DST_LSB, ACT_DST_W) + lanes > DMEM_WORDS
-              || fld(instr_i, ACT_TBL_LSB, ACT_TBL_W)
+          if (eff(instr_i, ACT_DST_LSB, ACT_DST_W, ACT_RDST_LSB, ib_q) + lanes > DMEM_WORDS
+              || eff(instr_i, ACT_TBL_LSB, ACT_TBL_W, ACT_RTBL_LSB, ib_q)
                  + lanes * (fld(instr_i, ACT_K_LSB, ACT_K_W) + 32'd1) > DMEM_WORDS) begin
             err = ERR_DMEM_RANGE;
           end
         end
         OP_VCOPY, OP_VMAX: begin
           // VCOPY and VMAX share their field layout.
-          if (fld(instr_i, VCOPY_DST_LSB, VCOPY_DST_W) + lanes > DMEM_WORDS
-              || fld(instr_i, VCOPY_SRC_LSB, VCOPY_SRC_W) + lanes > DMEM_WORDS) begin
+          if (eff(instr_i, VCOPY_DST_LSB, VCOPY_DST_W, VCOPY_RDST_LSB, ib_q) + lanes
+              > DMEM_WORDS
+              || eff(instr_i, VCOPY_SRC_LSB, VCOPY_SRC_W, VCOPY_RSRC_LSB, ib_q) + lanes
+              > DMEM_WORDS) begin
             err = ERR_DMEM_RANGE;
           end
         end
@@ -221,6 +247,12 @@ module cim_ctrl
     err_d = err_q;
     fault_pc_d = fault_pc_q;
     done_d = done_q;
+    loop_on_d = loop_on_q;
+    loop_start_d = loop_start_q;
+    loop_end_d = loop_end_q;
+    loop_left_d = loop_left_q;
+    loop_stride_d = loop_stride_q;
+    ib_d = ib_q;
     clear_o = 1'b0;
     stop_o = 1'b0;
     unique case (state_q)
@@ -236,6 +268,8 @@ module cim_ctrl
           err_d = ERR_NONE;
           fault_pc_d = '1;
           done_d = 1'b0;
+          loop_on_d = 1'b0;
+          ib_d = 32'd0;
           clear_o = 1'b1;
         end
       end
@@ -261,7 +295,24 @@ module cim_ctrl
               state_d = StIdle;
               done_d = 1'b1;
               stop_o = 1'b1;
+            end else if (op == OP_LOOP) begin
+              loop_on_d = 1'b1;
+              loop_start_d = pc_q + 32'd1;
+              loop_end_d = pc_q + fld(instr_i, LOOP_LEN_LSB, LOOP_LEN_W);
+              loop_left_d = fld(instr_i, LOOP_COUNT_LSB, LOOP_COUNT_W) - 32'd1;
+              loop_stride_d = fld(instr_i, LOOP_STRIDE_LSB, LOOP_STRIDE_W);
+              ib_d = 32'd0;
+              pc_d = pc_q + 32'd1;
+            end else if (loop_on_q && pc_q == loop_end_q && loop_left_q != 32'd0) begin
+              // End of an iteration with more to go: back to the body, next image base.
+              loop_left_d = loop_left_q - 32'd1;
+              ib_d = ib_q + loop_stride_q;
+              pc_d = loop_start_q;
             end else begin
+              if (loop_on_q && pc_q == loop_end_q) begin
+                loop_on_d = 1'b0;
+                ib_d = 32'd0;
+              end
               pc_d = pc_q + 32'd1;
             end
           end else begin
@@ -285,6 +336,12 @@ module cim_ctrl
       err_q <= ERR_NONE;
       fault_pc_q <= '1;
       done_q <= 1'b0;
+      loop_on_q <= 1'b0;
+      loop_start_q <= 32'd0;
+      loop_end_q <= 32'd0;
+      loop_left_q <= 32'd0;
+      loop_stride_q <= 32'd0;
+      ib_q <= 32'd0;
     end else begin
       state_q <= state_d;
       pc_q <= pc_d;
@@ -296,6 +353,12 @@ module cim_ctrl
       err_q <= err_d;
       fault_pc_q <= fault_pc_d;
       done_q <= done_d;
+      loop_on_q <= loop_on_d;
+      loop_start_q <= loop_start_d;
+      loop_end_q <= loop_end_d;
+      loop_left_q <= loop_left_d;
+      loop_stride_q <= loop_stride_d;
+      ib_q <= ib_d;
     end
   end
 
@@ -303,6 +366,7 @@ module cim_ctrl
   assign exec_o = running && (err == ERR_NONE);
   assign op_o = op;
   assign step_o = step_q;
+  assign ib_o = ib_q;
   assign busy_o = running;
   assign done_o = done_q;
   assign err_o = err_q;

@@ -11,7 +11,7 @@ package cim_isa_pkg;
   // The package lists the whole ISA; each module uses a subset of it.
   // verilator lint_off UNUSEDPARAM
 
-  localparam int unsigned ISA_VERSION = 1;
+  localparam int unsigned ISA_VERSION = 2;
   localparam int unsigned WORD_BITS = 64;
   localparam int unsigned OPCODE_LSB = 58;
   localparam int unsigned OPCODE_BITS = 6;
@@ -36,7 +36,8 @@ package cim_isa_pkg;
     OP_STA = 6'd8,  // DMEM[dst + l] = ACC[l]
     OP_ACT = 6'd9,  // DMEM[dst + l] = obias + oscale * #{j: sign_l * ACC[l] >= t_lj}
     OP_VCOPY = 6'd10,  // DMEM[dst + l] = DMEM[src + l]
-    OP_VMAX = 6'd11  // DMEM[dst + l] = max(DMEM[dst + l], DMEM[src + l])
+    OP_VMAX = 6'd11,  // DMEM[dst + l] = max(DMEM[dst + l], DMEM[src + l])
+    OP_LOOP = 6'd12  // repeat the next len instructions count times, IB = 0, stride, 2 * stride, ...; IB = 0 after the loop. count 0, len 0 or a LOOP inside a loop body: ILLEGAL
   } opcode_e;
 
   // Error codes, raised identically by the golden machine and the RTL.
@@ -84,6 +85,9 @@ package cim_isa_pkg;
   localparam int unsigned LDIN_SRC_LSB = 18;  // DMEM word address
   localparam int unsigned LDIN_SRC_W = 18;
   localparam bit LDIN_SRC_SIGNED = 1'b0;
+  localparam int unsigned LDIN_RSRC_LSB = 11;  // 1: the DMEM address is relative to IB
+  localparam int unsigned LDIN_RSRC_W = 1;
+  localparam bit LDIN_RSRC_SIGNED = 1'b0;
   localparam int unsigned LDIN_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned LDIN_LANES_W = 11;
   localparam bit LDIN_LANES_SIGNED = 1'b0;
@@ -133,6 +137,9 @@ package cim_isa_pkg;
   localparam int unsigned ACC_ADDR_LSB = 18;  // CODE offset or DMEM address
   localparam int unsigned ACC_ADDR_W = 18;
   localparam bit ACC_ADDR_SIGNED = 1'b0;
+  localparam int unsigned ACC_REL_LSB = 11;  // 1: the DMEM address is relative to IB (src DMEM only; ignored otherwise)
+  localparam int unsigned ACC_REL_W = 1;
+  localparam bit ACC_REL_SIGNED = 1'b0;
   localparam int unsigned ACC_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned ACC_LANES_W = 11;
   localparam bit ACC_LANES_SIGNED = 1'b0;
@@ -141,6 +148,9 @@ package cim_isa_pkg;
   localparam int unsigned STA_DST_LSB = 18;  // DMEM word address
   localparam int unsigned STA_DST_W = 18;
   localparam bit STA_DST_SIGNED = 1'b0;
+  localparam int unsigned STA_REL_LSB = 11;  // 1: the DMEM address is relative to IB
+  localparam int unsigned STA_REL_W = 1;
+  localparam bit STA_REL_SIGNED = 1'b0;
   localparam int unsigned STA_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned STA_LANES_W = 11;
   localparam bit STA_LANES_SIGNED = 1'b0;
@@ -161,6 +171,12 @@ package cim_isa_pkg;
   localparam int unsigned ACT_DST_LSB = 14;  // DMEM word address
   localparam int unsigned ACT_DST_W = 18;
   localparam bit ACT_DST_SIGNED = 1'b0;
+  localparam int unsigned ACT_RTBL_LSB = 12;  // 1: the DMEM address is relative to IB (tbl)
+  localparam int unsigned ACT_RTBL_W = 1;
+  localparam bit ACT_RTBL_SIGNED = 1'b0;
+  localparam int unsigned ACT_RDST_LSB = 11;  // 1: the DMEM address is relative to IB (dst)
+  localparam int unsigned ACT_RDST_W = 1;
+  localparam bit ACT_RDST_SIGNED = 1'b0;
   localparam int unsigned ACT_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned ACT_LANES_W = 11;
   localparam bit ACT_LANES_SIGNED = 1'b0;
@@ -172,6 +188,12 @@ package cim_isa_pkg;
   localparam int unsigned VCOPY_SRC_LSB = 18;  // DMEM word address
   localparam int unsigned VCOPY_SRC_W = 18;
   localparam bit VCOPY_SRC_SIGNED = 1'b0;
+  localparam int unsigned VCOPY_RDST_LSB = 12;  // 1: the DMEM address is relative to IB (dst)
+  localparam int unsigned VCOPY_RDST_W = 1;
+  localparam bit VCOPY_RDST_SIGNED = 1'b0;
+  localparam int unsigned VCOPY_RSRC_LSB = 11;  // 1: the DMEM address is relative to IB (src)
+  localparam int unsigned VCOPY_RSRC_W = 1;
+  localparam bit VCOPY_RSRC_SIGNED = 1'b0;
   localparam int unsigned VCOPY_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned VCOPY_LANES_W = 11;
   localparam bit VCOPY_LANES_SIGNED = 1'b0;
@@ -183,9 +205,26 @@ package cim_isa_pkg;
   localparam int unsigned VMAX_SRC_LSB = 18;  // DMEM word address
   localparam int unsigned VMAX_SRC_W = 18;
   localparam bit VMAX_SRC_SIGNED = 1'b0;
+  localparam int unsigned VMAX_RDST_LSB = 12;  // 1: the DMEM address is relative to IB (dst)
+  localparam int unsigned VMAX_RDST_W = 1;
+  localparam bit VMAX_RDST_SIGNED = 1'b0;
+  localparam int unsigned VMAX_RSRC_LSB = 11;  // 1: the DMEM address is relative to IB (src)
+  localparam int unsigned VMAX_RSRC_W = 1;
+  localparam bit VMAX_RSRC_SIGNED = 1'b0;
   localparam int unsigned VMAX_LANES_LSB = 0;  // vector length (1..cols)
   localparam int unsigned VMAX_LANES_W = 11;
   localparam bit VMAX_LANES_SIGNED = 1'b0;
+
+  // LOOP: repeat the next len instructions count times, IB = 0, stride, 2 * stride, ...; IB = 0 after the loop. count 0, len 0 or a LOOP inside a loop body: ILLEGAL; cycles = 1
+  localparam int unsigned LOOP_COUNT_LSB = 38;  // iterations (1..65535)
+  localparam int unsigned LOOP_COUNT_W = 16;
+  localparam bit LOOP_COUNT_SIGNED = 1'b0;
+  localparam int unsigned LOOP_LEN_LSB = 18;  // body: the next len instructions (>= 1)
+  localparam int unsigned LOOP_LEN_W = 20;
+  localparam bit LOOP_LEN_SIGNED = 1'b0;
+  localparam int unsigned LOOP_STRIDE_LSB = 0;  // IB increment per iteration (DMEM words)
+  localparam int unsigned LOOP_STRIDE_W = 18;
+  localparam bit LOOP_STRIDE_SIGNED = 1'b0;
 
   // verilator lint_on UNUSEDPARAM
 

@@ -121,6 +121,7 @@ module cim_top
   logic           clear, exec;
   opcode_e        op;
   logic [31:0]    step;
+  logic [31:0]    ib;
 
   cim_ctrl #(
     .ROWS(ROWS), .COLS(COLS), .NUM_XBARS(NUM_XBARS), .PROG_WORDS(PROG_WORDS),
@@ -131,7 +132,7 @@ module cim_top
     .start_i(start), .entry_i(entry), .prog_len_i(prog_len), .wmem_len_i(wmem_len),
     .adc_len_i(adc_len),
     .prog_raddr_o(prog_raddr), .instr_i(instr),
-    .clear_o(clear), .exec_o(exec), .op_o(op), .step_o(step),
+    .clear_o(clear), .exec_o(exec), .op_o(op), .step_o(step), .ib_o(ib),
     .busy_o(busy), .done_o(done), .stop_o(stop), .err_o(err), .fault_pc_o(fault_pc),
     .pc_o(pc), .cycles_o(cycles), .instret_o(instret), .reads_o(reads), .progs_o(progs)
   );
@@ -187,7 +188,7 @@ module cim_top
     .ROWS(ROWS), .COLS(COLS), .DMEM_WORDS(DMEM_WORDS), .VEC_WIDTH(VEC_WIDTH)
   ) u_vpu (
     .clk_i, .rst_ni,
-    .clear_i(clear), .exec_i(exec), .op_i(op), .step_i(step), .instr_i(instr),
+    .clear_i(clear), .exec_i(exec), .op_i(op), .step_i(step), .instr_i(instr), .ib_i(ib),
     .code_i(code), .ndrv_i(ndrv), .drive_o(drive),
     .rd_addr_o(dm_raddr), .rd_data_i(dm_rdata),
     .wr_en_o(dm_we), .wr_addr_o(dm_waddr), .wr_data_o(dm_wdata)

@@ -31,6 +31,7 @@ module cim_vpu
   input  wire opcode_e           op_i,
   input  wire logic [31:0]       step_i,
   input  wire logic [63:0]       instr_i,
+  input  wire logic [31:0]       ib_i,  // image base: added to relative DMEM addresses
   // ADC codes and driven-row count of the last READ.
   input  wire logic [31:0]       code_i [COLS],
   input  wire logic [31:0]       ndrv_i,
@@ -104,6 +105,11 @@ module cim_vpu
   assign acc_k = $unsigned(acc_mul);
   assign act_k = insn_field(instr_i, ACT_K_LSB, ACT_K_W);
 
+  // IB when the instruction's relative bit at ``lsb`` is set.
+  function automatic logic [31:0] rel(int unsigned lsb);
+    return (insn_field(instr_i, lsb, 1) != 32'd0) ? ib_i : 32'd0;
+  endfunction
+
   always_comb begin
     vec_op = 1'b0;
     src_base = 32'd0;
@@ -111,26 +117,27 @@ module cim_vpu
     unique case (op_i)
       OP_LDIN: begin
         vec_op = 1'b1;
-        src_base = insn_field(instr_i, LDIN_SRC_LSB, LDIN_SRC_W);
+        src_base = insn_field(instr_i, LDIN_SRC_LSB, LDIN_SRC_W) + rel(LDIN_RSRC_LSB);
         dst_base = insn_field(instr_i, LDIN_DST_LSB, LDIN_DST_W);
       end
       OP_ACC: begin
         vec_op = (acc_src == 32'(SRC_DMEM));
-        src_base = insn_field(instr_i, ACC_ADDR_LSB, ACC_ADDR_W);
+        src_base = insn_field(instr_i, ACC_ADDR_LSB, ACC_ADDR_W) + rel(ACC_REL_LSB);
       end
       OP_STA: begin
         vec_op = 1'b1;
-        dst_base = insn_field(instr_i, STA_DST_LSB, STA_DST_W);
+        dst_base = insn_field(instr_i, STA_DST_LSB, STA_DST_W) + rel(STA_REL_LSB);
       end
       OP_ACT: begin
         vec_op = 1'b1;
-        src_base = insn_field(instr_i, ACT_TBL_LSB, ACT_TBL_W);
-        dst_base = insn_field(instr_i, ACT_DST_LSB, ACT_DST_W);
+        src_base = insn_field(instr_i, ACT_TBL_LSB, ACT_TBL_W) + rel(ACT_RTBL_LSB);
+        dst_base = insn_field(instr_i, ACT_DST_LSB, ACT_DST_W) + rel(ACT_RDST_LSB);
       end
       OP_VCOPY, OP_VMAX: begin
+        // VCOPY and VMAX share their field layout.
         vec_op = 1'b1;
-        src_base = insn_field(instr_i, VCOPY_SRC_LSB, VCOPY_SRC_W);
-        dst_base = insn_field(instr_i, VCOPY_DST_LSB, VCOPY_DST_W);
+        src_base = insn_field(instr_i, VCOPY_SRC_LSB, VCOPY_SRC_W) + rel(VCOPY_RSRC_LSB);
+        dst_base = insn_field(instr_i, VCOPY_DST_LSB, VCOPY_DST_W) + rel(VCOPY_RDST_LSB);
       end
       default: vec_op = 1'b0;
     endcase

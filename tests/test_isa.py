@@ -204,7 +204,7 @@ def expected_cost(ins: Instr, t: Timing) -> int:
     n = ins.get("lanes")
     vec = 1 + -(-n // t.vec_width)
     return {
-        "NOP": 1, "HALT": 1, "INCLR": 1, "ACLR": 1,
+        "NOP": 1, "HALT": 1, "INCLR": 1, "ACLR": 1, "LOOP": 1,
         "PROG": t.t_write,
         "READ": t.t_read + t.t_adc * -(-n // t.adcs_per_xbar),
         "ACC": 1 if ins.get("src") != Src.DMEM else vec,

@@ -42,7 +42,7 @@ from ..frontend.onnx_import import load_model
 from .codegen import Compiled, Report, machine_params
 from .layout import Tensor, hwc_order
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FILES = ("model.onnx", "program.bin", "program.lst", "wmem.npy", "dmem_init.npy", "adc_thr.npy",
          "adc_recon.npy", "devmap_hrs.npy", "devmap_lrs.npy", "devmap_stuck.npy")
 
@@ -93,6 +93,8 @@ def manifest(comp: Compiled, files: dict[str, bytes]) -> dict[str, object]:
             "infer_entry": comp.infer_entry,
             "input": {"base": comp.input.base, "shape": list(comp.input.shape)},
             "output": {"base": comp.output.base, "shape": list(comp.output.shape)},
+            "batch": comp.batch,
+            "stride": comp.stride,
         },
         "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                   for name, data in sorted(files.items())},
@@ -182,6 +184,7 @@ def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
         ishape = tuple(int(v) for v in lay["input"]["shape"])
         oshape = tuple(int(v) for v in lay["output"]["shape"])
         ibase, obase = int(lay["input"]["base"]), int(lay["output"]["base"])
+        batch, stride = int(lay["batch"]), int(lay["stride"])
         setup_entry, infer_entry = int(lay["setup_entry"]), int(lay["infer_entry"])
         report = Report(**man["report"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -195,19 +198,21 @@ def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
                       _load_npy(d / "dmem_init.npy"), _load_npy(d / "adc_thr.npy"),
                       _load_npy(d / "adc_recon.npy"), dev)
     _check_consistent(cfg, report, image, net, ishape, oshape, ibase, obase, setup_entry,
-                      infer_entry, str(mpath))
+                      infer_entry, batch, stride, str(mpath))
     listing = []
     for w in words:
         ins = isa.decode(w)
         listing.append((ins if ins is not None else isa.make("NOP"), ""))
     return Compiled(cfg, net, image, setup_entry, infer_entry,
                     Tensor(ibase, ishape, hwc_order(ishape)),
-                    Tensor(obase, oshape, hwc_order(oshape)), listing, report)
+                    Tensor(obase, oshape, hwc_order(oshape)), listing, report, batch=batch,
+                    stride=stride)
 
 
 def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, net: Network,
                       ishape: tuple[int, ...], oshape: tuple[int, ...], ibase: int, obase: int,
-                      setup_entry: int, infer_entry: int, where: str) -> None:
+                      setup_entry: int, infer_entry: int, batch: int, stride: int, where: str
+                      ) -> None:
     """The manifest's config and layout must describe the files it lists."""
     def bad(msg: str) -> BadInputError:
         return BadInputError(f"manifest does not match the compiled files: {msg}", where=where)
@@ -238,8 +243,11 @@ def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, net: Ne
         raise bad(f"input shape {list(ishape)} != model input {list(net.input.shape)}")
     if oshape != analyze(net)[-1].out_shape:
         raise bad(f"output shape {list(oshape)} != model output")
+    if batch < 1 or batch != report.batch or (batch > 1 and stride < 1):
+        raise bad(f"batch {batch} / stride {stride} (report batch {report.batch})")
     for what, base, shape in (("input", ibase, ishape), ("output", obase, oshape)):
         size = int(np.prod(shape))
-        if not 0 <= base <= base + size <= cfg.dmem_words:
-            raise bad(f"{what} at DMEM[{base}..{base + size}) outside dmem_words "
+        end = base + (batch - 1) * stride + size
+        if not 0 <= base <= end <= cfg.dmem_words:
+            raise bad(f"{what} of {batch} slot(s) at DMEM[{base}..{end}) outside dmem_words "
                       f"{cfg.dmem_words}")

@@ -192,6 +192,11 @@ class Report:
     adc_tables_used: int
     batch: int
     cycles_per_batch: int
+    reads_per_batch: int
+    conversions_per_batch: int
+    lane_ops_per_batch: int
+    dmem_accesses_per_batch: int
+    progs_per_batch: int
     cell_writes_per_batch: int
     max_cell_writes_per_batch: int
     energy_pj_per_inference: float
@@ -236,7 +241,10 @@ def static_report(cfg: XbarConfig, image: ChipImage, code: list[Instr], entry: i
         cell_writes_setup=setup_cells, cell_writes_per_inference=_r(cells_per_run / batch),
         reads_per_inference=_r(run.reads / batch), dmem_words_used=dmem_used,
         wmem_words_used=int(image.wmem.shape[0]), adc_tables_used=adc_tables, batch=batch,
-        cycles_per_batch=run.cycles, cell_writes_per_batch=cells_per_run,
+        cycles_per_batch=run.cycles, reads_per_batch=run.reads,
+        conversions_per_batch=run.conversions, lane_ops_per_batch=run.lane_ops,
+        dmem_accesses_per_batch=run.dmem_accesses, progs_per_batch=run.progs,
+        cell_writes_per_batch=cells_per_run,
         max_cell_writes_per_batch=max_cell_writes, energy_pj_per_inference=_r(per),
         energy_read_pj=_r(e.read / batch), energy_adc_pj=_r(e.adc / batch),
         energy_write_pj=_r(e.write / batch), energy_digital_pj=_r(e.digital / batch),

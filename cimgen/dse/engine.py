@@ -39,7 +39,8 @@ from .results import SweepResult
 from .spec import Context, Sweep, build_context, needs_calib, point_label
 
 RESULT_COLUMNS = ("seed", "images", "accuracy", "agreement", "cycles_per_inference",
-                  "cell_writes_setup", "cell_writes_per_inference")
+                  "cell_writes_setup", "cell_writes_per_inference", "batch",
+                  "energy_pj_per_inference", "latency_ns_per_inference", "edp_pj_ns")
 CSV_NAME = "results.csv"
 SIGNATURE_NAME = "sweep.json"
 
@@ -97,8 +98,10 @@ def evaluate_point(ctx: Context, index: int) -> list[Row]:
         rep = comp.report
         rows.append([str(index), *(fmt(getattr(cfg, k)) for k in ctx.keys), str(seed), str(n),
                      f"{(pred == ctx.labels).mean():.6f}", f"{(pred == ctx.ref_pred).mean():.6f}",
-                     str(res.cycles), str(rep.cell_writes_setup),
-                     str(rep.cell_writes_per_inference)])
+                     fmt(res.cycles / comp.batch), str(rep.cell_writes_setup),
+                     fmt(rep.cell_writes_per_inference), str(comp.batch),
+                     fmt(rep.energy_pj_per_inference), fmt(rep.latency_ns_per_inference),
+                     fmt(rep.edp_pj_ns)])
     return rows
 
 

@@ -40,7 +40,7 @@ def _std(a: np.ndarray) -> float:
 
 
 def _span(vals: list[str]) -> str:
-    u = sorted(set(vals), key=int)
+    u = sorted(set(vals), key=float)
     return u[0] if len(u) == 1 else f"{u[0]}..{u[-1]}"
 
 

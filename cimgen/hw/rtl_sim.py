@@ -534,14 +534,15 @@ def run_testcase(testcase: str, params: RtlParams, name: str) -> Path:
 
 @dataclass
 class RtlRun:
-    """Per-image results of :func:`run_rtl` (unpacks as the 6-tuple
-    ``outputs, cycles, instructions, error, fault_pc, stats``)."""
+    """Results of :func:`run_rtl`: logits per input, counters per program run
+    (one run per batch of ``compiled.batch`` inputs). Unpacks as the 6-tuple
+    ``outputs, cycles, instructions, error, fault_pc, stats``."""
 
-    outputs: np.ndarray  # int64 [B, n_out] logits in IR order (Compiled.output_logits)
-    cycles: np.ndarray  # int64 [B] cycle counter of each inference run
-    instructions: np.ndarray  # int64 [B]
-    error: list[Err]  # per image
-    fault_pc: np.ndarray  # int64 [B], -1 where no fault
+    outputs: np.ndarray  # int64 [N, n_out] logits in IR order (Compiled.output_logits)
+    cycles: np.ndarray  # int64 [runs] cycle counter of each inference run
+    instructions: np.ndarray  # int64 [runs]
+    error: list[Err]  # per run
+    fault_pc: np.ndarray  # int64 [runs], -1 where no fault
     stats: dict[str, Any]
     setup: RunOut | None = None
     runs: list[RunOut] = field(default_factory=list)
@@ -553,23 +554,25 @@ class RtlRun:
 
 def inference_session(compiled: Any, q_inputs: np.ndarray, *, setup: bool = True,
                       reset_after: int | None = None) -> Session:
-    """The session ``run_rtl`` simulates: setup run, then one run per image."""
-    words = compiled.input_words(np.asarray(q_inputs))
-    out = compiled.output
+    """The session ``run_rtl`` simulates: setup run, then one run per batch of
+    inputs (each slot's input written, each slot's output read back)."""
+    per = compiled.run_inputs(np.asarray(q_inputs))  # [runs, batch, words]
+    addrs = compiled.input_ranges()
+    outs = compiled.output_ranges()
     runs = []
     if setup:
         runs.append(RunSpec(compiled.setup_entry))
-    for b in range(words.shape[0]):
-        runs.append(RunSpec(compiled.infer_entry, writes=[(compiled.input.base, words[b])],
-                            reads=[(out.base, out.size)],
-                            reset_after=reset_after if b == 0 else None))
+    for r in range(per.shape[0]):
+        runs.append(RunSpec(compiled.infer_entry,
+                            writes=[(a, per[r, s]) for s, a in enumerate(addrs)],
+                            reads=list(outs), reset_after=reset_after if r == 0 else None))
     return Session(compiled.image, runs, dmem_zero_to=int(compiled.report.dmem_words_used))
 
 
 def run_rtl(compiled: Any, q_inputs: np.ndarray, *, setup: bool = True,
             waves: bool | None = None, backpressure: bool = False, name: str = "run_rtl",
             params: RtlParams | None = None) -> RtlRun:
-    """Run a compiled network on the RTL, one inference per input image.
+    """Run a compiled network on the RTL, one program run per batch of inputs.
 
     Args:
         compiled: ``cimgen.compiler.Compiled`` (its image, entries, input/output
@@ -585,9 +588,9 @@ def run_rtl(compiled: Any, q_inputs: np.ndarray, *, setup: bool = True,
 
     Returns:
         :class:`RtlRun`; unpack as ``outputs, cycles, instructions, error,
-        fault_pc, stats``. ``outputs`` is ``[B, n_out]`` (as
+        fault_pc, stats``. ``outputs`` is ``[N, n_out]`` (as
         ``compiled.output_logits``); ``cycles``/``instructions`` are the
-        controller's counters of each inference run; ``error`` the
+        controller's counters of each program run (a batch); ``error`` the
         ``golden_model.isa.Err`` of each run; ``fault_pc`` -1 where no fault;
         ``stats`` has wall time, simulated cycles, cycles per second, setup
         cycles, build directory and the wave path.
@@ -605,17 +608,14 @@ def run_rtl(compiled: Any, q_inputs: np.ndarray, *, setup: bool = True,
     runs = res.sessions[0]
     setup_run = runs[0] if setup else None
     inf = runs[1:] if setup else runs
-    out = compiled.output
-    B = q.shape[0]
-    dm = np.zeros((B, out.base + out.size), np.int64)
-    for b, r in enumerate(inf):
-        dm[b, out.base:out.base + out.size] = r.data[0]
+    words = np.concatenate([np.concatenate([np.asarray(d, np.int64) for d in r.data])
+                            .reshape(-1, compiled.output.size) for r in inf])
     stats = dict(res.stats)
     stats.update(build_dir=str(res.build_dir), waves=str(res.waves) if res.waves else None,
                  params=asdict(res.params),
                  setup_cycles=setup_run.cycles if setup_run else None,
                  setup_error=setup_run.error.name if setup_run else None)
-    return RtlRun(outputs=compiled.output_logits(dm),
+    return RtlRun(outputs=compiled.logits_of_words(words[:q.shape[0]]),
                   cycles=np.array([r.cycles for r in inf], np.int64),
                   instructions=np.array([r.instructions for r in inf], np.int64),
                   error=[r.error for r in inf],

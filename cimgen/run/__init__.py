@@ -4,7 +4,7 @@ Takes a compiled chip and integer inputs; gives logits, cycle counts and the
 comparison that ``cimgen verify`` prints.
 """
 
-from .golden import MachineRun, run_golden
+from .golden import MachineRun, cost_rows, run_golden
 from .verify import VerifyReport, compare, verify_golden
 
-__all__ = ["MachineRun", "VerifyReport", "compare", "run_golden", "verify_golden"]
+__all__ = ["MachineRun", "VerifyReport", "compare", "cost_rows", "run_golden", "verify_golden"]

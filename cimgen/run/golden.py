@@ -10,6 +10,7 @@ from golden_model.errors import MismatchError
 from golden_model.machine import Machine, RunResult
 
 from ..compiler import Compiled
+from ..compiler.cost import Counts, clock_ns, energy
 
 
 @dataclass
@@ -41,3 +42,31 @@ def run_golden(comp: Compiled, q: np.ndarray, run_offset: int = 0) -> MachineRun
     res = mach.run(comp.infer_entry)
     return MachineRun(comp.output_logits(mach.dmem, q.shape[0]), setup, res, mach.dmem, runs,
                       comp.batch)
+
+
+def cost_rows(comp: Compiled, run: MachineRun) -> list[tuple[str, str]]:
+    """Batch, writes, energy, latency and EDP of a machine run, from its counters
+    (the READ energy of the actual inputs, averaged over the runs), beside the
+    compile report's static estimate."""
+    r = run.result
+    cfg = comp.cfg
+    c = Counts(cycles=r.cycles, instructions=r.instructions, reads=r.reads,
+               conversions=r.conversions, lane_ops=r.lane_ops, dmem_accesses=r.dmem_accesses,
+               progs=r.progs, read_charge=float(r.read_charge.mean()) if r.read_charge.size
+               else 0.0)
+    b = comp.batch
+    e = energy(cfg, c, r.cells_written).total / b
+    lat = r.cycles * clock_ns(cfg) / b
+    rep = comp.report
+    life = "never rewritten" if rep.lifetime_hours is None else f"{rep.lifetime_hours:g} h"
+    return [
+        ("batch (inputs per program run)", str(b)),
+        ("weight residencies", str(rep.phases)),
+        ("cycles per batch", str(r.cycles)),
+        ("cell writes per batch (max per cell)", f"{r.cells_written} ({r.max_cell_writes})"),
+        ("energy per inference", f"{e:.6g} pJ (compile estimate {rep.energy_pj_per_inference:g})"),
+        ("latency per inference", f"{lat:.6g} ns at {cfg.clock_mhz:g} MHz"),
+        ("energy-delay product", f"{e * lat:.6g} pJ*ns"),
+        ("projected lifetime", f"{life} at {cfg.inference_rate_hz:g} inferences/s, "
+                               f"endurance {cfg.endurance_writes:g}"),
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,9 +23,10 @@ class VerifyReport:
     agreement: float  # identical argmax with the reference
     accuracy: float | None
     reference_accuracy: float | None
-    cycles_per_inference: int
+    cycles_per_inference: float
     first_mismatch: tuple[int, int, int, int] | None  # image, output, got, expected
     error: str
+    costs: list[tuple[str, str]] = field(default_factory=list)  # extra rows (cost_rows)
 
     @property
     def ok(self) -> bool:
@@ -43,7 +44,8 @@ class VerifyReport:
         if self.accuracy is not None:
             rows.append(("accuracy (machine)", f"{self.accuracy:.4f}"))
             rows.append(("accuracy (reference)", f"{self.reference_accuracy:.4f}"))
-        rows.append(("cycles per inference", str(self.cycles_per_inference)))
+        rows.append(("cycles per inference", f"{self.cycles_per_inference:g}"))
+        rows += self.costs
         if self.first_mismatch is not None:
             i, o, got, exp = self.first_mismatch
             rows.append(("first mismatch", f"image {i} output {o}: got {got}, expected {exp}"))
@@ -52,7 +54,7 @@ class VerifyReport:
 
 
 def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None, ideal: bool,
-            cycles: int, error: str) -> VerifyReport:
+            cycles: float, error: str) -> VerifyReport:
     diff = out != ref
     first = None
     if diff.any():
@@ -77,5 +79,5 @@ def verify_golden(net: Network, cfg: XbarConfig, x: np.ndarray, labels: np.ndarr
     ref = forward_int(net, q)
     assert isinstance(ref, np.ndarray)
     run = run_golden(comp, q)
-    return compare(run.logits, ref, labels, cfg.is_ideal, run.result.cycles,
+    return compare(run.logits, ref, labels, cfg.is_ideal, run.cycles_per_inference,
                    run.result.error.name)
