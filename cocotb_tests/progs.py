@@ -1,12 +1,16 @@
 """Seeded random chip images: valid and invalid programs for RTL-vs-golden tests.
 
-Every program is a straight line of instructions whose fields are drawn inside
-their legal ranges, with (for about half the programs) invalid instructions
-mixed in: unknown opcodes, reserved field values (ACC src 3, ACT k 0, READ
-bit 8..14), zero or too many lanes, and every kind of out-of-range address
-(crossbar, row, column, weight word, ADC table, DMEM, IN). Some programs have
-no HALT and run off the end (PC_RANGE); some start at a pc past the end. DMEM
-vector instructions often get overlapping source and destination ranges.
+Every program is a line of instructions whose fields are drawn inside their
+legal ranges, with (for about half the programs) invalid instructions mixed
+in: unknown opcodes, reserved field values (ACC src 3, ACT k 0, READ bit
+8..14, LOOP count 0 or len 0), zero or too many lanes, and every kind of
+out-of-range address (crossbar, row, column, weight word, ADC table, DMEM,
+IN). Most programs hold a hardware loop (count 1..6, stride 0 to past the end
+of DMEM, bodies that run off the program or hold a nested LOOP) and DMEM
+operands are often IB-relative, so later iterations can leave DMEM. Some
+programs have no HALT and run off the end (PC_RANGE); some start at a pc past
+the end. DMEM vector instructions often get overlapping source and destination
+ranges.
 All images of one suite share one device map (one chip) with variability and
 stuck cells.
 """
@@ -112,6 +116,25 @@ class ProgramGen:
         src, dst = self._vec_pair(n)
         return isa.make(op, dst=dst, src=src, lanes=n)
 
+    def relative(self, ins: isa.Instr) -> isa.Instr:
+        """Set each DMEM address field's relative bit with probability 1/2."""
+        rel = [f.name for f in isa.BY_NAME[ins.op].fields if f.name in
+               ("rsrc", "rdst", "rtbl", "rel")]
+        if not rel:
+            return ins
+        a = dict(ins.args)
+        for name in rel:
+            a[name] = self._int(0, 1)
+        return isa.make(ins.op, **a)
+
+    def loop(self, body_max: int) -> isa.Instr:
+        count = int(self.rng.choice([1, 2, 3, self._int(2, 6), 65535]))
+        if count == 65535 and self.rng.random() < 0.8:
+            count = 4
+        stride = int(self.rng.choice([0, 1, self._int(1, 12), self._int(0, self.p.dmem_words),
+                                      self._int(self.p.dmem_words, (1 << 18) - 1)]))
+        return isa.make("LOOP", count=count, len=self._int(1, max(1, body_max)), stride=stride)
+
     def invalid(self, n_w: int, n_t: int) -> int:
         """An encoded word the machine must reject."""
         p = self.p
@@ -198,7 +221,16 @@ class ProgramGen:
         n_w = self._int(1, p.wmem_words)
         n_t = self._int(1, p.adc_tables)
         n = n_instr or self._int(5, 40)
-        words = [isa.encode(self.valid(n_w, n_t)) for _ in range(n)]
+        words = [isa.encode(self.relative(self.valid(n_w, n_t))) for _ in range(n)]
+        if self.rng.random() < 0.7:
+            at = self._int(0, n - 1)
+            words[at] = isa.encode(self.loop(n - at + 2))
+            if self.rng.random() < 0.1 and at + 1 < n:  # a LOOP in the body: ILLEGAL
+                words[self._int(at + 1, n - 1)] = isa.encode(isa.make("LOOP", count=2, len=1))
+            if self.rng.random() < 0.1:  # count 0 or len 0: ILLEGAL
+                zero = isa.make("LOOP", count=self._int(0, 1), len=0, stride=3) \
+                    if self.rng.random() < 0.5 else isa.make("LOOP", count=0, len=2)
+                words[at] = isa.encode(zero)
         if self.rng.random() < 0.5:
             for _ in range(self._int(1, 2)):
                 words[self._int(0, n - 1)] = self.invalid(n_w, n_t)

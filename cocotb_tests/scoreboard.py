@@ -44,13 +44,12 @@ def golden(sessions: list[Session]) -> list[list[Expected]]:
         if bits is not None:
             m.xbar_bits[:] = bits
         runs = []
-        cols = s.image.params.cols
         for r in s.runs:
             for addr, words in r.writes:
                 m.load_inputs(addr, np.asarray(words, np.int32)[None, :])
             res = m.run(r.entry)
             runs.append(Expected(res.cycles, res.instructions, res.error, res.fault_pc, res.pc,
-                                 res.reads, res.cells_written // cols,
+                                 res.reads, res.progs,
                                  [m.dmem[0, a:a + n].astype(np.int64) for a, n in r.reads]))
         bits = m.xbar_bits.copy()
         out.append(runs)

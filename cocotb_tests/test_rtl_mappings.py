@@ -1,9 +1,11 @@
 """Compiled networks on the RTL against the golden machine (and, for ideal
 chips, the reference inference): every output word, cycles, instructions.
 
-CI: all 11 mappings on bnn_mlp (3 digit images each, 256x256 arrays) and one
-seeded non-ideal chip for a POS and a SYM mapping. Slow: every example x every
-mapping, ideal and non-ideal.
+CI: all 11 mappings on bnn_mlp (3 digit images each, 256x256 arrays), one
+seeded non-ideal chip for a POS and a SYM mapping, and models many times larger
+than a 2 x 32x32 chip with weights streamed through it, 4 inputs per run (two
+runs, the last one padded). Slow: every example x every mapping, ideal and
+non-ideal; the CNN streamed.
 """
 
 from __future__ import annotations
@@ -20,31 +22,50 @@ pytestmark = pytest.mark.rtl
 N_IMAGES = 3
 
 
-def _check(model: str, mapping: str, overrides: dict[str, object], n: int, tag: str) -> None:
+#: A chip many times smaller than the examples: weights stream, 4 inputs per run.
+STREAM: dict[str, object] = {"rows": 32, "cols": 32, "num_xbars": 2, "batch": 4,
+                             "dmem_words": 8192}
+
+
+def _check(model: str, mapping: str, overrides: dict[str, object], n: int, tag: str,
+           ideal: bool) -> None:
     comp = compiled(model, mapping, **overrides)
     q = images(model, n, start=17)
     sess, params = session_and_params(comp, q)
     res, sb = check_sim([sess], name=f"{model}-{mapping}-{tag}", params=params)
-    assert sb.runs == n + 1
-    if not overrides:  # ideal chip: the RTL also equals the reference inference
-        out = comp.output_logits(np.stack([
-            np.concatenate([np.zeros(comp.output.base, np.int64), r.data[0]])
-            for r in res.sessions[0][1:]]))
+    assert sb.runs == comp.runs(n) + 1
+    if ideal:  # the RTL also equals the reference inference
+        words = np.concatenate([np.concatenate(r.data).reshape(-1, comp.output.size)
+                                for r in res.sessions[0][1:]])
+        out = comp.logits_of_words(words[:n])
         np.testing.assert_array_equal(out, reference(model, q))
 
 
 @pytest.mark.parametrize("mapping", MAPPINGS)
 def test_mapping_bnn_mlp(mapping: str) -> None:
-    _check("bnn_mlp", mapping, {}, N_IMAGES, "ideal")
+    _check("bnn_mlp", mapping, {}, N_IMAGES, "ideal", True)
 
 
 @pytest.mark.parametrize(("model", "mapping"), [("bnn_mlp", "BNN_III"), ("tnn_mlp", "TNN_I")])
 def test_nonideal_chip(model: str, mapping: str) -> None:
-    _check(model, mapping, NONIDEAL, N_IMAGES, "nonideal")
+    _check(model, mapping, NONIDEAL, N_IMAGES, "nonideal", False)
+
+
+@pytest.mark.parametrize(("model", "mapping"), [("bnn_mlp", "BNN_I"), ("tnn_mlp", "TNN_V")])
+def test_streamed_model(model: str, mapping: str) -> None:
+    comp = compiled(model, mapping, **STREAM)
+    assert comp.report.phases > 1 and comp.report.cell_writes_per_batch > 0
+    _check(model, mapping, STREAM, 6, "stream", True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mapping", ["BNN_III", "TNN_I"])
+def test_streamed_cnn(mapping: str) -> None:
+    _check("bnn_cnn", mapping, STREAM, 5, "stream", True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chip", ["ideal", "nonideal"])
 @pytest.mark.parametrize(("model", "mapping"), storable_pairs())
 def test_every_example_every_mapping(model: str, mapping: str, chip: str) -> None:
-    _check(model, mapping, NONIDEAL if chip == "nonideal" else {}, 5, chip)
+    _check(model, mapping, NONIDEAL if chip == "nonideal" else {}, 5, chip, chip == "ideal")

@@ -70,6 +70,8 @@ class ChipImage:
     adc_thr: np.ndarray  # int64 [adc_tables_used, 2*rows]
     adc_recon: np.ndarray  # int64 [adc_tables_used, 2*rows + 1]
     devmap: DeviceMap
+    # The decoded program plan of the machines that run this image (built once).
+    plan_cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -117,6 +119,8 @@ def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
 
 
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
+# Columns of a READ product from which BLAS threads pay off (below: one thread).
+WIDE_PRODUCT = 512
 INT32_MAX_ADC = 2**31 - 1  # ADC threshold padding: never reached
 
 
@@ -126,11 +130,13 @@ def _wrap32(x: np.ndarray) -> np.ndarray:
 
 
 class _BlasLimit:
-    """Run BLAS single-threaded while any machine runs (reference counted, thread-safe).
+    """Run BLAS single-threaded while a machine runs (reference counted, thread-safe).
 
-    A READ's product is small (at most rows x cols x batch) and there are many
+    A READ's product is small (at most rows x cols x columns) and there are many
     of them: BLAS worker threads add only wake-up latency, badly so on a shared
-    machine. The results are exact integers either way; this changes speed only.
+    machine, unless the products are wide (``WIDE_PRODUCT`` columns: many
+    lockstep runs or a lifted loop). The results are exact integers either way;
+    this changes speed only.
     Without threadpoolctl (a scikit-learn dependency) it does nothing.
     """
 
@@ -184,6 +190,7 @@ class _AdcLookup:
         self.recon = np.asarray(recon, dtype=np.int64)
         real = np.unique(self.thr[self.thr < INT32_MAX_ADC])
         self.fast = False
+        self.step = self._ideal_step()
         if real.size == 0:
             return
         gap = int(np.diff(real).min()) if real.size > 1 else 1
@@ -207,7 +214,30 @@ class _AdcLookup:
         self.codes = np.stack([lo, hi], axis=1).reshape(-1)  # bucket b: [lo, hi]
         self.fast = True
 
+    def _ideal_step(self) -> int:
+        """d > 0 if the table rounds to the nearest multiple of d (an ideal ADC:
+        levels L0, L0 + 1, ... with thresholds ceil((2L - 1) d / 2)), else 0."""
+        n = int(np.searchsorted(self.thr, INT32_MAX_ADC, side="left"))
+        t, r = self.thr[:n], self.recon
+        if n < 2 or not (np.diff(t) >= 0).all():
+            return 0
+        lv = r[0] + np.arange(n + 1)
+        if not np.array_equal(r[:n + 1], lv) or (r[n + 1:] != r[n]).any():
+            return 0
+        for d in {int(t[1] - t[0]) + k for k in (-1, 0, 1)}:
+            if d > 0 and np.array_equal(t, -((-(2 * lv[1:] - 1) * d) // 2)):
+                self.lo, self.hi = int(r[0]), int(r[n])
+                return d
+        return 0
+
     def convert(self, x: np.ndarray) -> np.ndarray:
+        if self.step:
+            # The nearest level: floor((2x + d) / 2d), within the table's levels.
+            d = self.step
+            c = x * 2
+            c += d
+            c //= 2 * d
+            return np.clip(c, self.lo, self.hi, out=c)
         if not self.fast:
             return self.recon[np.searchsorted(self.thr, x, side="right")]
         b = x - self.t0
@@ -256,26 +286,35 @@ class _ReadMat:
 
 class _Space:
     """DMEM as one executed instruction sees it: absolute words, and in a lifted
-    loop the iterations' own (relative) words as extra columns."""
+    loop every iteration's relative words as extra columns (column i * B + b is
+    iteration i of run b)."""
 
-    def __init__(self, dmem: np.ndarray, lifted: np.ndarray | None = None, rlo: int = 0,
-                 copies: int = 1) -> None:
+    def __init__(self, dmem: np.ndarray, lo: int = 0, stride: int = 0, count: int = 1,
+                 width: int = 0) -> None:
         self.dmem = dmem  # [words, B]
-        self.win = lifted  # [window words, copies * B] (lifted loops only)
-        self.rlo = rlo
-        self.copies = copies
+        self.lifted = count > 1
+        self.copies = count
+        self.lo = lo
+        if self.lifted:
+            # [count, width, B]: iteration i's words lo + i * stride ..; no copy (the
+            # independence check keeps the iterations' windows apart).
+            s0, s1 = dmem.strides
+            self.win = np.lib.stride_tricks.as_strided(
+                dmem[lo:], shape=(count, width, dmem.shape[1]), strides=(stride * s0, s0, s1))
 
     def view(self, addr: int, n: int, rel: bool) -> np.ndarray:
-        if self.win is not None and rel:
-            return self.win[addr - self.rlo:addr - self.rlo + n]
         v = self.dmem[addr:addr + n]
-        if self.copies > 1:
-            return np.tile(v, (1, self.copies))
-        return v
+        if not self.lifted:
+            return v
+        if rel:
+            w = self.win[:, addr - self.lo:addr - self.lo + n]  # [count, n, B]
+            return w.transpose(1, 0, 2).reshape(n, -1)
+        return np.tile(v, (1, self.copies))
 
     def write(self, addr: int, n: int, rel: bool, data: np.ndarray) -> None:
-        if self.win is not None and rel:
-            self.win[addr - self.rlo:addr - self.rlo + n] = data
+        if self.lifted and rel:
+            d = np.asarray(data).reshape(n, self.copies, -1).transpose(1, 0, 2)
+            self.win[:, addr - self.lo:addr - self.lo + n] = d
         else:
             self.dmem[addr:addr + n] = data
 
@@ -331,10 +370,26 @@ class Machine:
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
         n = self.image.dmem_init.size
         self.dmem[:, :n] = self.image.dmem_init
-        self.decoded = [isa.decode(w) for w in self.image.program]
-        self.plan: list[_Step | None] = [self._prepare(d) for d in self.decoded]
-        self._fuse_progs()
-        self._lift_ok: dict[int, tuple[int, int] | None] = {}
+        cache = self.image.plan_cache
+        if "plan" not in cache:
+            decoded: list[isa.Instr | None] = []
+            plan: list[_Step | None] = []
+            seen: dict[int, tuple[isa.Instr | None, _Step | None]] = {}
+            for w in self.image.program:
+                hit = seen.get(w)
+                if hit is None:
+                    ins = isa.decode(w)
+                    hit = seen[w] = (ins, self._prepare(ins))
+                decoded.append(hit[0])
+                # Steps of repeated words are shared; only a fused PROG run's first
+                # word carries state of its own.
+                plan.append(hit[1])
+            cache["decoded"], cache["plan"], cache["lift"] = decoded, plan, {}
+            self.decoded, self.plan = decoded, plan
+            self._fuse_progs()
+        self.decoded = cache["decoded"]
+        self.plan = cache["plan"]
+        self._lift_ok: dict[tuple[int, int], tuple[int, int] | None] = cache["lift"]
 
     # ------------------------------------------------------------ helpers
     def currents(self, xbar: int) -> np.ndarray:
@@ -409,12 +464,19 @@ class Machine:
                 ws = np.array([s.a["wsrc"] for s in steps if s is not None], np.int64)
                 first = plan[pc]
                 assert first is not None
-                first.fused = (end - pc, xs, rs, ws)
+                plan[pc] = _Step(first.op, first.a, first.cost, first.rel, first.err0,
+                                 first.spans, first.lane_ops, first.dmem_acc,
+                                 (end - pc, xs, rs, ws))
             pc = max(end, pc + 1)
 
     # ----------------------------------------------------------------- run
     def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
         """Run from ``entry`` until HALT or a fault (every lockstep run at once)."""
+        widest = self.batch * max((st.a["count"] for st in self.plan
+                                   if st is not None and st.op == _LOOP), default=1)
+        if widest >= WIDE_PRODUCT:
+            # Products this wide keep BLAS threads busy: leave them as configured.
+            return self._run(entry, max_instructions)
         with _BLAS_LIMIT:
             return self._run(entry, max_instructions)
 
@@ -497,7 +559,7 @@ class Machine:
         op = st.op
         a = st.a
         n = a.get("lanes", 0)
-        if space.win is None:  # a lifted loop counts its events for every iteration itself
+        if not space.lifted:  # a lifted loop counts its events for every iteration itself
             res.lane_ops += st.lane_ops
             res.dmem_accesses += st.dmem_acc
         if op == _READ:
@@ -859,12 +921,7 @@ class Machine:
         p = self.image.params
         B = self.batch
         lo, hi = window
-        dm = space.dmem  # [words, B]
-        # Gather every iteration's window: [hi - lo, count * B], column i * B + b.
-        win = np.empty((hi - lo, count * B), dtype=dm.dtype)
-        for i in range(count):
-            win[:, i * B:(i + 1) * B] = dm[lo + i * stride:hi + i * stride]
-        lifted = _Space(dm, win, lo, count)
+        lifted = _Space(space.dmem, lo, stride, count, hi - lo)
         lregs = _Regs(p.rows, p.cols, count * B)
         reads_per_iter = sum(1 for k in range(length)
                              if (st := self.plan[start + k]) is not None and st.op == _READ)
@@ -882,8 +939,6 @@ class Machine:
                 self._read(st.a, lregs, res, counters)
                 r_in_body += 1
             else:
-                # ib = 0: the lifted window already holds each iteration's words.
+                # ib = 0: the lifted views already address each iteration's words.
                 self._exec(st, lregs, lifted, 0, res)
-        for i in range(count):
-            dm[lo + i * stride:hi + i * stride] = win[:, i * B:(i + 1) * B]
         regs.last_copy(lregs, count)

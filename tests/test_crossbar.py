@@ -229,3 +229,47 @@ def test_padded_table_converts_identically() -> None:
     padded = AdcTable(thr, rec)
     xs = np.arange(-20000, 20000, 13)
     np.testing.assert_array_equal(padded.convert(xs), t.convert(xs))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_machine_adc_lookup_equals_binary_search(seed: int) -> None:
+    """The golden machine's ADC lookup (ideal-step and bucket fast paths) == the
+    definition recon[#{t <= x}] for ideal, uniform, perturbed and random tables."""
+    from golden_model.machine import _AdcLookup
+
+    print("seed", seed)
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(2, 40))
+    di = int(rng.integers(1, 2000))
+    sense = "SYM" if seed % 2 else "POS"
+    kind = seed % 5
+    if kind == 0:
+        tab = ideal_adc(sense, rows, di)
+    elif kind == 1:
+        lo, hi = max_range(sense, rows, di)
+        top = min(6, int(math.log2(2 * rows + 1)))  # the table holds 2 * rows thresholds
+        tab = uniform_adc(sense, int(rng.integers(1, top + 1)), lo, hi, di)
+    elif kind == 2:  # an ideal table with one threshold moved by one: not ideal any more
+        tab = ideal_adc(sense, rows, di)
+        t = tab.thresholds.copy()
+        t[int(rng.integers(0, t.size))] += 1
+        tab = AdcTable(np.sort(t), tab.recon)
+    elif kind == 3:  # levels that skip: not ideal
+        tab = ideal_adc(sense, rows, di)
+        r = tab.recon.copy()
+        r[-1] += 1
+        tab = AdcTable(tab.thresholds, r)
+    else:
+        m = int(rng.integers(1, 2 * rows))
+        tab = AdcTable(np.sort(rng.integers(-5000, 5000, m)),
+                       np.sort(rng.integers(-rows, rows + 1, m + 1)))
+    thr, rec = tab.padded(2 * rows)
+    lut = _AdcLookup(thr, rec)
+    assert (lut.step > 0) == (kind == 0), (kind, lut.step)
+    span = 2 * rows * di + 10
+    x = np.concatenate([np.arange(-span, span + 1, max(1, span // 3000)),
+                        thr[thr < 2**31 - 1], thr[thr < 2**31 - 1] - 1,
+                        [-(2**40), 2**40, 0]]).astype(np.int64)
+    want = rec[np.searchsorted(thr, x, side="right")]
+    np.testing.assert_array_equal(lut.convert(x.copy()), want)
+    np.testing.assert_array_equal(lut.convert(x.reshape(-1, 1).copy()).ravel(), want)

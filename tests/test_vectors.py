@@ -112,7 +112,7 @@ def test_same_arguments_give_identical_folders(vset: Path, inputs: Path,
 
 def test_manifest_lists_everything(vset: Path, inputs: Path) -> None:
     man = verify_set(vset)
-    assert man["format_version"] == 1 and man["cimgen_version"] == __version__
+    assert man["format_version"] == 2 and man["cimgen_version"] == __version__
     listed = set(man["files"]) | {"manifest.json", "SHA256SUMS"}
     assert listed == set(_files(vset))
     for name, digest in man["files"].items():

@@ -31,6 +31,10 @@ SUITE_IMAGE_START = 17
 NONIDEAL: dict[str, object] = {"adc_bits": 3, "sigma_lrs_ua": 4.0, "sigma_hrs_ua": 1.5,
                                "stuck_lrs_rate": 0.02, "stuck_hrs_rate": 0.02, "seed": 11}
 NONIDEAL_CASES = (("bnn_mlp", "BNN_III"), ("tnn_mlp", "TNN_I"))
+#: A chip far smaller than the models: weights stream through it, 4 inputs per run.
+STREAM: dict[str, object] = {"rows": 32, "cols": 32, "num_xbars": 2, "batch": 4,
+                             "dmem_words": 8192}
+STREAM_CASES = (("bnn_mlp", "BNN_I"), ("tnn_mlp", "TNN_I"), ("bnn_cnn", "BNN_III"))
 #: The error vectors kept in a small set (``errors="few"``).
 FEW_ERRORS = ("illegal-opcode", "dmem-range", "pc-range")
 
@@ -83,13 +87,15 @@ def model_vectors(net: Any, model_name: str, model_sha: str, cfg: XbarConfig, q:
         meta = {"model": model_name, "model_sha256": model_sha, "mapping": mapping,
                 "images": int(q.shape[0]), "setup_entry": comp.setup_entry,
                 "infer_entry": comp.infer_entry,
+                "batch": comp.batch, "slot_stride": comp.stride,
                 "input": {"dmem_addr": comp.input.base, "words": comp.input.size},
                 "output": {"dmem_addr": comp.output.base, "words": comp.output.size,
                            "order": [int(i) for i in comp.output.order]},
                 "config": comp.cfg.to_dict()}
+        runs = comp.runs(q.shape[0])
         out.append(Vector(name, "model", chip, sess,
-                          f"{model_name} compiled for {mapping}: setup run, then "
-                          f"{q.shape[0]} inference run(s)", meta))
+                          f"{model_name} compiled for {mapping}: setup run, then {runs} "
+                          f"inference run(s) of {comp.batch} input(s)", meta))
     return out, skipped
 
 
@@ -270,11 +276,12 @@ def random_vectors(n: int, seed: int, chip: Chip, prefix: str = "random-") -> li
 
 def suite_vectors(images: int = 2, n_random: int = 24, seed: int = 1,
                   models: Sequence[Path] | None = None, mappings: Sequence[str] = MAPPINGS,
-                  nonideal: bool = True, errors: bool = True
+                  nonideal: bool = True, errors: bool = True, streaming: bool = True
                   ) -> tuple[list[Vector], dict[str, Any]]:
     """The standard suite: every example model over every mapping (``images``
     digit images each) on the default chip, with every error case; two
-    model/mapping pairs on a non-ideal chip; error cases and ``n_random``
+    model/mapping pairs on a non-ideal chip; three on a chip much smaller than
+    the models (weight streaming, batches of 4); error cases and ``n_random``
     random programs on the small random-program chip."""
     from ..frontend.datasets import digits_for
     from ..frontend.onnx_import import load_model
@@ -315,6 +322,19 @@ def suite_vectors(images: int = 2, n_random: int = 24, seed: int = 1,
                 chip = vs[0].chip
             vectors += vs
             skipped += sk
+    if streaming:
+        cfg = make_config(None, STREAM)
+        chip = None
+        for stem, mapping in STREAM_CASES:
+            if stem not in nets:
+                continue
+            net, name, sha, q = nets[stem]
+            vs, sk = model_vectors(net, name, sha, cfg, q, [mapping], tag="stream",
+                                   skip_uncompilable=True, chip=chip)
+            if vs:
+                chip = vs[0].chip
+            vectors += vs
+            skipped += sk
     if errors or n_random:
         rchip = random_chip(seed)
         if errors:
@@ -325,6 +345,7 @@ def suite_vectors(images: int = 2, n_random: int = 24, seed: int = 1,
             "inputs": {"source": "scikit-learn digits (cimgen.frontend.datasets, frozen order)",
                        "indices": list(range(SUITE_IMAGE_START, SUITE_IMAGE_START + images))},
             "mappings": list(mappings), "nonideal_config": NONIDEAL,
-            "nonideal_cases": [list(c) for c in NONIDEAL_CASES], "random_programs": n_random,
+            "nonideal_cases": [list(c) for c in NONIDEAL_CASES], "stream_config": STREAM,
+            "stream_cases": [list(c) for c in STREAM_CASES], "random_programs": n_random,
             "seed": seed, "skipped": skipped}
     return vectors, meta

@@ -35,7 +35,7 @@ from .replay_tb import (
 )
 
 FORMAT = "cimgen-vectors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 
@@ -214,11 +214,14 @@ def _vector_files(files: dict[str, bytes], index: int, group: str, v: Vector,
                "expected_cycles": int(e.cycles), "expected_error": e.error.name,
                "timeout_cycles": TIMEOUT_FACTOR * int(e.cycles) + TIMEOUT_EXTRA}
         if v.kind == "model" and spec.reads:
+            # One output range per slot of the batch: the logits of each slot's input.
             order = v.meta["output"]["order"]
-            out = np.concatenate(e.data)
-            logits = np.empty_like(out)
-            logits[order] = out
-            run["expected_logits"] = [int(x) for x in logits]
+            per_slot = []
+            for out in e.data:
+                logits = np.empty_like(out)
+                logits[order] = out
+                per_slot.append([int(x) for x in logits])
+            run["expected_logits"] = per_slot
         runs.append(run)
         tb_runs.append(TbRun(int(spec.entry), regs_path, in_path, in_ranges, out_path,
                              [(int(a), int(n)) for a, n in spec.reads], int(e.cycles)))
