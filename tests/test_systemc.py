@@ -115,6 +115,12 @@ def test_missing_systemc_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 @needs_systemc
 def test_ci_set_replays_through_tlm(vset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = _cli(["systemc", "build", str(vset)], capsys)
+    assert rc == 0, out + err
+    built = re.findall(r"^(g\d): (\S+) \(model library and headers: (\S+), ", out, re.M)
+    assert [g for g, _, _ in built] == ["g0", "g1"], out
+    for _, exe, model in built:
+        assert Path(exe).is_file() and (Path(model) / "libVcim_top.a").is_file()
     rc, out, err = _cli(["systemc", "run", str(vset)], capsys)
     assert rc == 0, out + err
     man = _manifest(vset)

@@ -418,8 +418,9 @@ def cli(action: str, set_dir: str, *, clock_ns: float = CLOCK_NS, max_burst: int
     if action == "build":
         man = verify_set(set_dir)
         for dut in man["duts"]:
-            b = build(RtlParams(**dut["params"]), ("replay", "test"))
-            out(f"{dut['name']}: {b.programs['replay']} (model {b.model_dir})")
+            b = build(RtlParams(**dut["params"]), ("replay",))
+            out(f"{dut['name']}: {b.programs['replay']} (model library and headers: "
+                f"{b.model_dir}, cim_regmap.h: {b.programs['replay'].parent})")
         return EXIT_PASS
     res = run_set(set_dir, clock_ns=clock_ns, max_burst=max_burst, echo=out)
     for g in res.groups:
