@@ -22,7 +22,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -144,7 +143,9 @@ class Firmware : public sc_core::sc_module {
 
   // ---------------------------------------------------------------- verdicts
 
-  std::string where() const { return run_ < 0 ? std::string("load") : "run " + std::to_string(run_); }
+  std::string where() const {
+    return run_ < 0 ? std::string("load") : "run " + std::to_string(run_);
+  }
 
   void note(const std::string& msg) {
     if (bad_++ == 0) first_ = msg;
@@ -206,7 +207,7 @@ class Firmware : public sc_core::sc_module {
       // Rows are `stride` words apart; when no gap separates them, one burst.
       std::vector<uint32_t> buf;
       for (size_t r = 0; r < v.wmem.count; ++r) {
-        for (size_t j = 0; j < chunks; ++j) buf.push_back(cim::hex_chunk(lines[r], j));
+        for (unsigned j = 0; j < chunks; ++j) buf.push_back(cim::hex_chunk(lines[r], j));
         if (stride != chunks) {
           if (!write_words(rm::WIN_WMEM + static_cast<uint32_t>(4 * r * stride), buf.data(),
                            buf.size())) {
@@ -275,8 +276,9 @@ class Firmware : public sc_core::sc_module {
     if (!irq.read()) wait(limit_cycles * period_, irq.posedge_event());
     if (!irq.read()) {
       const double waited = (sc_core::sc_time_stamp() - start) / period_;
-      note(where() + " timeout: no interrupt after " + std::to_string(static_cast<uint64_t>(waited)) +
-           " cycles, expected " + std::to_string(r.expected_cycles) + " cycles");
+      note(where() + " timeout: no interrupt after " +
+           std::to_string(static_cast<uint64_t>(waited)) + " cycles, expected " +
+           std::to_string(r.expected_cycles) + " cycles");
       reset_device_();
       return false;
     }
@@ -432,7 +434,9 @@ int sc_main(int argc, char** argv) {
     } else if (a == "--clock-ns" && has_value) {
       if (!parse_number(argv[++i], &opt.clock_ns)) return usage("--clock-ns: a positive number");
     } else if (a == "--quantum-ns" && has_value) {
-      if (!parse_number(argv[++i], &opt.quantum_ns)) return usage("--quantum-ns: a positive number");
+      if (!parse_number(argv[++i], &opt.quantum_ns)) {
+        return usage("--quantum-ns: a positive number");
+      }
     } else if (a == "--max-burst" && has_value) {
       if (!parse_number(argv[++i], &num)) return usage("--max-burst: a positive number of words");
       opt.max_burst = static_cast<unsigned>(num);

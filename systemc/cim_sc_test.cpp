@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <tlm>
 #include <tlm_utils/simple_initiator_socket.h>

@@ -102,7 +102,9 @@ struct VectorSet {
         g.name = d["name"].str();
         g.label = d["label"].str();
         g.devmap = d["devmap"].str();
-        for (const auto& kv : d["params"].members()) g.params.emplace_back(kv.first, kv.second.integer());
+        for (const auto& kv : d["params"].members()) {
+          g.params.emplace_back(kv.first, kv.second.integer());
+        }
         for (const auto& kv : d["derived"].members()) {
           g.derived.emplace_back(kv.first, kv.second.integer());
         }
@@ -138,7 +140,9 @@ struct VectorSet {
             break;
           }
         }
-        if (!placed) throw BadInput(mpath + ": vector " + v["name"].str() + " names unknown DUT " + dut);
+        if (!placed) {
+          throw BadInput(mpath + ": vector " + v["name"].str() + " names unknown DUT " + dut);
+        }
       }
     } catch (const BadInput&) {
       throw;
@@ -175,7 +179,8 @@ inline std::vector<std::string> read_hex_lines(const std::string& path, size_t a
   while (f >> tok) {
     for (char c : tok) {
       if (!std::isxdigit(static_cast<unsigned char>(c))) {
-        throw BadInput(path + ": line " + std::to_string(out.size() + 1) + ": not hexadecimal: " + tok);
+        throw BadInput(path + ": line " + std::to_string(out.size() + 1) +
+                       ": not hexadecimal: " + tok);
       }
     }
     out.push_back(tok);
