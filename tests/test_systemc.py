@@ -110,6 +110,13 @@ def test_missing_systemc_is_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert "Traceback" not in err
 
 
+def test_bad_options_are_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for args, where in ((["--clock-ns", "0"], "--clock-ns"), (["--max-burst", "-1"],
+                                                              "--max-burst")):
+        rc, _, err = _cli(["systemc", "run", str(tmp_path), *args], capsys)
+        assert rc == 2 and f"cimgen: error: {where}: " in err, err
+
+
 # ------------------------------------------------------------------ replay
 
 
@@ -135,7 +142,8 @@ def test_ci_set_replays_through_tlm(vset: Path, capsys: pytest.CaptureFixture[st
 
 @needs_systemc
 def test_every_cycle_count_and_register_equal(vset: Path) -> None:
-    res = run_set(vset, dump=True)
+    # Another clock period changes simulated time only, never a cycle count.
+    res = run_set(vset, dump=True, clock_ns=5.0, max_burst=7)
     assert res.ok, res.failures()
     man = _manifest(vset)
     dumps = {k: v for g in res.groups for k, v in g.dump.items()}
@@ -155,6 +163,7 @@ def test_every_cycle_count_and_register_equal(vset: Path) -> None:
         group_runs = [run for v in man["vectors"] if v["dut"] == g.dut for run in v["runs"]]
         assert g.stats["ctrl_cycles"] == sum(run["expected_cycles"] for run in group_runs)
         assert g.stats["tlm_errors"] == 0 and g.stats["runs"] == len(group_runs)
+        assert g.stats["sim_ns"] >= 5.0 * g.stats["ctrl_cycles"]
 
 
 @needs_systemc

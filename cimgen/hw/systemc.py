@@ -341,14 +341,18 @@ def _parse_stats(text: str) -> dict[str, float]:
     return out
 
 
+def _check_options(clock_ns: float, max_burst: int) -> None:
+    if not clock_ns > 0:
+        raise BadInputError(f"{clock_ns}: the clock period must be positive", where="--clock-ns")
+    if max_burst < 0:
+        raise BadInputError(f"{max_burst}: must be >= 0", where="--max-burst")
+
+
 def run_group(exe: Path, set_dir: Path, dut: str, *, clock_ns: float = CLOCK_NS,
               max_burst: int = 0, dump: Path | None = None, stats: Path | None = None,
               echo: Callable[[str], None] | None = None) -> tuple[int, list[str], float]:
     """Run the example platform on one DUT group; returns (exit code, lines, wall s)."""
-    if clock_ns <= 0:
-        raise BadInputError(f"{clock_ns}: the clock period must be positive", where="--clock-ns")
-    if max_burst < 0:
-        raise BadInputError(f"{max_burst}: must be >= 0", where="--max-burst")
+    _check_options(clock_ns, max_burst)
     cmd = [str(exe), str(set_dir), "--dut", dut, "--clock-ns", repr(float(clock_ns))]
     if max_burst:
         cmd += ["--max-burst", str(max_burst)]
@@ -414,6 +418,7 @@ def run_set(set_dir: str | os.PathLike[str], *, clock_ns: float = CLOCK_NS, max_
 def cli(action: str, set_dir: str, *, clock_ns: float = CLOCK_NS, max_burst: int = 0,
         out: Callable[[str], None] = print) -> int:
     """``cimgen systemc build|run DIR``: exit 0 pass (or built), 1 mismatch, 2 bad input."""
+    _check_options(clock_ns, max_burst)
     find_systemc()
     if action == "build":
         man = verify_set(set_dir)
