@@ -11,7 +11,7 @@
 // the checked registers and every expected output word. Time is loosely
 // timed: a tlm_quantumkeeper carries the initiator's local time.
 //
-//   cim_sc_replay SET_DIR [--dut gN] [--clock-ns 10] [--quantum-ns 10000]
+//   cim_sc_main SET_DIR [--dut gN] [--clock-ns 10] [--quantum-ns 10000]
 //                 [--max-burst WORDS] [--dump FILE] [--stats FILE]
 //
 // Output: one PASS/FAIL line per vector, then "SYSTEMC SUMMARY", "SYSTEMC
@@ -35,6 +35,7 @@
 #include <systemc>
 
 #include "Vcim_top.h"
+#include "cim_model_params.h"
 #include "cim_regmap.h"
 #include "cim_tlm_target.h"
 #include "cim_vector_set.h"
@@ -367,7 +368,7 @@ class Firmware : public sc_core::sc_module {
         }
       }
     } catch (const cim::BadInput& e) {
-      std::cerr << "cim_sc_replay: error: " << e.what() << std::endl;
+      std::cerr << "cim_sc_main: error: " << e.what() << std::endl;
       exit_code_ = 2;
       sc_core::sc_stop();
       return;
@@ -405,8 +406,8 @@ class Firmware : public sc_core::sc_module {
 };
 
 int usage(const char* msg) {
-  std::cerr << "cim_sc_replay: error: " << msg << "\n"
-            << "usage: cim_sc_replay SET_DIR [--dut NAME] [--clock-ns NS] [--quantum-ns NS] "
+  std::cerr << "cim_sc_main: error: " << msg << "\n"
+            << "usage: cim_sc_main SET_DIR [--dut NAME] [--clock-ns NS] [--quantum-ns NS] "
                "[--max-burst WORDS] [--dump FILE] [--stats FILE]"
             << std::endl;
   return 2;
@@ -455,7 +456,7 @@ int sc_main(int argc, char** argv) {
   try {
     set = cim::VectorSet::load(opt.set_dir);
   } catch (const cim::BadInput& e) {
-    std::cerr << "cim_sc_replay: error: " << e.what() << std::endl;
+    std::cerr << "cim_sc_main: error: " << e.what() << std::endl;
     return 2;
   }
   const cim::DutGroup* dut = nullptr;
@@ -467,9 +468,21 @@ int sc_main(int argc, char** argv) {
   if (dut == nullptr) {
     return usage(("--dut: choose one DUT group of the set (" + names + ")").c_str());
   }
+  // The model's memories are sized by its parameters (the device map is read
+  // into them at time 0): refuse another DUT group before elaboration.
+  for (const auto& p : cim::model::PARAMS) {
+    for (const auto& kv : dut->params) {
+      if (kv.first == p.name && kv.second != p.value) {
+        std::cerr << "cim_sc_main: error: this program's model was built with " << p.name << "="
+                  << p.value << " but DUT group " << dut->name << " has " << kv.second
+                  << " (build it for this group: cimgen systemc build)" << std::endl;
+        return 2;
+      }
+    }
+  }
   const std::string devmap = set.path(dut->devmap);
   if (!std::ifstream(devmap)) {
-    std::cerr << "cim_sc_replay: error: " << devmap << ": cannot open" << std::endl;
+    std::cerr << "cim_sc_main: error: " << devmap << ": cannot open" << std::endl;
     return 2;
   }
   // cim_xbar reads its device map at time 0 from this plusarg.

@@ -245,6 +245,17 @@ def test_bad_set_is_exit_2_before_any_build(vset: Path, tmp_path: Path,
     assert "003_err-dmem-range/prog.hex: sha256 differs from SHA256SUMS" in err, err
 
 
+@needs_systemc
+def test_program_refuses_another_dut_group(vset: Path) -> None:
+    man = _manifest(vset)
+    exe = build(RtlParams(**man["duts"][1]["params"])).programs["replay"]  # 12x10x3
+    res = subprocess.run([str(exe), str(vset), "--dut", "g0"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert ("this program's model was built with ROWS=12 but DUT group g0 has 256"
+            in res.stderr), res.stderr
+
+
 # ------------------------------------------------------------------ C++ test
 
 
