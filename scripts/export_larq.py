@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     written: list[Path] = []
     for fx in FIXTURES:
         if args.only is None or fx.name in args.only:
+            print(f"{fx.name}: {fx.note}", flush=True)
             written += export_one(fx, args.out)
     for p in written:
         digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]

@@ -123,9 +123,9 @@ def _fan_in(prev: nn.Module | None) -> int:
 def _seeded_norms(model: nn.Module, gen: torch.Generator) -> None:
     """BatchNorm/TensorNorm statistics scaled to the accumulator range of the layer before.
 
-    About one gamma in five is negative (trained BNNs have them; they flip the
-    threshold's direction), means are non-integral so no integer accumulator
-    sits on a threshold.
+    About one BatchNorm gamma in five is negative (trained BNNs have them; they
+    flip the threshold's direction); TensorNorm's single gamma stays positive.
+    Means are non-integral so no integer accumulator sits on a threshold.
     """
     prev: nn.Module | None = None
     for m in model.modules():
@@ -140,6 +140,10 @@ def _seeded_norms(model: nn.Module, gen: torch.Generator) -> None:
             return lo + (hi - lo) * torch.rand(c, generator=gen)
 
         sign = torch.where(torch.rand(c, generator=gen) < 0.2, -1.0, 1.0)
+        if isinstance(m, TensorNorm):
+            # One scale for all logits: a negative one would turn argmax into argmin,
+            # which no trained classifier does.
+            sign = torch.ones_like(sign)
         with torch.no_grad():
             m.weight.copy_(sign * u(0.5, 2.0))
             m.bias.copy_(u(-0.5, 0.5))
@@ -253,9 +257,9 @@ FIXTURES: tuple[Fixture, ...] = (
     Fixture("tfc_w1a1", 1301, MNIST_SHAPE, bnn_pynq("tfc_1w1a"),
             "FINN TFC 784-64-64-64-10, binary weights and activations"),
     Fixture("tfc_w1a2", 1302, MNIST_SHAPE, bnn_pynq("tfc_1w2a"),
-            "TFC, binary weights, ternary (2-bit narrow) activations, binary input"),
+            "TFC, binary weights, ternary (2-bit narrow) input and activations"),
     Fixture("tfc_w2a2", 1303, MNIST_SHAPE, bnn_pynq("tfc_2w2a"),
-            "TFC, ternary weights and activations, binary input"),
+            "TFC, ternary weights, input and activations"),
     Fixture("sfc_w1a1", 1304, MNIST_SHAPE, bnn_pynq("sfc_1w1a"),
             "FINN SFC 784-256-256-256-10"),
     Fixture("lfc_w1a1", 1305, MNIST_SHAPE, bnn_pynq("lfc_1w1a"),
@@ -342,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     written: list[Path] = []
     for fx in FIXTURES:
         if args.only is None or fx.name in args.only:
+            print(f"{fx.name}: {fx.note}", flush=True)
             written += export_one(fx, args.out)
     for p in written:
         digest = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
