@@ -16,8 +16,8 @@ from golden_model.errors import CimgenError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect_model import describe
-    from .onnx_import import load_model
+    from .frontend.inspect import describe
+    from .frontend.onnx_import import load_model
 
     print(describe(load_model(args.model)))
     return 0
@@ -27,7 +27,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from golden_model.reference import check_inputs, forward_int, quantize_input
 
     from .fileio import check_out_dir, load_npy, save_npy_atomic
-    from .onnx_import import load_model
+    from .frontend.onnx_import import load_model
 
     check_out_dir(args.out)
     net = load_model(args.model)
@@ -47,10 +47,9 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from .artifacts import save_compiled
-    from .compiler import compile_network
-    from .onnx_import import load_model
-    from .runner import calibration_batch
+    from .compiler import calibration_batch, compile_network
+    from .compiler.artifacts import save_compiled
+    from .frontend.onnx_import import load_model
 
     cfg = _config(args)
     net = load_model(args.model)
@@ -68,9 +67,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from golden_model.reference import check_inputs, quantize_input
 
-    from .artifacts import load_compiled
+    from .compiler.artifacts import load_compiled
     from .fileio import check_out_dir, load_npy, save_npy_atomic
-    from .runner import run_golden
+    from .run import run_golden
 
     check_out_dir(args.out)
     comp = load_compiled(args.dir)
@@ -78,7 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_inputs(comp.net, x, where=args.inputs)
     q = quantize_input(comp.net, x)
     if args.rtl:
-        from .rtl_sim import run_rtl
+        from .hw.rtl_sim import run_rtl
 
         res = run_rtl(comp, q)
         logits, cycles = res.outputs, int(res.cycles.max())
@@ -102,9 +101,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from golden_model.errors import BadInputError
     from golden_model.reference import forward_int, quantize_input
 
-    from .compiler import compile_network
-    from .onnx_import import load_model
-    from .runner import calibration_batch, compare, default_inputs, run_golden
+    from .compiler import calibration_batch, compile_network
+    from .frontend.datasets import default_inputs
+    from .frontend.onnx_import import load_model
+    from .run import compare, run_golden
 
     cfg = _config(args)
     net = load_model(args.model)
@@ -120,7 +120,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     ref = forward_int(net, q)
     assert isinstance(ref, np.ndarray)
     if args.rtl:
-        from .rtl_sim import run_rtl
+        from .hw.rtl_sim import run_rtl
 
         gold = run_golden(comp, q)
         res = run_rtl(comp, q)
@@ -189,9 +189,9 @@ def _cmd_vectors(args: argparse.Namespace) -> int:
 
         from golden_model.reference import check_inputs, quantize_input
 
+        from .compiler import calibration_batch
         from .fileio import load_npy
-        from .onnx_import import load_model
-        from .runner import calibration_batch
+        from .frontend.onnx_import import load_model
 
         if not args.model or not args.inputs:
             raise CimgenError("give MODEL.onnx and --inputs X.npy (or --suite)",
@@ -239,7 +239,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_systemc(args: argparse.Namespace) -> int:
-    from .hw.systemc import cli
+    from .vectors.systemc import cli
 
     return cli(args.action, args.dir, clock_ns=args.clock_ns, max_burst=args.max_burst)
 

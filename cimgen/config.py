@@ -86,8 +86,8 @@ class XbarConfig:
             raise bad("rows/cols", "array size must be within 2..1024")
         if self.num_xbars > 256:
             raise bad("num_xbars", "at most 256 crossbars")
-        # Memory sizes the instruction fields can address (cimgen/isa.py).
-        from .isa import BY_NAME
+        # Memory sizes the instruction fields can address (golden_model/isa.py).
+        from golden_model.isa import BY_NAME
 
         for key, op, fname in (("dmem_words", "STA", "dst"), ("wmem_words", "PROG", "wsrc"),
                                ("adc_tables", "READ", "adc")):

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from cimgen.compiler import Compiled, compile_network
+from cimgen.compiler.mappings import MAPPINGS
 from cimgen.config import make_config
-from cimgen.datasets import digits_for
-from cimgen.mappings import MAPPINGS
-from cimgen.onnx_import import load_model
-from cimgen.rtl_sim import RtlParams, Session, inference_session, rtl_params
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_import import load_model
+from cimgen.hw.rtl_sim import RtlParams, Session, inference_session, rtl_params
 from golden_model.ir import Conv2d, Dense, Network
 from golden_model.reference import forward_int, quantize_input
 

@@ -9,7 +9,7 @@ load path, starts the controller and sleeps until the done interrupt (no
 Python and no VPI access per clock cycle while the controller runs). Tests:
 
 * ``run_job``: executes the job file named by ``+CIM_JOB=`` (written by
-  ``cimgen.rtl_sim.simulate``) and pickles the results next to it; the
+  ``cimgen.hw.rtl_sim.simulate``) and pickles the results next to it; the
   comparison with the golden machine happens on the Python side
   (``cocotb_tests/scoreboard.py``).
 * ``regmap``: register-map reset values, read-only fields, RW/W1C behaviour,
@@ -38,7 +38,7 @@ from cocotbext.axi.axil_channels import (
     AxiLiteWBus,
 )
 
-from cimgen.rtl_sim import (
+from cimgen.hw.rtl_sim import (
     CIM_ID,
     CSR,
     RTL_VERSION,
@@ -245,7 +245,7 @@ class CimTB:
 
 @cocotb.test()
 async def run_job(dut: Any) -> None:
-    """Execute the job file of cimgen.rtl_sim.simulate and pickle the results."""
+    """Execute the job file of cimgen.hw.rtl_sim.simulate and pickle the results."""
     path = cocotb.plusargs["CIM_JOB"]
     with open(path, "rb") as f:
         job = pickle.load(f)
@@ -291,7 +291,7 @@ async def regmap(dut: Any) -> None:
               "P_T_ADC": p.T_ADC, "P_T_WRITE": p.T_WRITE, "P_HRS_UNITS": p.HRS_UNITS,
               "P_CUR_W": p.CUR_W, "P_WMEM_STRIDE": p.wmem_stride,
               "P_THR_STRIDE": p.thr_stride, "P_REC_STRIDE": p.rec_stride}
-    from cimgen.isa import ISA_VERSION
+    from golden_model.isa import ISA_VERSION
     expect["VERSION"] = (RTL_VERSION << 16) | ISA_VERSION
     for name, value in expect.items():
         got = await tb.csr(name)

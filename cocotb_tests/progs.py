@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cimgen import isa
-from cimgen.isa import BIT_SIGNED, Sense, Src
+from golden_model import isa
 from golden_model.crossbar import INT32_MAX, DeviceMap, DeviceParams, sample_device_map
+from golden_model.isa import BIT_SIGNED, Sense, Src
 from golden_model.machine import ChipImage, MachineParams
 
 #: The small, deliberately odd-sized chip the random programs run on.

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from cimgen import isa
-from cimgen.isa import Err
-from cimgen.rtl_sim import RunOut, RunSpec, Session, SimResult, simulate, waves_requested
+from cimgen.hw.rtl_sim import RunOut, RunSpec, Session, SimResult, simulate, waves_requested
+from golden_model import isa
+from golden_model.isa import Err
 from golden_model.machine import ChipImage, Machine
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cimgen.datasets import digits
+from cimgen.frontend.datasets import digits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import pytest
 from progs import RANDOM_PARAMS, ProgramGen, random_devmap
 from scoreboard import check_sim, golden
 
-from cimgen.isa import Err
-from cimgen.rtl_sim import RunSpec, Session
+from cimgen.hw.rtl_sim import RunSpec, Session
+from golden_model.isa import Err
 
 pytestmark = pytest.mark.rtl
 

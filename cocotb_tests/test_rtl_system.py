@@ -12,9 +12,9 @@ from cases import ROOT, compiled, images, reference, session_and_params
 from progs import RANDOM_PARAMS
 from scoreboard import check_sim, golden
 
-from cimgen import rtl_sim
-from cimgen.isa import Err
-from cimgen.rtl_sim import RtlParams, RunSpec, Session
+from cimgen.hw import rtl_sim
+from cimgen.hw.rtl_sim import RtlParams, RunSpec, Session
+from golden_model.isa import Err
 
 pytestmark = pytest.mark.rtl
 
@@ -70,7 +70,7 @@ def test_run_rtl_api() -> None:
 def test_fault_stops_and_reports() -> None:
     """A program that faults after a few instructions: error, fault pc, 1-cycle fault."""
     img = compiled("bnn_mlp", "BNN_I").image
-    from cimgen import isa
+    from golden_model import isa
 
     words = [isa.encode(isa.make("NOP")), isa.encode(isa.make("ACLR")),
              isa.encode(isa.make("STA", dst=img.params.dmem_words - 2, lanes=3))]

@@ -7,7 +7,7 @@ These are the only float computations in cimgen. They serve two purposes:
   writes them, so the integer levels equal those of any float32 executor;
 * the importer folds the float chain between an integer accumulator and the
   next quantizer into integer thresholds by evaluating the same chain on
-  integer candidates (``cimgen.fold``).
+  integer candidates (``cimgen.frontend.fold``).
 
 Each op is monotone in its input for a fixed channel, which is what makes
 folding by search exact.

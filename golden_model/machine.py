@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from cimgen import isa
-from cimgen.isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
-
+from . import isa
 from .crossbar import DeviceMap
+from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
 // order of golden_model.machine.Machine._check; a failing instruction stops the
 // controller after that one cycle with the error code and the faulting pc, and
 // is not counted as executed. A passing instruction stays for exactly its cost
-// (cimgen.isa.cost) in cycles; the datapath units act on (op_o, step_o) while
+// (golden_model.isa.cost) in cycles; the datapath units act on (op_o, step_o) while
 // exec_o is high. There are no branches, so a run ends at HALT, at a fault, or
 // when the pc leaves the loaded program (PC_RANGE): the controller cannot hang.
 
@@ -104,13 +104,13 @@ module cim_ctrl
       end
     endcase
     // Every op with a lanes field has it at the same place (checked by the
-    // pyslang test against cimgen/isa.py).
+    // pyslang test against golden_model/isa.py).
     lanes = has_lanes ? fld(instr_i, LDIN_LANES_LSB, LDIN_LANES_W) : 32'd0;
     vec_steps = (lanes + VEC_WIDTH - 1) / VEC_WIDTH;
     adc_groups = (lanes + ADCS - 1) / ADCS;
   end
 
-  // Cycle cost (cimgen.isa.cost).
+  // Cycle cost (golden_model.isa.cost).
   always_comb begin
     unique case (op)
       OP_PROG: cost = T_WRITE;

@@ -3,7 +3,7 @@
 // An AXI4-Lite slave (control/status registers and the load path for the
 // program, data, weight and ADC-table memories), the controller, the vector
 // unit, the ADC periphery and NUM_XBARS behavioral RRAM crossbars. Parameters
-// come from the crossbar config (cimgen.config.XbarConfig; cimgen.rtl_sim).
+// come from the crossbar config (cimgen.config.XbarConfig; cimgen.hw.rtl_sim).
 // The register map is documented in docs/rtl.md.
 
 `default_nettype none

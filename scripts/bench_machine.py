@@ -42,8 +42,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from cimgen.compiler import Compiled, compile_network
 from cimgen.config import make_config
-from cimgen.datasets import digits_for
-from cimgen.onnx_import import load_model
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_import import load_model
 from golden_model.floatops import ElementwiseOp, Quantizer
 from golden_model.ir import (
     Conv2d,

@@ -38,9 +38,9 @@ import numpy as np
 import onnxruntime as ort
 from threadpoolctl import ThreadpoolController
 
-from cimgen.datasets import digits_for
-from cimgen.onnx_export import to_plain_onnx
-from cimgen.onnx_import import load_model
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_export import to_plain_onnx
+from cimgen.frontend.onnx_import import load_model
 from golden_model.floatops import Quantizer
 from golden_model.ir import Dense, InputStage, Network
 from golden_model.kernels import SINGLE_THREAD_MACS, bipolar_matmul_popcount, int_matmul

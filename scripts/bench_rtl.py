@@ -6,13 +6,13 @@ for the default crossbar config (256x256, 16 crossbars, mapping BNN_I unless
 --mapping), the same ideal device map, the setup program once, then the
 inference program on each of the same N digit images:
 
-(a) cocotb: ``cimgen.rtl_sim.run_rtl`` (Verilator + cocotb on the testbench
+(a) cocotb: ``cimgen.hw.rtl_sim.run_rtl`` (Verilator + cocotb on the testbench
     top cocotb_tests/hdl/cim_cocotb_top.sv, which generates the clock in HDL;
     the memories are loaded through the AXI4-Lite load path; Python sleeps
     until the done interrupt while the controller runs).
 (b) native: ``verilator --binary`` of ``scripts/bench_rtl_tb.sv``, a minimal
     SystemVerilog testbench around ``cim_top`` with the same parameters
-    (``cimgen.rtl_sim.rtl_params``): program, weight rows, DMEM init, ADC
+    (``cimgen.hw.rtl_sim.rtl_params``): program, weight rows, DMEM init, ADC
     tables and each image's inputs are loaded by backdoor with $readmemh into
     the memory arrays, the device map with +CIM_DEVMAP (as run_rtl), the
     controller is started through the CSRs (an AXI4-Lite master task), the
@@ -22,7 +22,7 @@ inference program on each of the same N digit images:
     drops), to show what that flag alone costs.
 
 Outputs, cycle and instruction counts of every run are checked equal across
-the flows and to the golden machine (``cimgen.runner.run_golden``). Speed is
+the flows and to the golden machine (``cimgen.run.run_golden``). Speed is
 simulated controller cycles (the CYCLES counters of the setup run and every
 inference run) per wall-clock second:
 
@@ -72,12 +72,12 @@ from typing import Any
 import benchdoc  # scripts/ is on sys.path when a script runs
 import numpy as np
 
-from cimgen import rtl_sim
 from cimgen.compiler import Compiled, compile_network
 from cimgen.config import make_config
-from cimgen.datasets import digits_for
-from cimgen.onnx_import import load_model
-from cimgen.runner import MachineRun, run_golden
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_import import load_model
+from cimgen.hw import rtl_sim
+from cimgen.run import MachineRun, run_golden
 from golden_model.reference import quantize_input
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -374,7 +374,7 @@ def markdown(info: dict[str, str], cfg: dict[str, Any], params: rtl_sim.RtlParam
         f"({gold.result.cycles:,} cycles, {gold.result.instructions:,} instructions) = "
         f"{ctrl:,} controller cycles. RTL parameters (`rtl_params`, one build each): "
         f"`{', '.join(f'{k}={v}' for k, v in asdict(params).items())}`.", "",
-        "- **cocotb**: `cimgen.rtl_sim.run_rtl` (Verilator `--vpi` build by cocotb's "
+        "- **cocotb**: `cimgen.hw.rtl_sim.run_rtl` (Verilator `--vpi` build by cocotb's "
         "runner of the testbench top `cocotb_tests/hdl/cim_cocotb_top.sv`: cim_top with "
         "the clock generated in HDL (`--timing`) and only the wrapper's signals "
         "VPI-visible, no `--public-flat-rw`; cocotbext-axi master; every memory loaded "

@@ -60,7 +60,7 @@ module bench_rtl_tb #(
   logic [31:0] rdata;
   longint unsigned cycle = 0;
 
-  always #5 clk = ~clk;  // 10 ns, as cimgen.rtl_sim.CLOCK_NS
+  always #5 clk = ~clk;  // 10 ns, as cimgen.hw.rtl_sim.CLOCK_NS
   always @(posedge clk) cycle <= cycle + 1;
 
   cim_top #(

@@ -7,10 +7,10 @@ compiled for the default crossbar config (256x256, 16 crossbars, mapping BNN_I
 unless --mapping), ideal device map, the setup program once, then one
 inference run per digit image (the first N). Flows:
 
-(a) cocotb: ``cimgen.rtl_sim.run_rtl`` (bench_rtl.run_cocotb).
+(a) cocotb: ``cimgen.hw.rtl_sim.run_rtl`` (bench_rtl.run_cocotb).
 (b) native: ``verilator --binary`` of scripts/bench_rtl_tb.sv, memories and
     inputs loaded by backdoor (bench_rtl.run_native).
-(c) systemc: the example platform of systemc/ (``cimgen.hw.systemc``): the same
+(c) systemc: the example platform of systemc/ (``cimgen.vectors.systemc``): the same
     chip written as a tape-out vector set (``cimgen.vectors.model_set``), then
     replayed by the firmware-like TLM initiator through cim::TlmTarget: every
     memory, input and output through TLM transactions (bursts) and the RTL's
@@ -53,11 +53,12 @@ import bench_rtl  # scripts/ is on sys.path when a script runs
 import benchdoc
 import numpy as np
 
-from cimgen import rtl_sim, vectors
+from cimgen import vectors
 from cimgen.compiler import Compiled
 from cimgen.config import make_config
-from cimgen.hw import systemc
-from cimgen.runner import MachineRun, run_golden
+from cimgen.hw import rtl_sim
+from cimgen.run import MachineRun, run_golden
+from cimgen.vectors import systemc
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## SystemC model speed (issue 14)"

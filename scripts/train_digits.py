@@ -13,7 +13,7 @@ Training uses torch (CPU, the ``train`` extra), straight-through estimators,
 Adam and fixed seeds. Graphs are written Brevitas-style with onnx.helper: float
 latent weights behind ``BipolarQuant`` / ternary ``IntQuant`` nodes, eval-mode
 ``BatchNormalization`` and QONNX activation quantizers. Each file is loaded
-back with ``cimgen.onnx_import.load_model`` and run with cimgen's reference
+back with ``cimgen.frontend.onnx_import.load_model`` and run with cimgen's reference
 inference on the frozen test split; the script prints its accuracy and its
 agreement with the torch model, and writes ``README.md`` next to the models.
 """
@@ -32,8 +32,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cimgen.datasets import SPLIT_SEED, digits
-from cimgen.onnx_import import load_model
+from cimgen.frontend.datasets import SPLIT_SEED, digits
+from cimgen.frontend.onnx_import import load_model
 from golden_model.reference import infer
 
 try:
@@ -410,7 +410,7 @@ def run_one(spec: Spec, out_dir: Path, seed: int) -> Result:
     train(model, xtr, ytr, spec.cfg, seed)
     print(f"    trained in {time.time() - t0:.1f} s")
     meta = {"source": "scripts/train_digits.py", "seed": str(seed),
-            "dataset": f"sklearn digits, cimgen.datasets split seed {SPLIT_SEED}"}
+            "dataset": f"sklearn digits, cimgen.frontend.datasets split seed {SPLIT_SEED}"}
     onx = export_mlp(model, meta) if isinstance(model, MLP) else export_cnn(model, meta)
     path = out_dir / f"{spec.name}.onnx"
     onnx.save_model(onx, path)
@@ -441,9 +441,10 @@ def write_readme(out_dir: Path, results: list[Result], seed: int) -> None:
         "# Example models: scikit-learn digits",
         "",
         "QONNX models trained by `scripts/train_digits.py` on the frozen train split of",
-        "`cimgen.datasets.digits` (1,347 images) and evaluated on its test split (450",
+        "`cimgen.frontend.datasets.digits` (1,347 images) and evaluated on its test split (450",
         "images). Accuracies are those of cimgen's integer reference inference",
-        "(`cimgen.onnx_import.load_model` + `golden_model.reference.infer`) on the test split.",
+        "(`cimgen.frontend.onnx_import.load_model` + `golden_model.reference.infer`) on the",
+        "test split.",
         "",
         "| model | architecture | input quantization | weights | test accuracy |",
         "|---|---|---|---|---|",

@@ -3,9 +3,9 @@
 //
 //   cim_sc_test --prog FILE --cycles N [--clock-ns NS]
 //
-// FILE is a $readmemh program (the caller assembles it with cimgen.isa) whose
+// FILE is a $readmemh program (the caller assembles it with golden_model.isa) whose
 // run from pc 0 takes exactly N cycles; the expected cycle count comes from
-// cimgen.isa.cost, not from the model. Each test prints "TEST <name>: PASS"
+// golden_model.isa.cost, not from the model. Each test prints "TEST <name>: PASS"
 // or "TEST <name>: FAIL" after its failed checks; exit 0 when all pass.
 //
 // Expected AXI4-Lite cycle counts are derived by hand from cim_axil_regs.sv:
@@ -333,7 +333,7 @@ class Tester : public sc_core::sc_module {
     if (!irq.read()) wait(static_cast<double>(10 * cycles_ + 100) * T_, irq.posedge_event());
     check(irq.read(), "interrupt after the run");
     const sc_time t_irq = sc_core::sc_time_stamp();
-    expect_eq(rd_ok(rm::WIN_CSR + rm::CSR_CYCLES_LO), cycles_, "CYCLES_LO (from cimgen.isa.cost)");
+    expect_eq(rd_ok(rm::WIN_CSR + rm::CSR_CYCLES_LO), cycles_, "CYCLES_LO (from golden_model.isa.cost)");
     // The start is performed at the rising edge before the one that takes
     // its write response, b_transport returns at the falling edge after that,
     // the controller counts CYCLES from the first edge and the interrupt

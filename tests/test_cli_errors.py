@@ -19,8 +19,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cimgen.datasets import digits_for
-from cimgen.onnx_import import load_model
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_import import load_model
 from golden_model.reference import infer
 
 QD = "qonnx.custom_op.general"

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cimgen import isa_doc
+from cimgen.hw import isa_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -10,4 +10,4 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_isa_md_is_current() -> None:
     committed = (ROOT / "docs" / "isa.md").read_text()
     assert committed == isa_doc.render(), (
-        "docs/isa.md is stale: run `python -m cimgen.isa_doc > docs/isa.md`")
+        "docs/isa.md is stale: run `python -m cimgen.hw.isa_doc > docs/isa.md`")

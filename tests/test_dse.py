@@ -18,9 +18,9 @@ import pytest
 from cimgen.cli import main
 from cimgen.compiler import compile_network
 from cimgen.config import make_config
-from cimgen.datasets import digits_for
 from cimgen.dse import Progress, load_sweep, run_machine, run_sweep
-from cimgen.onnx_import import load_model
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_import import load_model
 from golden_model.errors import BadInputError
 from golden_model.reference import forward_int, quantize_input
 

@@ -20,9 +20,9 @@ import onnx
 import pytest
 from executors import as_int64, run_onnxruntime, run_qonnx, run_reference_evaluator
 
-from cimgen.datasets import digits_for
-from cimgen.onnx_export import to_plain_onnx, to_qonnx
-from cimgen.onnx_import import import_model, load_model
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_export import to_plain_onnx, to_qonnx
+from cimgen.frontend.onnx_import import import_model, load_model
 from golden_model.floatops import apply_chain
 from golden_model.ir import Network
 from golden_model.reference import infer

@@ -1,4 +1,4 @@
-"""The instruction set (cimgen/isa.py): binary and text encodings, range checks, costs.
+"""The instruction set (golden_model/isa.py): binary and text encodings, range checks, costs.
 
 Randomized tests run under hypothesis: a failure report shows the drawn
 instruction (the falsifying example) and hypothesis's own seed
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from cimgen import isa
-from cimgen.isa import BY_CODE, BY_NAME, OPS, EncodeError, Instr, Src
+from golden_model import isa
+from golden_model.isa import BY_CODE, BY_NAME, OPS, EncodeError, Instr, Src
 
 USED_CODES = {op.code for op in OPS}
 UNUSED_CODES = [c for c in range(1 << isa.OPCODE_BITS) if c not in USED_CODES]

@@ -1,8 +1,9 @@
-"""The committed RTL ISA package must be exactly what cimgen/isa.py generates."""
+"""The committed RTL ISA package must be exactly what golden_model/isa.py generates."""
 
 from pathlib import Path
 
-from cimgen import isa, isa_gen
+from cimgen.hw import isa_gen
+from golden_model import isa
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "rtl" / "cim_isa_pkg.sv"
@@ -10,7 +11,7 @@ PKG = ROOT / "rtl" / "cim_isa_pkg.sv"
 
 def test_package_is_current() -> None:
     assert PKG.read_text() == isa_gen.sv_package(), (
-        "rtl/cim_isa_pkg.sv is stale: run `python -m cimgen.isa_gen`")
+        "rtl/cim_isa_pkg.sv is stale: run `python -m cimgen.hw.isa_gen`")
 
 
 def test_generation_is_deterministic() -> None:

@@ -32,21 +32,21 @@ import numpy as np
 import pytest
 from netgen import random_network
 
-from cimgen import isa
 from cimgen.cli import main as cli_main
 from cimgen.compiler import (
     Compiled,
     Compiler,
-    _Emitter,
+    calibration_batch,
     compile_network,
     default_adc,
     machine_params,
 )
+from cimgen.compiler.emit import Emitter
 from cimgen.config import MAPPINGS, make_config
-from cimgen.datasets import digits_for
-from cimgen.isa import BIT_SIGNED, MASK_POS, Err, Instr, Sense, Src
-from cimgen.onnx_import import load_model
-from cimgen.runner import calibration_batch, run_golden
+from cimgen.frontend.datasets import digits_for
+from cimgen.frontend.onnx_import import load_model
+from cimgen.run import run_golden
+from golden_model import isa
 from golden_model.crossbar import STUCK_HRS, STUCK_LRS, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.floatops import Quantizer
@@ -62,6 +62,7 @@ from golden_model.ir import (
     analyze,
     conv_out_hw,
 )
+from golden_model.isa import BIT_SIGNED, MASK_POS, Err, Instr, Sense, Src
 from golden_model.machine import ChipImage, Machine
 from golden_model.reference import forward_int, quantize_input
 
@@ -205,7 +206,7 @@ def test_random_timing_configs_cycles_match_report() -> None:
 
 def test_emitter_builds_what_isa_make_builds() -> None:
     """The compiler's cached instruction builder == isa.make, errors included."""
-    em = _Emitter()
+    em = Emitter()
     rng = np.random.default_rng(77)
     for _ in range(3000):
         spec = isa.OPS[int(rng.integers(len(isa.OPS)))]

@@ -15,13 +15,13 @@ from netgen import random_network
 
 from cimgen.compiler import compile_network
 from cimgen.config import MAPPINGS, make_config
-from cimgen.runner import run_golden
+from cimgen.run import run_golden
 from golden_model.errors import BadInputError
 from golden_model.reference import forward_int
 
 
 def _storable(net, mapping: str) -> bool:  # type: ignore[no-untyped-def]
-    from cimgen.mappings import MAPPINGS as RECIPES
+    from cimgen.compiler.mappings import MAPPINGS as RECIPES
     from golden_model.ir import Conv2d, Dense
 
     vals = {int(v) for layer in net.layers if isinstance(layer, Dense | Conv2d)

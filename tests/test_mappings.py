@@ -1,4 +1,4 @@
-"""The 11 CIM-Explorer mappings (cimgen/mappings.py) against REFERENCE.md section 2.
+"""The 11 CIM-Explorer mappings (cimgen/compiler/mappings.py) against REFERENCE.md section 2.
 
 Three layers of checks:
 
@@ -25,13 +25,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from cimgen import isa
 from cimgen.compiler import default_adc, device_params, machine_params
+from cimgen.compiler.mappings import MAPPINGS, evaluate_recipe
 from cimgen.config import MAPPINGS as MAPPING_NAMES
 from cimgen.config import XbarConfig, make_config
-from cimgen.isa import BIT_SIGNED, MASK_NEG, MASK_POS, Sense, Src
-from cimgen.mappings import MAPPINGS, evaluate_recipe
+from golden_model import isa
 from golden_model.crossbar import sample_device_map
+from golden_model.isa import BIT_SIGNED, MASK_NEG, MASK_POS, Sense, Src
 from golden_model.machine import ChipImage, Machine
 
 SEEDS = list(range(8))

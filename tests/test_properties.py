@@ -43,9 +43,9 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from cimgen.fold import fold_thresholds
-from cimgen.onnx_export import to_plain_onnx
-from cimgen.onnx_import import import_model
+from cimgen.frontend.fold import fold_thresholds
+from cimgen.frontend.onnx_export import to_plain_onnx
+from cimgen.frontend.onnx_import import import_model
 from golden_model.floatops import ElementwiseOp, Quantizer
 from golden_model.ir import Threshold
 from golden_model.reference import forward_int, infer, quantize_input

@@ -1,5 +1,5 @@
 """pyslang elaborates the RTL: no errors, the expected ports and parameters, and
-the package constants equal cimgen/isa.py and the register map of cimgen.rtl_sim."""
+the package constants equal golden_model/isa.py and the register map of cimgen.hw.rtl_sim."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from functools import cache
 
 import pytest
 
-from cimgen import isa, rtl_sim
+from cimgen.hw import rtl_sim
+from golden_model import isa
 
 pyslang = pytest.importorskip("pyslang")
 from pyslang import ast, syntax  # noqa: E402

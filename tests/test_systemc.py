@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cimgen import isa
 from cimgen.cli import main
-from cimgen.datasets import digits
-from cimgen.hw.systemc import SystemCMissingError, build, find_systemc, run_set
-from cimgen.replay_tb import REGS
-from cimgen.rtl_sim import WIN_DMEM, RtlParams
+from cimgen.frontend.datasets import digits
+from cimgen.hw.rtl_sim import WIN_DMEM, RtlParams
 from cimgen.vectors import suite_set, write_set
+from cimgen.vectors.replay_tb import REGS
+from cimgen.vectors.systemc import SystemCMissingError, build, find_systemc, run_set
+from golden_model import isa
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "bnn_mlp.onnx"

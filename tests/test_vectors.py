@@ -23,10 +23,9 @@ import pytest
 from cimgen import __version__
 from cimgen.cli import main
 from cimgen.config import make_config
-from cimgen.datasets import digits
-from cimgen.onnx_import import load_model
-from cimgen.replay_tb import REGS, codegen, parse_verilog2001
-from cimgen.rtl_sim import rtl_params, simulate
+from cimgen.frontend.datasets import digits
+from cimgen.frontend.onnx_import import load_model
+from cimgen.hw.rtl_sim import rtl_params, simulate
 from cimgen.vectors import (
     build_files,
     group_vectors,
@@ -36,6 +35,7 @@ from cimgen.vectors import (
     verify_set,
     write_set,
 )
+from cimgen.vectors.replay_tb import REGS, codegen, parse_verilog2001
 from golden_model.errors import BadInputError
 from golden_model.reference import quantize_input
 
@@ -346,7 +346,7 @@ def test_icarus_is_skipped_not_passed(vset: Path, capsys: pytest.CaptureFixture[
 
 def _against_cocotb(vectors: list[Any], dumps: dict[tuple[str, int], dict[str, Any]],
                     name: str) -> int:
-    """Run the same sessions through the cocotb flow (cimgen.rtl_sim.simulate, the
+    """Run the same sessions through the cocotb flow (cimgen.hw.rtl_sim.simulate, the
     engine of run_rtl) and compare every register and output word with what the
     replay testbench read. Returns the number of runs compared."""
     n = 0

@@ -23,18 +23,19 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from golden_model.errors import BadInputError, MismatchError
+from golden_model.isa import Err
 from golden_model.machine import Machine, RunResult
 
 from ..compiler import Compiled, compile_network
 from ..fileio import write_bytes_atomic
-from ..isa import Err
+from .report import write_reports
+from .results import SweepResult
 from .spec import Context, Sweep, build_context, needs_calib, point_label
 
 RESULT_COLUMNS = ("seed", "images", "accuracy", "agreement", "cycles_per_inference",
@@ -180,28 +181,6 @@ def _dask(ctx: Context, todo: list[int], client: Any) -> Results:
 # ------------------------------------------------------------- results dir
 
 
-@dataclass
-class SweepResult:
-    out_dir: Path
-    csv_path: Path
-    rows: list[dict[str, str]]
-    points_run: int
-    points_resumed: int
-    seconds: float
-    images: int
-    ideal_accuracy: float
-    files: list[Path]
-
-    seeds: int = 1
-    seconds_total: float = 0.0
-
-    @property
-    def throughput(self) -> float:
-        """Images x (point, seed) runs per second in this invocation (0 if none ran)."""
-        n = self.images * self.points_run * self.seeds
-        return n / self.seconds if self.seconds > 0 else 0.0
-
-
 def _csv_text(head: list[str], rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -248,8 +227,6 @@ def run_sweep(sw: Sweep, out_dir: str | os.PathLike[str], jobs: int = 1,
               dask: str | None = None, resume: bool = False,
               progress: ProgressFn | None = None, chunk: int = 64) -> SweepResult:
     """Run (or resume) a sweep into ``out_dir``: results.csv, summary.md, plots."""
-    from .report import write_reports
-
     t0 = time.perf_counter()
     if jobs < 1:
         raise BadInputError(f"--jobs must be >= 1, got {jobs}", where="dse")

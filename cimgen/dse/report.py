@@ -7,16 +7,13 @@ import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import MAPPINGS
 from ..fileio import write_bytes_atomic
+from .results import SweepResult
 from .spec import Sweep
-
-if TYPE_CHECKING:
-    from .engine import SweepResult
 
 SUMMARY_NAME = "summary.md"
 MAX_PANELS = 12

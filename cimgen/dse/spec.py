@@ -268,13 +268,13 @@ def build_context(sw: Sweep) -> Context:
 
     from ..compiler import compile_network
     from ..fileio import load_npy
-    from ..onnx_import import load_model
+    from ..frontend.onnx_import import load_model
 
     where = os.fspath(sw.path)
     net = load_model(os.fspath(sw.model))
     calib_x = None
     if sw.dataset == "digits":
-        from ..datasets import digits_for
+        from ..frontend.datasets import digits_for
 
         try:
             x, y = digits_for(net.input.shape, "test")

@@ -3,7 +3,7 @@
 ``cimgen vectors`` writes a versioned vector set (format: ``docs/vectors.md``):
 memory images in ``$readmemh`` hex, the golden machine's expected registers,
 cycle counts and output words, a plain Verilog-2001 replay testbench per DUT
-parameter set (``cimgen.replay_tb``), the crossbar device maps, a coverage
+parameter set (``cimgen.vectors.replay_tb``), the crossbar device maps, a coverage
 report, a manifest and ``SHA256SUMS``. ``cimgen replay`` checks the sums and
 runs the testbenches on Verilator (or Icarus Verilog).
 
@@ -63,7 +63,7 @@ def model_set(model: str | os.PathLike[str], cfg: XbarConfig, q: np.ndarray, *,
     ``errors``: "none", "few" (:data:`FEW_ERRORS`) or "all" assembled error
     cases on the same chip; ``n_random`` random programs on the small
     random-program chip (``seed``, default the config's)."""
-    from ..onnx_import import load_model
+    from ..frontend.onnx_import import load_model
 
     path = Path(model)
     data = path.read_bytes()

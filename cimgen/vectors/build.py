@@ -1,6 +1,6 @@
 """Vectors: chips, sessions, their golden expectations and coverage.
 
-A *vector* is one host session on one chip (``cimgen.rtl_sim.Session``): load
+A *vector* is one host session on one chip (``cimgen.hw.rtl_sim.Session``): load
 the memory images (program, weights, data, ADC tables), then one or more runs
 (host input writes, start at an entry pc, expected registers and output words).
 Vectors of one chip (one DUT parameter set and one device map) form a *group*
@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from golden_model import isa
 from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError
+from golden_model.isa import BIT_SIGNED, Err, Sense, Src
 from golden_model.machine import ChipImage, Machine, MachineParams
 
-from .. import isa
-from ..isa import BIT_SIGNED, Err, Sense, Src
-from ..replay_tb import REGS
-from ..rtl_sim import RtlParams, Session
+from ..hw.rtl_sim import RtlParams, Session
+from .replay_tb import REGS
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 

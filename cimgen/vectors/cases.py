@@ -10,15 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from golden_model import isa
 from golden_model.errors import BadInputError
+from golden_model.isa import Err, Sense, Src
 from golden_model.machine import ChipImage
 from golden_model.reference import quantize_input
 
-from .. import isa
 from ..compiler import Compiled, compile_network
 from ..config import MAPPINGS, XbarConfig, make_config
-from ..isa import Err, Sense, Src
-from ..rtl_sim import TB_DIR, RunSpec, Session, inference_session, rtl_params
+from ..hw.rtl_sim import TB_DIR, RunSpec, Session, inference_session, rtl_params
 from .build import Chip, Vector, golden_group
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -276,8 +276,8 @@ def suite_vectors(images: int = 2, n_random: int = 24, seed: int = 1,
     digit images each) on the default chip, with every error case; two
     model/mapping pairs on a non-ideal chip; error cases and ``n_random``
     random programs on the small random-program chip."""
-    from ..datasets import digits_for
-    from ..onnx_import import load_model
+    from ..frontend.datasets import digits_for
+    from ..frontend.onnx_import import load_model
 
     paths = sorted(models if models is not None else EXAMPLES.glob("*.onnx"))
     if not paths:
@@ -322,7 +322,7 @@ def suite_vectors(images: int = 2, n_random: int = 24, seed: int = 1,
             vectors += directed_vectors(rchip, seed=seed)
         vectors += random_vectors(n_random, seed, rchip)
     meta = {"kind": "suite", "models": meta_models,
-            "inputs": {"source": "scikit-learn digits (cimgen.datasets, frozen order)",
+            "inputs": {"source": "scikit-learn digits (cimgen.frontend.datasets, frozen order)",
                        "indices": list(range(SUITE_IMAGE_START, SUITE_IMAGE_START + images))},
             "mappings": list(mappings), "nonideal_config": NONIDEAL,
             "nonideal_cases": [list(c) for c in NONIDEAL_CASES], "random_programs": n_random,

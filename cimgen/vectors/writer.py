@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from golden_model import isa
 from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError
 
-from .. import __version__, isa
-from ..replay_tb import (
+from .. import __version__
+from ..hw.rtl_sim import CSR, RTL_DIR, RTL_SOURCES, RTL_VERSION, RtlParams
+from .build import Chip, Coverage, Expected, Vector, golden_group, group_vectors, image_arrays
+from .replay_tb import (
     REGS,
     TIMEOUT_EXTRA,
     TIMEOUT_FACTOR,
@@ -30,8 +33,6 @@ from ..replay_tb import (
     TbVector,
     generate,
 )
-from ..rtl_sim import CSR, RTL_DIR, RTL_SOURCES, RTL_VERSION, RtlParams
-from .build import Chip, Coverage, Expected, Vector, golden_group, group_vectors, image_arrays
 
 FORMAT = "cimgen-vectors"
 FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-// cim_cocotb_top: testbench-only top of the cocotb flow (cimgen.rtl_sim).
+// cim_cocotb_top: testbench-only top of the cocotb flow (cimgen.hw.rtl_sim).
 //
 // Generates the clock in HDL (built with --timing) instead of cocotb toggling
 // clk_i through VPI every half period, and forwards every other port and
@@ -25,7 +25,7 @@ module cim_cocotb_top #(
   parameter int unsigned HRS_UNITS = 100,
   parameter int unsigned LRS_UNITS = 1000,
   parameter int unsigned CUR_W = 16,
-  // Half clock period in ns (cimgen.rtl_sim.CLOCK_NS / 2).
+  // Half clock period in ns (cimgen.hw.rtl_sim.CLOCK_NS / 2).
   parameter int unsigned CLK_HALF_NS = 5,
   // Delay of every output towards cocotb (below); far below a half period.
   parameter realtime OUT_DELAY = 1ps

@@ -42,7 +42,16 @@ from ply import yacc
 from pyverilog.ast_code_generator.codegen import ASTCodeGenerator
 from pyverilog.vparser.parser import VerilogParser
 
-from .rtl_sim import CSR, WIN_ADC_REC, WIN_ADC_THR, WIN_CSR, WIN_DMEM, WIN_PROG, WIN_WMEM, RtlParams
+from ..hw.rtl_sim import (
+    CSR,
+    WIN_ADC_REC,
+    WIN_ADC_THR,
+    WIN_CSR,
+    WIN_DMEM,
+    WIN_PROG,
+    WIN_WMEM,
+    RtlParams,
+)
 
 #: Registers checked after every run, in the order of a run's ``regs.hex`` file.
 REGS: tuple[str, ...] = ("STATUS", "ERROR", "FAULT_PC", "PC", "CYCLES_LO", "CYCLES_HI",

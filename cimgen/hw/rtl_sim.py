@@ -41,14 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from golden_model import isa
 from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError, CimgenError
+from golden_model.isa import Err
 from golden_model.machine import ChipImage, MachineParams
 
-from . import isa
-from .isa import Err
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RTL_DIR = Path(os.environ.get("CIMGEN_RTL_DIR", ROOT / "rtl"))
 TB_DIR = Path(os.environ.get("CIMGEN_TB_DIR", ROOT / "cocotb_tests"))
 TOPLEVEL = "cim_top"
@@ -589,7 +588,7 @@ def run_rtl(compiled: Any, q_inputs: np.ndarray, *, setup: bool = True,
         fault_pc, stats``. ``outputs`` is ``[B, n_out]`` (as
         ``compiled.output_logits``); ``cycles``/``instructions`` are the
         controller's counters of each inference run; ``error`` the
-        ``cimgen.isa.Err`` of each run; ``fault_pc`` -1 where no fault;
+        ``golden_model.isa.Err`` of each run; ``fault_pc`` -1 where no fault;
         ``stats`` has wall time, simulated cycles, cycles per second, setup
         cycles, build directory and the wave path.
 

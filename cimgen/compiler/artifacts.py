@@ -30,15 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
+from golden_model import isa
 from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError
 from golden_model.ir import Network, analyze
 from golden_model.machine import ChipImage
 
-from . import __version__, isa
-from .compiler import Compiled, Report, Tensor, _hwc_order, machine_params
-from .config import XbarConfig, make_config
-from .onnx_import import load_model
+from .. import __version__
+from ..config import XbarConfig, make_config
+from ..frontend.onnx_import import load_model
+from .codegen import Compiled, Report, machine_params
+from .layout import Tensor, hwc_order
 
 FORMAT_VERSION = 1
 FILES = ("model.onnx", "program.bin", "program.lst", "wmem.npy", "dmem_init.npy", "adc_thr.npy",
@@ -199,8 +201,8 @@ def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
         ins = isa.decode(w)
         listing.append((ins if ins is not None else isa.make("NOP"), ""))
     return Compiled(cfg, net, image, setup_entry, infer_entry,
-                    Tensor(ibase, ishape, _hwc_order(ishape)),
-                    Tensor(obase, oshape, _hwc_order(oshape)), listing, report)
+                    Tensor(ibase, ishape, hwc_order(ishape)),
+                    Tensor(obase, oshape, hwc_order(oshape)), listing, report)
 
 
 def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, net: Network,

@@ -7,9 +7,15 @@ The split is ours and frozen: a permutation from a fixed seed puts 450 images
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from golden_model.errors import BadInputError
+from golden_model.ir import Network
+from golden_model.reference import check_inputs
+
+from ..fileio import load_npy
 
 SPLIT_SEED = 20250520
 TEST_SIZE = 450
@@ -54,3 +60,24 @@ def digits_for(input_shape: tuple[int, ...], split: str = "all") -> tuple[np.nda
         return digits(split, "image")
     raise BadInputError(f"model input {input_shape} is not a digits shape ([64] or [1, 8, 8])",
                         where="digits")
+
+
+def default_inputs(net: Network, inputs: str | None, labels: str | None
+                   ) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Inputs (float32) and optional labels: files, or all 1,797 digits."""
+    if inputs is not None:
+        x = load_npy(inputs)
+        check_inputs(net, x, where=inputs)
+        y = None
+        if labels is not None:
+            y = load_npy(labels)
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise BadInputError(f"labels shape {y.shape} does not match {x.shape[0]} "
+                                    "inputs", where=labels)
+        return x, y, os.path.basename(inputs)
+    try:
+        x, y = digits_for(net.input.shape)
+    except BadInputError:
+        raise BadInputError("the model does not take digits; give --inputs X.npy",
+                            where=net.name) from None
+    return x, y, "digits (all 1,797)"

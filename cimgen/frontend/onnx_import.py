@@ -5,7 +5,7 @@ output. Constant sub-graphs (weights behind BipolarQuant / IntQuant /
 Transpose) are evaluated first. Between two quantizers it expects exactly
 one linear node (MatMul, Gemm, Conv) followed by a chain of per-channel
 monotone float ops (bias, Mul, Div, BatchNormalization, MaxPool), which
-``cimgen.fold`` turns into integer thresholds. Anything else is rejected
+``cimgen.frontend.fold`` turns into integer thresholds. Anything else is rejected
 with a message naming the file and node.
 """
 

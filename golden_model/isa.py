@@ -2,7 +2,7 @@
 
 Every instruction is one 64-bit word; the opcode sits in bits [63:58]. The
 RTL package ``rtl/cim_isa_pkg.sv`` and ``docs/isa.md`` are generated from the
-tables below (``cimgen.isa_gen``), and tests fail when they are stale.
+tables below (``cimgen.hw.isa_gen``), and tests fail when they are stale.
 
 Machine state (per inference): data memory DMEM (int32 words), the input
 register IN (one small signed int per logical crossbar row), the ADC code

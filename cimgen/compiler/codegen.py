@@ -26,14 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden_model.crossbar import (
-    AdcTable,
-    DeviceParams,
-    ideal_adc,
-    max_range,
-    sample_device_map,
-    uniform_adc,
-)
+from golden_model import isa
+from golden_model.crossbar import AdcTable, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.ir import (
     Conv2d,
@@ -46,87 +40,15 @@ from golden_model.ir import (
     analyze,
     layer_name,
 )
-from golden_model.machine import ChipImage, Machine, MachineParams
+from golden_model.isa import BIT_SIGNED, Instr, Sense, Src
+from golden_model.machine import ChipImage, MachineParams
 
-from . import isa
-from .config import XbarConfig
-from .isa import BIT_SIGNED, Instr, Sense, Src
+from ..config import XbarConfig
+from .adc import calibrated_adcs, default_adc
+from .emit import Emitter
+from .layout import DmemAllocator, Tensor, hwc_order
 from .mappings import MAPPINGS, Mapping, mask_values
-
-
-@dataclass
-class Tensor:
-    """A tensor in DMEM: base address, IR shape, and memory order.
-
-    ``order[m]`` is the IR (C-major) flat index stored at DMEM[base + m].
-    """
-
-    base: int
-    shape: tuple[int, ...]
-    order: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def hwc(self) -> bool:
-        return len(self.shape) == 3
-
-
-def _hwc_order(shape: tuple[int, ...]) -> np.ndarray:
-    if len(shape) != 3:
-        return np.arange(int(np.prod(shape)))
-    c, h, w = shape
-    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
-
-
-@dataclass
-class Tile:
-    layer: int  # index of the linear layer in net.layers
-    rt: int
-    ct: int
-    f0: int
-    f_len: int
-    o0: int
-    o_len: int
-    bits: np.ndarray  # physical cell bits [f_len*rpi, o_len*cpo]
-    phase: int = 0
-    xbar: int = 0
-    row0: int = 0
-    col0: int = 0
-
-
-@dataclass
-class _Shelf:
-    y0: int
-    height: int
-    used: int
-
-
-class _Packer:
-    """First-fit shelf packing of tiles onto crossbars (one phase)."""
-
-    def __init__(self, n: int, rows: int, cols: int) -> None:
-        self.rows, self.cols = rows, cols
-        self.shelves: list[list[_Shelf]] = [[] for _ in range(n)]
-        self.top = [0] * n
-
-    def place(self, h: int, w: int) -> tuple[int, int, int] | None:
-        for x, shelves in enumerate(self.shelves):
-            for s in shelves:
-                if h <= s.height and s.used + w <= self.cols:
-                    s.used += w
-                    return x, s.y0, s.used - w
-            if self.top[x] + h <= self.rows:
-                shelves.append(_Shelf(self.top[x], h, w))
-                self.top[x] += h
-                return x, self.top[x] - h, 0
-        return None
-
-    @property
-    def used_xbars(self) -> int:
-        return sum(1 for t in self.top if t > 0)
+from .tiling import Packer, Shelf, Tile
 
 
 @dataclass
@@ -196,90 +118,6 @@ def device_params(cfg: XbarConfig) -> DeviceParams:
                         stuck_hrs_rate=cfg.stuck_hrs_rate, seed=cfg.seed)
 
 
-# ---------------------------------------------------------------------------
-
-
-_FIELD_RANGES = {op.name: tuple((f.name, f.lo, f.hi) for f in op.fields) for op in isa.OPS}
-
-
-class _Emitter:
-    """Collects (instruction, comment) pairs.
-
-    Programs repeat the same instructions many times (per output position), so
-    each distinct instruction is built and range-checked once (``isa.make``'s
-    checks, inlined; any violation goes through ``isa.make`` for its error) and
-    encoded once.
-    """
-
-    def __init__(self) -> None:
-        self.code: list[tuple[Instr, str]] = []
-        self._made: dict[tuple[str, tuple[tuple[str, int], ...]], Instr] = {}
-
-    def make(self, op: str, **f: int) -> Instr:
-        key = (op, tuple(f.items()))
-        ins = self._made.get(key)
-        if ins is None:
-            ranges = _FIELD_RANGES.get(op)
-            args = []
-            if ranges is not None and len(f) <= len(ranges):
-                for name, lo, hi in ranges:
-                    v = int(f.get(name, 0))
-                    if not lo <= v <= hi:
-                        break
-                    args.append((name, v))
-            if ranges is None or len(args) != len(ranges) or not f.keys() <= dict(args).keys():
-                ins = isa.make(op, **f)  # raises the EncodeError
-            else:
-                ins = Instr(op, tuple(args))
-            self._made[key] = ins
-        return ins
-
-    def __call__(self, op: str, comment: str = "", **f: int) -> None:
-        self.code.append((self.make(op, **f), comment))
-
-    def extend(self, block: list[tuple[Instr, str]]) -> None:
-        self.code.extend(block)
-
-    def words(self) -> tuple[int, ...]:
-        """The encoded program (each distinct instruction object encoded once)."""
-        enc: dict[int, int] = {}
-        out = []
-        for ins, _ in self.code:
-            w = enc.get(id(ins))
-            if w is None:
-                w = enc[id(ins)] = isa.encode(ins)
-            out.append(w)
-        return tuple(out)
-
-
-class _Dmem:
-    def __init__(self, limit: int) -> None:
-        self.consts: list[tuple[int, np.ndarray]] = []
-        self.top = 0
-        self.limit = limit
-
-    def const(self, data: np.ndarray) -> int:
-        base = self.top
-        arr = np.asarray(data, dtype=np.int64).reshape(-1)
-        self.consts.append((base, arr))
-        self.top += int(arr.size)
-        return base
-
-    def reserve(self, n: int) -> int:
-        base = self.top
-        self.top += n
-        return base
-
-    def image(self) -> np.ndarray:
-        """Initial DMEM contents up to the last constant (reserved space is zero)."""
-        end = max((b + a.size for b, a in self.consts), default=0)
-        data = np.zeros(end, np.int64)
-        for b, a in self.consts:
-            data[b:b + a.size] = a
-        if data.size and (data.max() >= 2**31 or data.min() < -(2**31)):
-            raise BadInputError("a constant does not fit a 32-bit data word", where="compile")
-        return data.astype(np.int32)
-
 
 def _input_categories(values: tuple[int, ...], bitplane: bool) -> set[int]:
     if bitplane:
@@ -293,8 +131,8 @@ class Compiler:
         self.cfg = cfg
         self.m: Mapping = MAPPINGS[cfg.mapping]
         self.infos: list[LayerInfo] = analyze(net)
-        self.emit = _Emitter()
-        self.dmem = _Dmem(cfg.dmem_words)
+        self.emit = Emitter()
+        self.dmem = DmemAllocator(cfg.dmem_words)
         self.tiles: dict[int, list[Tile]] = {}
         self.matrices: dict[int, np.ndarray] = {}
         self.adc_of: dict[int, int] = {}
@@ -336,18 +174,18 @@ class Compiler:
         """Assign tiles to (phase, xbar, row0, col0); returns the number of phases."""
         cfg = self.cfg
         phase = 0
-        packer = _Packer(cfg.num_xbars, cfg.rows, cfg.cols)
+        packer = Packer(cfg.num_xbars, cfg.rows, cfg.cols)
         self.xbars_used = 0
         for i, tiles in self.tiles.items():
-            trial = _Packer(cfg.num_xbars, cfg.rows, cfg.cols)
-            trial.shelves = [[_Shelf(s.y0, s.height, s.used) for s in sh] for sh in
+            trial = Packer(cfg.num_xbars, cfg.rows, cfg.cols)
+            trial.shelves = [[Shelf(s.y0, s.height, s.used) for s in sh] for sh in
                              packer.shelves]
             trial.top = list(packer.top)
             spots = [trial.place(*t.bits.shape) for t in tiles]
             if any(s is None for s in spots):
                 if any(packer.top):
                     phase += 1
-                packer = _Packer(cfg.num_xbars, cfg.rows, cfg.cols)
+                packer = Packer(cfg.num_xbars, cfg.rows, cfg.cols)
                 spots = [packer.place(*t.bits.shape) for t in tiles]
                 if any(s is None for s in spots):
                     raise BadInputError(
@@ -574,7 +412,7 @@ class Compiler:
         self._pads: dict[tuple[int, int], int] = {}
         # Memory orders: which IR index each DMEM word of each tensor holds.
         shape = tuple(net.input.shape)
-        order = _hwc_order(shape)
+        order = hwc_order(shape)
         order_in: dict[int, np.ndarray] = {}
         for i, (layer, info) in enumerate(zip(net.layers, self.infos, strict=True)):
             if isinstance(layer, Dense):
@@ -584,7 +422,7 @@ class Compiler:
             elif isinstance(layer, Threshold):
                 pass
             else:
-                order = _hwc_order(info.out_shape)
+                order = hwc_order(info.out_shape)
         self.build_tiles(order_in)
         phases = self.place()
         wmem, progs = self.weight_image(phases)
@@ -605,7 +443,7 @@ class Compiler:
         e("HALT", "end of setup")
         infer_entry = len(e.code)
 
-        in_t = Tensor(0, shape, _hwc_order(shape))
+        in_t = Tensor(0, shape, hwc_order(shape))
         sizes = [int(np.prod(info.out_shape)) for info in self.infos]
         thr_addrs: dict[int, int] = {}
         for i, layer in enumerate(net.layers):
@@ -657,7 +495,7 @@ class Compiler:
                 self.standalone_threshold(cur, dst, layer, thr_addrs[i])
                 out_info = info
                 i += 1
-            cur = Tensor(dst, out_info.out_shape, _hwc_order(out_info.out_shape))
+            cur = Tensor(dst, out_info.out_shape, hwc_order(out_info.out_shape))
             which ^= 1
         e("HALT", "end of inference")
         if len(e.code) > cfg.prog_words:
@@ -703,43 +541,6 @@ class Compiler:
             reads_per_inference=sum(1 for ins in infer if ins.op == "READ"),
             dmem_words_used=self.dmem.top, wmem_words_used=int(image.wmem.shape[0]),
             adc_tables_used=len(tables))
-
-
-def default_adc(cfg: XbarConfig) -> AdcTable:
-    """The ADC for ideal or max range: fixed by the array size and cell currents."""
-    sense = "SYM" if MAPPINGS[cfg.mapping].sense == "SYM" else "POS"
-    di = cfg.lrs_units - cfg.hrs_units
-    if cfg.adc_bits == 0:
-        return ideal_adc(sense, cfg.rows, di)
-    lo, hi = max_range(sense, cfg.rows, di)
-    return uniform_adc(sense, cfg.adc_bits, lo, hi, di)
-
-
-def calibrated_adcs(first: Compiled, q_calib: np.ndarray) -> list[AdcTable]:
-    """Per-layer ADC ranges from a calibration batch (CIM-Explorer's CALIB range):
-    mean +- 3 sigma of the differential signal for SYM, min..max for POS."""
-    cfg = first.cfg
-    sense = MAPPINGS[cfg.mapping].sense
-    di = cfg.lrs_units - cfg.hrs_units
-    seen: dict[int, list[np.ndarray]] = {}
-
-    def probe(table: int, x: np.ndarray) -> None:
-        seen.setdefault(table, []).append(x.reshape(-1))
-
-    mach = Machine(first.image, q_calib.shape[0], probe=probe)
-    mach.run(first.setup_entry)
-    mach.load_inputs(first.input.base, first.input_words(q_calib))
-    mach.run(first.infer_entry)
-    tables = []
-    for n in range(len(first.adc_tables)):
-        xs = np.concatenate(seen.get(n, [np.zeros(1)])).astype(np.float64)
-        if sense == "SYM":
-            mu, sd = float(xs.mean()), float(xs.std())
-            lo, hi = mu - 3 * sd, mu + 3 * sd
-        else:
-            lo, hi = float(xs.min()), float(xs.max())
-        tables.append(uniform_adc(sense, cfg.adc_bits, lo, hi, di))
-    return tables
 
 
 def compile_network(net: Network, cfg: XbarConfig,

@@ -2,7 +2,7 @@
 
 The QONNX export uses the custom ops a Brevitas/FINN flow would (weights
 behind BipolarQuant or ternary IntQuant, activations as MultiThreshold), so
-it round-trips through ``cimgen.onnx_import`` and runs on qonnx's executor.
+it round-trips through ``cimgen.frontend.onnx_import`` and runs on qonnx's executor.
 The plain export uses only standard ONNX ops (thresholds as GreaterOrEqual
 counts, explicit Pad nodes for non-zero padding) so that onnxruntime can run
 the same integer network in float32, exactly.

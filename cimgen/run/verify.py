@@ -1,81 +1,17 @@
-"""Drive compiled programs on the golden machine and compare with the reference."""
+"""Compare an execution's logits with the reference inference: the verify table."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from golden_model.errors import BadInputError, MismatchError
 from golden_model.ir import Network
-from golden_model.machine import Machine, RunResult
-from golden_model.reference import check_inputs, forward_int, quantize_input
+from golden_model.reference import forward_int, quantize_input
 
-from .compiler import Compiled, compile_network
-from .config import XbarConfig
-from .fileio import load_npy
-
-
-@dataclass
-class MachineRun:
-    logits: np.ndarray  # int64 [B, outputs]
-    setup: RunResult
-    result: RunResult  # the inference program (same for every image of the batch)
-    dmem: np.ndarray
-
-
-def run_golden(comp: Compiled, q: np.ndarray) -> MachineRun:
-    """Run setup once, then the inference program on the whole batch ``q`` (integers)."""
-    mach = Machine(comp.image, q.shape[0])
-    setup = mach.run(comp.setup_entry)
-    if setup.error:
-        raise MismatchError(f"setup program stopped with {setup.error.name} at pc "
-                            f"{setup.fault_pc}", where="machine")
-    mach.load_inputs(comp.input.base, comp.input_words(q))
-    res = mach.run(comp.infer_entry)
-    return MachineRun(comp.output_logits(mach.dmem), setup, res, mach.dmem)
-
-
-def calibration_batch(net: Network, cfg: XbarConfig, path: str | None) -> np.ndarray | None:
-    """Quantized calibration inputs: a file, or the digits train split for digits models."""
-    if cfg.adc_range != "calib" or cfg.adc_bits == 0:
-        return None
-    if path is not None:
-        x = load_npy(path)
-        check_inputs(net, x, where=path)
-    else:
-        from .datasets import digits_for
-
-        try:
-            x, _ = digits_for(net.input.shape, "train")
-        except BadInputError:
-            raise BadInputError("adc_range = calib needs --calib X.npy for a model that does "
-                                "not take digits", where="config") from None
-    return quantize_input(net, x[: cfg.calib_images])
-
-
-def default_inputs(net: Network, inputs: str | None, labels: str | None
-                   ) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Inputs (float32) and optional labels: files, or all 1,797 digits."""
-    if inputs is not None:
-        x = load_npy(inputs)
-        check_inputs(net, x, where=inputs)
-        y = None
-        if labels is not None:
-            y = load_npy(labels)
-            if y.ndim != 1 or y.shape[0] != x.shape[0]:
-                raise BadInputError(f"labels shape {y.shape} does not match {x.shape[0]} "
-                                    "inputs", where=labels)
-        return x, y, os.path.basename(inputs)
-    from .datasets import digits_for
-
-    try:
-        x, y = digits_for(net.input.shape)
-    except BadInputError:
-        raise BadInputError("the model does not take digits; give --inputs X.npy",
-                            where=net.name) from None
-    return x, y, "digits (all 1,797)"
+from ..compiler import compile_network
+from ..config import XbarConfig
+from .golden import run_golden
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .isa import MASK_NEG, MASK_POS, MASK_ZERO
+from golden_model.isa import MASK_NEG, MASK_POS, MASK_ZERO
 
 
 @dataclass(frozen=True)

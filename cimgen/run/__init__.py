@@ -1,0 +1,10 @@
+"""Runs: a compiled program executed on the golden machine and compared with the reference.
+
+Takes a compiled chip and integer inputs; gives logits, cycle counts and the
+comparison that ``cimgen verify`` prints.
+"""
+
+from .golden import MachineRun, run_golden
+from .verify import VerifyReport, compare, verify_golden
+
+__all__ = ["MachineRun", "VerifyReport", "compare", "run_golden", "verify_golden"]
