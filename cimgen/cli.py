@@ -247,6 +247,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return vec.EXIT_PASS if res.ok else vec.EXIT_FAIL
 
 
+def _cmd_systemc(args: argparse.Namespace) -> int:
+    from .vectors.systemc import cli
+
+    return cli(args.action, args.dir, clock_ns=args.clock_ns, max_burst=args.max_burst)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -319,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     s.add_argument("--dump", action="store_true", help="also dump every value read")
     s.set_defaults(func=_cmd_replay)
+
+    s = sub.add_parser("systemc", help="SystemC/TLM-2.0 model: build it for a vector set, or "
+                       "replay the set through its TLM socket (exit 0 pass, 1 fail, 2 bad "
+                       "input or no SystemC)")
+    s.add_argument("action", choices=("build", "run"))
+    s.add_argument("dir", help="vector set (cimgen vectors)")
+    s.add_argument("--clock-ns", type=float, default=10.0, help="clock period (default 10)")
+    s.add_argument("--max-burst", type=int, default=0,
+                   help="words per TLM transaction (default 0: a whole memory range)")
+    s.set_defaults(func=_cmd_systemc)
     return p
 
 
