@@ -121,6 +121,7 @@ def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
 # Columns of a READ product from which BLAS threads pay off (below: one thread).
 WIDE_PRODUCT = 512
+NARROW_PRODUCT = 8
 INT32_MAX_ADC = 2**31 - 1  # ADC threshold padding: never reached
 
 
@@ -237,7 +238,8 @@ class _AdcLookup:
             c = x * 2
             c += d
             c //= 2 * d
-            return np.clip(c, self.lo, self.hi, out=c)
+            np.maximum(c, self.lo, out=c)
+            return np.minimum(c, self.hi, out=c)
         if not self.fast:
             return self.recon[np.searchsorted(self.thr, x, side="right")]
         b = x - self.t0
@@ -273,6 +275,9 @@ class _Step:
     lane_ops: int = 0
     dmem_acc: int = 0
     fused: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # PROG run
+    # Outside lifted loops: fn(regs, dmem [words, B], ib, result), built on first use.
+    fast: Callable[[Any, np.ndarray, int, Any], None] | None = None
+    gain: int = -1  # ACC: the most it can add to |ACC| (-1: not computed yet)
 
 
 @dataclass
@@ -330,6 +335,18 @@ class _Regs:
         self.ndrv = np.zeros(n, dtype=np.int64)
         self.acc = np.zeros((cols, n), dtype=np.int64)
         self.acc_hi = 0  # ACC[acc_hi:] is known to be zero
+        self.acc_bound = 0  # max |ACC| is at most this (overflow checks only above 2^31)
+
+    def reset(self) -> None:
+        """The state a start leaves: IN invalid, ACC, CODE and NDRV zero."""
+        self.in_reg[:self.in_hi] = 0
+        self.in_hi = 0
+        self.in_valid[:] = False
+        self.code[:] = 0
+        self.ndrv[:] = 0
+        self.acc[:self.acc_hi] = 0
+        self.acc_hi = 0
+        self.acc_bound = 0
 
     def last_copy(self, lifted: _Regs, copies: int) -> None:
         """Take the registers of a lifted loop's last iteration."""
@@ -342,6 +359,7 @@ class _Regs:
         self.ndrv[:] = lifted.ndrv[lo:]
         self.acc[:] = lifted.acc[:, lo:]
         self.acc_hi = lifted.acc_hi
+        self.acc_bound = lifted.acc_bound
 
 
 @dataclass
@@ -361,6 +379,7 @@ class Machine:
     _mats: dict[int, dict[tuple[int, int, bool], _ReadMat]] = field(init=False,
                                                                      default_factory=dict)
     _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
+    _regs: _Regs | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         p = self.image.params
@@ -472,10 +491,14 @@ class Machine:
     # ----------------------------------------------------------------- run
     def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
         """Run from ``entry`` until HALT or a fault (every lockstep run at once)."""
-        widest = self.batch * max((st.a["count"] for st in self.plan
-                                   if st is not None and st.op == _LOOP), default=1)
-        if widest >= WIDE_PRODUCT:
-            # Products this wide keep BLAS threads busy: leave them as configured.
+        if "widest_loop" not in self.image.plan_cache:
+            self.image.plan_cache["widest_loop"] = max(
+                (st.a["count"] for st in self.plan if st is not None and st.op == _LOOP),
+                default=1)
+        if not NARROW_PRODUCT <= self.batch * self.image.plan_cache["widest_loop"] < \
+                WIDE_PRODUCT:
+            # Products this wide keep BLAS threads busy, and single columns run on one
+            # thread anyway: leave BLAS as configured (limiting it costs 0.3 ms a run).
             return self._run(entry, max_instructions)
         with _BLAS_LIMIT:
             return self._run(entry, max_instructions)
@@ -483,10 +506,15 @@ class Machine:
     def _run(self, entry: int, max_instructions: int) -> RunResult:
         p = self.image.params
         B = self.batch
-        regs = _Regs(p.rows, p.cols, B)
-        space = _Space(self.dmem.T)
+        regs = self._regs
+        if regs is None:
+            regs = self._regs = _Regs(p.rows, p.cols, B)
+        else:
+            regs.reset()
+        dm = self.dmem.T
+        space = _Space(dm)
         res = RunResult(0, 0, Err.NONE, -1, entry, read_charge=np.zeros(B, np.int64))
-        self._writes = np.zeros(self.xbar_bits.shape, np.int32)
+        self._writes: np.ndarray | None = None  # per-cell state changes of this run
         plan = self.plan
         n_prog = len(plan)
         pc = entry
@@ -533,7 +561,10 @@ class Machine:
                 if st.op == _HALT:
                     res.pc = pc
                     return res
-                self._exec(st, regs, space, ib, res)
+                fn = st.fast
+                if fn is None:
+                    fn = st.fast = self._fast(st)
+                fn(regs, dm, ib, res)
                 pc += 1
             if lp_end >= 0 and pc > lp_end:
                 if lp_left > 0:
@@ -575,8 +606,7 @@ class Machine:
             else:
                 rel = bool(a["rel"])
                 dst += k * space.view(a["addr"] + (ib if rel else 0), n, rel).astype(np.int64)
-            if dst.max() > INT32_MAX or dst.min() < INT32_MIN:
-                dst[...] = _wrap32(dst)  # ACC lanes are 32-bit registers
+            self._acc_wrap(regs, st, dst)
             regs.acc_hi = max(regs.acc_hi, n)
         elif op == _LDIN:
             d0 = a["dst"]
@@ -591,6 +621,7 @@ class Machine:
         elif op == _ACLR:
             regs.acc[:regs.acc_hi] = 0
             regs.acc_hi = 0
+            regs.acc_bound = 0
         elif op == _STA:
             rel = bool(a["rel"])
             space.write(a["dst"] + (ib if rel else 0), n, rel, regs.acc[:n])
@@ -601,6 +632,114 @@ class Machine:
         elif op == _PROG:
             self._prog_many((1, np.array([a["xbar"]]), np.array([a["row"]]),
                              np.array([a["wsrc"]])), res)
+
+    def _acc_gain(self, st: _Step) -> int:
+        """The most one ACC can add to |ACC| (2^31: the operand is a DMEM word)."""
+        a = st.a
+        k = abs(a["mul"] << a["sh"])
+        if a["src"] == Src.CODE:
+            luts = [self._adc(t) for t in range(self.image.adc_recon.shape[0])]
+            top = max((int(np.abs(lut.recon).max()) for lut in luts), default=0)
+            return k * top
+        if a["src"] == Src.NDRV:
+            return k * self.image.params.rows
+        return k * (1 << 31)
+
+    def _acc_wrap(self, regs: _Regs, st: _Step, dst: np.ndarray) -> None:
+        """Wrap ACC lanes to 32 bits, checking only when the bound says they might not fit."""
+        gain = st.gain
+        if gain < 0:
+            gain = st.gain = self._acc_gain(st)
+        old = regs.acc_bound
+        if old + gain <= INT32_MAX:
+            regs.acc_bound = old + gain
+            return
+        if not dst.size:
+            return
+        mx, mn = int(dst.max()), int(dst.min())
+        if mx > INT32_MAX or mn < INT32_MIN:
+            dst[...] = _wrap32(dst)  # ACC lanes are 32-bit registers
+            mx, mn = int(dst.max()), int(dst.min())
+        # Lanes past this ACC's are unchanged: their bound is the old one.
+        regs.acc_bound = max(old, mx, -mn)
+
+    def _fast(self, st: _Step) -> Callable[[Any, np.ndarray, int, Any], None]:
+        """The instruction as a closure over its operands, for runs outside lifted
+        loops (DMEM is the plain [words, B] array). Same semantics as ``_exec``;
+        the lifted-vs-sequential tests compare the two."""
+        op, a = st.op, st.a
+        n = a.get("lanes", 0)
+        lane_ops, dmem_acc = st.lane_ops, st.dmem_acc
+        if op == _READ:
+            read = self._read
+
+            def f_read(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                read(a, regs, res, None)
+            return f_read
+        if op == _ACC:
+            k = a["mul"] << a["sh"]
+            lo = a["addr"]
+            src = a["src"]
+            rel = bool(a["rel"])
+            wrap = self._acc_wrap
+
+            def f_acc(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                dst = regs.acc[:n]
+                if src == Src.CODE:
+                    dst += k * regs.code[lo:lo + n]
+                elif src == Src.NDRV:
+                    dst += k * regs.ndrv
+                else:
+                    s = lo + ib if rel else lo
+                    dst += k * dm[s:s + n].astype(np.int64)
+                    res.dmem_accesses += dmem_acc
+                wrap(regs, st, dst)
+                if regs.acc_hi < n:
+                    regs.acc_hi = n
+                res.lane_ops += lane_ops
+            return f_acc
+        if op == _LDIN:
+            d0, s0, rel = a["dst"], a["src"], bool(a["rsrc"])
+
+            def f_ldin(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                s = s0 + ib if rel else s0
+                regs.in_reg[d0:d0 + n] = dm[s:s + n]
+                regs.in_valid[d0:d0 + n] = True
+                if regs.in_hi < d0 + n:
+                    regs.in_hi = d0 + n
+                res.lane_ops += lane_ops
+                res.dmem_accesses += dmem_acc
+            return f_ldin
+        if op == _INCLR:
+            def f_inclr(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                regs.in_reg[:regs.in_hi] = 0
+                regs.in_hi = 0
+                regs.in_valid[:] = False
+            return f_inclr
+        if op == _ACLR:
+            def f_aclr(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                regs.acc[:regs.acc_hi] = 0
+                regs.acc_hi = 0
+                regs.acc_bound = 0
+            return f_aclr
+        if op == _STA:
+            d0, rel = a["dst"], bool(a["rel"])
+
+            def f_sta(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                d = d0 + ib if rel else d0
+                dm[d:d + n] = regs.acc[:n]
+                res.lane_ops += lane_ops
+                res.dmem_accesses += dmem_acc
+            return f_sta
+        if op == _NOP:
+            def f_nop(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+                return None
+            return f_nop
+        exec_ = self._exec
+
+        def f_general(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
+            exec_(st, regs, _Space(dm), ib, res)
+        return f_general
 
     def _act(self, a: dict[str, int], regs: _Regs, space: _Space, ib: int) -> None:
         n, kk = a["lanes"], a["k"]
@@ -651,6 +790,8 @@ class Machine:
         new = self.image.wmem[ws].astype(bool)
         changed = new != self.xbar_bits[xs, rs]
         self.xbar_bits[xs, rs] = new
+        if self._writes is None:
+            self._writes = np.zeros(self.xbar_bits.shape, np.int32)
         self._writes[xs, rs] += changed
         res.cells_written += int(changed.sum())
         res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))

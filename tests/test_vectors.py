@@ -137,14 +137,15 @@ def test_manifest_lists_everything(vset: Path, inputs: Path) -> None:
     run = v0["runs"][1]
     assert list(run["expected_registers"]) == list(REGS)
     assert run["expected_registers"]["STATUS"] == 2 and run["expected_error"] == "NONE"
-    assert run["expected_cycles"] == comp.report.cycles_per_inference
-    assert run["outputs"]["words"] == comp.output.size == len(run["expected_logits"])
+    assert run["expected_cycles"] == comp.report.cycles_per_batch
+    assert comp.batch == 1 and len(run["expected_logits"]) == 1  # one slot per run
+    assert run["outputs"]["words"] == comp.output.size == len(run["expected_logits"][0])
     # Expected logits are the golden machine's: equal to the reference on this ideal chip.
     from golden_model.reference import forward_int
 
     x, _ = digits()
     ref = np.asarray(forward_int(net, quantize_input(net, x[IMAGES])))
-    assert [r["expected_logits"] for r in v0["runs"][1:]] == ref.tolist()
+    assert [r["expected_logits"][0] for r in v0["runs"][1:]] == ref.tolist()
     err = man["vectors"][2]["runs"]
     assert err[0]["expected_error"] == "ILLEGAL" and err[0]["expected_registers"]["STATUS"] == 6
     assert err[1]["expected_error"] == "NONE" and err[1]["expected_cycles"] == 1
