@@ -275,8 +275,6 @@ class _Step:
     lane_ops: int = 0
     dmem_acc: int = 0
     fused: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # PROG run
-    # Outside lifted loops: fn(regs, dmem [words, B], ib, result), built on first use.
-    fast: Callable[[Any, np.ndarray, int, Any], None] | None = None
     gain: int = -1  # ACC: the most it can add to |ACC| (-1: not computed yet)
 
 
@@ -380,6 +378,8 @@ class Machine:
                                                                      default_factory=dict)
     _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
     _regs: _Regs | None = field(init=False, default=None)
+    _fns: list[Callable[[Any, np.ndarray, int, Any], None] | None] | None = field(
+        init=False, default=None)
 
     def __post_init__(self) -> None:
         p = self.image.params
@@ -517,6 +517,11 @@ class Machine:
         self._writes: np.ndarray | None = None  # per-cell state changes of this run
         plan = self.plan
         n_prog = len(plan)
+        # This machine's instruction closures (they bind its caches and probe, so
+        # they are not shared through the image's plan cache).
+        fns = self._fns
+        if fns is None:
+            fns = self._fns = [None] * n_prog
         pc = entry
         # Loop state: body [start, end], iterations left after this one, IB, stride.
         lp_start = lp_end = -1
@@ -561,9 +566,9 @@ class Machine:
                 if st.op == _HALT:
                     res.pc = pc
                     return res
-                fn = st.fast
+                fn = fns[pc]
                 if fn is None:
-                    fn = st.fast = self._fast(st)
+                    fn = fns[pc] = self._fast(st)
                 fn(regs, dm, ib, res)
                 pc += 1
             if lp_end >= 0 and pc > lp_end:

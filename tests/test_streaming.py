@@ -325,3 +325,30 @@ def test_bad_sizes_exit_2(items: list[str], msg: str, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and msg in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_machines_sharing_an_image_keep_their_own_state() -> None:
+    """The decoded plan is cached on the chip image; every machine's crossbar
+    cells, READ caches and probe stay its own."""
+    import dataclasses
+
+    prog = [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=8),
+            mk("READ", xbar=0, mask_a=isa.MASK_POS, sense=0, adc=0, bit=isa.BIT_SIGNED,
+               lanes=8),
+            mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, lanes=8), mk("STA", dst=20, lanes=8),
+            mk("HALT")]
+    img = tiny_image(prog, np.array([1, -1, 1, 1, -1, 1, 1, 1]))
+    rng = np.random.default_rng(5)
+    outs = []
+    for bits in (rng.random((1, 8, 8)) < 0.5, rng.random((1, 8, 8)) < 0.5):
+        seen: list[np.ndarray] = []
+        shared = Machine(img, 1, probe=lambda _t, x, s=seen: s.append(x))
+        shared.xbar_bits[:] = bits
+        shared.run(0)
+        fresh = Machine(dataclasses.replace(img, plan_cache={}), 1)
+        fresh.xbar_bits[:] = bits
+        fresh.run(0)
+        np.testing.assert_array_equal(shared.dmem, fresh.dmem)
+        assert len(seen) == 1  # this machine's probe saw its own READ
+        outs.append(shared.dmem[0, 20:28].copy())
+    assert not np.array_equal(outs[0], outs[1])

@@ -378,13 +378,20 @@ class SimResult:
 
 
 def max_cycles(image: ChipImage, entry: int) -> int:
-    """An upper bound on a run's cycles: no branches, so every instruction from
-    ``entry`` on executes at most once."""
+    """An upper bound on a run's cycles. The only control flow is LOOP, which
+    cannot nest: every instruction from ``entry`` on executes at most once, or
+    ``count`` times when it lies in a LOOP's body (the largest such count)."""
     p = image.params
+    decoded = [isa.decode(w) for w in image.program]
+    times = [1] * len(decoded)
+    for i, ins in enumerate(decoded):
+        if ins is not None and ins.op == "LOOP":
+            for j in range(i + 1, min(len(decoded), i + 1 + ins["len"])):
+                times[j] = max(times[j], ins["count"])
     total = 2
-    for w in image.program[max(0, entry):]:
-        ins = isa.decode(w)
-        total += isa.cost(ins, p) if ins is not None else 1
+    for j in range(max(0, entry), len(decoded)):
+        ins = decoded[j]
+        total += times[j] * (isa.cost(ins, p) if ins is not None else 1)
     return total
 
 
