@@ -69,6 +69,10 @@ class XbarConfig:
     e_dmem_pj: float = 5.0  # one 32-bit data-memory word access
     endurance_writes: float = 1e6  # write cycles a cell survives
     inference_rate_hz: float = 1000.0  # for the projected lifetime
+    # BasisN: width of a coefficient (CMAC), and basis vectors to fit when a plain
+    # model is compiled in basis mode (0: no basis mode).
+    coef_bits: int = 8
+    basis_count: int = 0
     # Calibration batch size for adc_range = "calib".
     calib_images: int = 64
 
@@ -109,6 +113,11 @@ class XbarConfig:
         for key in ("batch", "t_write"):
             if getattr(self, key) < 0:
                 raise bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if not 2 <= self.coef_bits <= 8:
+            raise bad("coef_bits", f"must be within 2..8 (a signed coefficient field of a "
+                      f"weight-memory row), got {self.coef_bits}")
+        if self.basis_count < 0:
+            raise bad("basis_count", f"must be >= 0, got {self.basis_count}")
         if self.batch > 65535:
             raise bad("batch", f"at most 65535 (the LOOP.count field), got {self.batch}")
         for key in ("clock_mhz", "v_read", "v_write", "i_write_ua", "adc_fom_fj",

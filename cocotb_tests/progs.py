@@ -27,7 +27,7 @@ from golden_model.machine import ChipImage, MachineParams
 #: The small, deliberately odd-sized chip the random programs run on.
 RANDOM_PARAMS = MachineParams(rows=12, cols=10, num_xbars=3, dmem_words=96, wmem_words=16,
                               adc_tables=3, vec_width=3, t_read=2, t_adc=2, t_write=3,
-                              adcs_per_xbar=4, hrs_units=100)
+                              adcs_per_xbar=4, hrs_units=100, coef_bits=2)
 
 
 def random_devmap(p: MachineParams, seed: int) -> DeviceMap:
@@ -68,7 +68,7 @@ class ProgramGen:
         p = self.p
         op = str(self.rng.choice(
             ["NOP", "PROG", "INCLR", "LDIN", "READ", "READ", "READ", "ACC", "ACC", "ACC",
-             "ACLR", "STA", "ACT", "ACT", "VCOPY", "VMAX"]))
+             "ACLR", "STA", "ACT", "ACT", "VCOPY", "VMAX", "CMAC", "CMAC"]))
         if op in ("NOP", "INCLR", "ACLR"):
             return isa.make(op)
         if op == "PROG":
@@ -102,6 +102,11 @@ class ProgramGen:
         if op == "STA":
             n = self._lanes(p.cols)
             return isa.make(op, dst=self._int(0, p.dmem_words - n), lanes=n)
+        if op == "CMAC":
+            n = self._lanes(p.cols)
+            k = self._lanes(p.cols // p.coef_bits)
+            return isa.make(op, src=self._int(0, p.dmem_words - k),
+                            coef=self._int(0, max(0, n_w - n)), n=k, lanes=min(n, n_w))
         if op == "ACT":
             k = self._int(1, 3)
             n = self._lanes(min(p.cols, p.dmem_words // (k + 1)))
@@ -173,6 +178,12 @@ class ProgramGen:
             a["col"] = self._int(p.cols - a["lanes"] + 1, fmax("col"))
         elif ins.op == "READ" and kind == 7:
             a["adc"] = self._int(n_t, fmax("adc"))
+        elif ins.op == "CMAC" and kind in (3, 4):
+            a["n"] = 0 if kind == 3 else self._int(p.cols // p.coef_bits + 1, fmax("n"))
+        elif ins.op == "CMAC" and kind == 5:
+            a["coef"] = self._int(n_w - a["lanes"] + 1, n_w + 20)
+        elif ins.op == "CMAC":
+            a["src"] = self._int(p.dmem_words - a["n"] + 1, p.dmem_words + 40)
         elif ins.op == "ACC":
             if a["src"] == Src.NDRV:
                 a["lanes"] = 0

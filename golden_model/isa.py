@@ -16,6 +16,11 @@ its destination words, so overlapping source and destination ranges behave as
 the hardware's pipeline does (only the overlapping case can tell this apart
 from whole-vector semantics).
 
+BasisN: ``CMAC`` combines n basis products (x . b_j, stored in DMEM by the
+READ/ACC recipe of a basis tile) with per-output integer coefficients held in
+weight memory, one coef_bits-bit signed field per basis vector and one row per
+output lane: ACC[l] += sum_j C[l][j] * y[j].
+
 Batches: ``LOOP count len stride`` repeats the next ``len`` instructions
 ``count`` times (a zero-overhead hardware loop; loops do not nest). The image
 base register IB is 0 in the first iteration and grows by ``stride`` words per
@@ -36,7 +41,7 @@ from typing import Protocol
 WORD_BITS = 64
 OPCODE_LSB = 58
 OPCODE_BITS = 6
-ISA_VERSION = 2
+ISA_VERSION = 3
 
 # READ mask bits: which input values drive a row.
 MASK_NEG, MASK_ZERO, MASK_POS = 1, 2, 4
@@ -181,6 +186,15 @@ OPS: tuple[OpSpec, ...] = (
         _f("stride", 0, 18, doc="IB increment per iteration (DMEM words)"),
     ), "repeat the next len instructions count times, IB = 0, stride, 2 * stride, ...; "
        "IB = 0 after the loop. count 0, len 0 or a LOOP inside a loop body: ILLEGAL", "1"),
+    OpSpec("CMAC", 0x0D, (
+        _f("src", 40, 18, doc="DMEM word address of the n basis products"),
+        _f("coef", 22, 18, doc="weight-memory row of lane 0's coefficients (lane l: coef + l)"),
+        _f("n", 12, 10, doc="basis products per lane (1..cols / coef_bits)"),
+        _f("rsrc", 11, 1, doc=_REL),
+        _LANES,
+    ), "ACC[l] += sum_j C[l][j] * DMEM[src + j] for l < lanes, j < n; C[l][j] is the signed "
+       "coef_bits-bit field j of WMEM[coef + l] (BasisN coefficient combination)",
+        "1 + ceil(n / vec_width) + lanes"),
 )
 
 BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
@@ -286,6 +300,8 @@ def cost(ins: Instr, cfg: Timing) -> int:
         return cfg.t_read + cfg.t_adc * math.ceil(ins["lanes"] / cfg.adcs_per_xbar)
     if op == "ACC" and ins["src"] != Src.DMEM:
         return 1
+    if op == "CMAC":
+        return 1 + math.ceil(ins["n"] / cfg.vec_width) + ins["lanes"]
     return 1 + math.ceil(ins["lanes"] / cfg.vec_width)
 
 

@@ -54,6 +54,8 @@ class MachineParams:
     t_write: int  # cycles of one PROG (write-verify of a row)
     adcs_per_xbar: int
     hrs_units: int
+    # Width of a BasisN coefficient field in a weight-memory row (CMAC).
+    coef_bits: int = 8
     # Cycle-to-cycle read noise per driven cell (current units) and its RNG key.
     read_sigma_units: float = 0.0
     seed: int = 0
@@ -88,8 +90,9 @@ class RunResult:
     progs: int = 0  # PROG instructions executed
     reads: int = 0  # READ instructions executed
     conversions: int = 0  # ADC conversions (lanes of every READ)
-    lane_ops: int = 0  # vector-unit lane operations (LDIN, ACC, STA, ACT, VCOPY, VMAX)
+    lane_ops: int = 0  # vector-unit operations: lanes of LDIN/ACC/STA/ACT/VCOPY/VMAX, CMAC MACs
     dmem_accesses: int = 0  # DMEM words read or written by instructions
+    wmem_rows: int = 0  # weight-memory rows read (PROG, CMAC)
     max_cell_writes: int = 0  # the most PROG state changes of any single cell in this run
     # Sum over READs of the read currents of every driven cell in the sensed
     # columns (current units), per lockstep run: the crossbars' read energy.
@@ -256,9 +259,9 @@ class _AdcLookup:
 # Opcodes as small ints for the dispatch chain (most frequent first).
 _OP = {name: i for i, name in enumerate(
     ("READ", "ACC", "LDIN", "INCLR", "ACLR", "STA", "ACT", "VCOPY", "VMAX", "PROG", "LOOP",
-     "NOP", "HALT"))}
-_READ, _ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _LOOP, _NOP, _HALT = \
-    range(13)
+     "NOP", "HALT", "CMAC"))}
+(_READ, _ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _LOOP, _NOP, _HALT,
+ _CMAC) = range(14)
 
 
 @dataclass
@@ -452,9 +455,14 @@ class Machine:
             if op == _VMAX:
                 spans.append((a["dst"], n, bool(a["rdst"]), False))
             spans.append((a["dst"], n, bool(a["rdst"]), True))
+        elif op == _CMAC:
+            spans.append((a["src"], a["n"], bool(a["rsrc"]), False))
         if op in (_LDIN, _ACC, _STA, _ACT, _VCOPY, _VMAX):
             lane_ops = n
             dmem_acc = sum(s[1] for s in spans)
+        elif op == _CMAC:
+            lane_ops = n * a["n"]  # one MAC per lane and basis product
+            dmem_acc = a["n"]
         rel = any(s[2] for s in spans)
         cost = isa.cost(ins, p)
         return _Step(op, a, cost, rel, self._check(ins, 0), tuple(spans), lane_ops, dmem_acc)
@@ -637,10 +645,33 @@ class Machine:
         elif op == _PROG:
             self._prog_many((1, np.array([a["xbar"]]), np.array([a["row"]]),
                              np.array([a["wsrc"]])), res)
+        elif op == _CMAC:
+            rel = bool(a["rsrc"])
+            y = space.view(a["src"] + (ib if rel else 0), a["n"], rel).astype(np.int64)
+            dst = regs.acc[:n]
+            dst += self._coefs(a["coef"], n, a["n"]) @ y  # [lanes, n] @ [n, columns]
+            self._acc_wrap(regs, st, dst)
+            regs.acc_hi = max(regs.acc_hi, n)
+            if not space.lifted:
+                res.wmem_rows += n
+
+    def _coefs(self, row: int, lanes: int, n: int) -> np.ndarray:
+        """Signed coefficient fields [lanes, n] of weight-memory rows row.. (CMAC)."""
+        cache = self.image.plan_cache.setdefault("coefs", {})
+        key = (row, lanes, n)
+        c = cache.get(key)
+        if c is None:
+            cb = self.image.params.coef_bits
+            bits = self.image.wmem[row:row + lanes, :n * cb].astype(np.int64)
+            fields = bits.reshape(lanes, n, cb) @ (1 << np.arange(cb, dtype=np.int64))
+            c = cache[key] = np.where(fields >= 1 << (cb - 1), fields - (1 << cb), fields)
+        return c
 
     def _acc_gain(self, st: _Step) -> int:
         """The most one ACC can add to |ACC| (2^31: the operand is a DMEM word)."""
         a = st.a
+        if st.op == _CMAC:
+            return 1 << 62
         k = abs(a["mul"] << a["sh"])
         if a["src"] == Src.CODE:
             luts = [self._adc(t) for t in range(self.image.adc_recon.shape[0])]
@@ -799,6 +830,7 @@ class Machine:
             self._writes = np.zeros(self.xbar_bits.shape, np.int32)
         self._writes[xs, rs] += changed
         res.cells_written += int(changed.sum())
+        res.wmem_rows += len(xs)
         res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))
         res.progs += len(xs)
         for x in np.unique(xs):
@@ -953,6 +985,13 @@ class Machine:
             return Err.ILLEGAL
         if "lanes" in a and not 1 <= n <= (p.rows if op == "LDIN" else p.cols):
             return Err.VEC_RANGE
+        if op == "CMAC":
+            if a["n"] == 0 or a["n"] * p.coef_bits > p.cols:
+                return Err.VEC_RANGE
+            if r("src", "rsrc") + a["n"] > p.dmem_words:
+                return Err.DMEM_RANGE
+            if a["coef"] + n > p.wmem_words or a["coef"] + n > self.image.wmem.shape[0]:
+                return Err.WMEM_RANGE
         if op == "PROG":
             if a["xbar"] >= p.num_xbars or a["row"] >= p.rows:
                 return Err.XBAR_RANGE
@@ -1039,7 +1078,7 @@ class Machine:
                 code_live, code_lanes = True, a["lanes"]
             elif op == _ACLR:
                 acc_live = True
-            elif op in (_STA, _ACT) and not acc_live:
+            elif op in (_STA, _ACT, _CMAC) and not acc_live:
                 return None
             elif op == _ACC:
                 if not acc_live:
@@ -1078,6 +1117,8 @@ class Machine:
             assert st is not None
             res.lane_ops += st.lane_ops * count
             res.dmem_accesses += st.dmem_acc * count
+            if st.op == _CMAC:
+                res.wmem_rows += st.a["lanes"] * count
             res.cycles += st.cost * count
             res.instructions += count
             if st.op == _READ:

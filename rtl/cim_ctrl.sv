@@ -32,6 +32,7 @@ module cim_ctrl
   parameter int unsigned T_READ = 2,
   parameter int unsigned T_ADC = 1,
   parameter int unsigned T_WRITE = 100,
+  parameter int unsigned COEF_BITS = 8,
   localparam int unsigned PAW = (PROG_WORDS > 1) ? $clog2(PROG_WORDS) : 1
 ) (
   input  wire logic          clk_i,
@@ -109,7 +110,7 @@ module cim_ctrl
     has_lanes = 1'b1;
     unique case (op)
       OP_NOP, OP_HALT, OP_INCLR, OP_ACLR, OP_PROG, OP_LOOP: has_lanes = 1'b0;
-      OP_LDIN, OP_READ, OP_ACC, OP_STA, OP_ACT, OP_VCOPY, OP_VMAX: has_lanes = 1'b1;
+      OP_LDIN, OP_READ, OP_ACC, OP_STA, OP_ACT, OP_VCOPY, OP_VMAX, OP_CMAC: has_lanes = 1'b1;
       default: begin
         known = 1'b0;
         has_lanes = 1'b0;
@@ -132,6 +133,9 @@ module cim_ctrl
                                                                        : 32'd1;
       end
       OP_LDIN, OP_STA, OP_ACT, OP_VCOPY, OP_VMAX: cost = 32'd1 + vec_steps;
+      // CMAC: load the n basis products, then one output lane per cycle.
+      OP_CMAC: cost = 32'd1 + (fld(instr_i, CMAC_N_LSB, CMAC_N_W) + VEC_WIDTH - 1) / VEC_WIDTH
+                      + lanes;
       default: cost = 32'd1;
     endcase
   end
@@ -216,6 +220,18 @@ module cim_ctrl
               || eff(instr_i, ACT_TBL_LSB, ACT_TBL_W, ACT_RTBL_LSB, ib_q)
                  + lanes * (fld(instr_i, ACT_K_LSB, ACT_K_W) + 32'd1) > DMEM_WORDS) begin
             err = ERR_DMEM_RANGE;
+          end
+        end
+        OP_CMAC: begin
+          if (fld(instr_i, CMAC_N_LSB, CMAC_N_W) == 32'd0
+              || fld(instr_i, CMAC_N_LSB, CMAC_N_W) * COEF_BITS > COLS) begin
+            err = ERR_VEC_RANGE;
+          end else if (eff(instr_i, CMAC_SRC_LSB, CMAC_SRC_W, CMAC_RSRC_LSB, ib_q)
+                       + fld(instr_i, CMAC_N_LSB, CMAC_N_W) > DMEM_WORDS) begin
+            err = ERR_DMEM_RANGE;
+          end else if (fld(instr_i, CMAC_COEF_LSB, CMAC_COEF_W) + lanes > WMEM_WORDS
+                       || fld(instr_i, CMAC_COEF_LSB, CMAC_COEF_W) + lanes > wmem_len_i) begin
+            err = ERR_WMEM_RANGE;
           end
         end
         OP_VCOPY, OP_VMAX: begin

@@ -11,7 +11,7 @@ package cim_isa_pkg;
   // The package lists the whole ISA; each module uses a subset of it.
   // verilator lint_off UNUSEDPARAM
 
-  localparam int unsigned ISA_VERSION = 2;
+  localparam int unsigned ISA_VERSION = 3;
   localparam int unsigned WORD_BITS = 64;
   localparam int unsigned OPCODE_LSB = 58;
   localparam int unsigned OPCODE_BITS = 6;
@@ -37,7 +37,8 @@ package cim_isa_pkg;
     OP_ACT = 6'd9,  // DMEM[dst + l] = obias + oscale * #{j: sign_l * ACC[l] >= t_lj}
     OP_VCOPY = 6'd10,  // DMEM[dst + l] = DMEM[src + l]
     OP_VMAX = 6'd11,  // DMEM[dst + l] = max(DMEM[dst + l], DMEM[src + l])
-    OP_LOOP = 6'd12  // repeat the next len instructions count times, IB = 0, stride, 2 * stride, ...; IB = 0 after the loop. count 0, len 0 or a LOOP inside a loop body: ILLEGAL
+    OP_LOOP = 6'd12,  // repeat the next len instructions count times, IB = 0, stride, 2 * stride, ...; IB = 0 after the loop. count 0, len 0 or a LOOP inside a loop body: ILLEGAL
+    OP_CMAC = 6'd13  // ACC[l] += sum_j C[l][j] * DMEM[src + j] for l < lanes, j < n; C[l][j] is the signed coef_bits-bit field j of WMEM[coef + l] (BasisN coefficient combination)
   } opcode_e;
 
   // Error codes, raised identically by the golden machine and the RTL.
@@ -225,6 +226,23 @@ package cim_isa_pkg;
   localparam int unsigned LOOP_STRIDE_LSB = 0;  // IB increment per iteration (DMEM words)
   localparam int unsigned LOOP_STRIDE_W = 18;
   localparam bit LOOP_STRIDE_SIGNED = 1'b0;
+
+  // CMAC: ACC[l] += sum_j C[l][j] * DMEM[src + j] for l < lanes, j < n; C[l][j] is the signed coef_bits-bit field j of WMEM[coef + l] (BasisN coefficient combination); cycles = 1 + ceil(n / vec_width) + lanes
+  localparam int unsigned CMAC_SRC_LSB = 40;  // DMEM word address of the n basis products
+  localparam int unsigned CMAC_SRC_W = 18;
+  localparam bit CMAC_SRC_SIGNED = 1'b0;
+  localparam int unsigned CMAC_COEF_LSB = 22;  // weight-memory row of lane 0's coefficients (lane l: coef + l)
+  localparam int unsigned CMAC_COEF_W = 18;
+  localparam bit CMAC_COEF_SIGNED = 1'b0;
+  localparam int unsigned CMAC_N_LSB = 12;  // basis products per lane (1..cols / coef_bits)
+  localparam int unsigned CMAC_N_W = 10;
+  localparam bit CMAC_N_SIGNED = 1'b0;
+  localparam int unsigned CMAC_RSRC_LSB = 11;  // 1: the DMEM address is relative to IB
+  localparam int unsigned CMAC_RSRC_W = 1;
+  localparam bit CMAC_RSRC_SIGNED = 1'b0;
+  localparam int unsigned CMAC_LANES_LSB = 0;  // vector length (1..cols)
+  localparam int unsigned CMAC_LANES_W = 11;
+  localparam bit CMAC_LANES_SIGNED = 1'b0;
 
   // verilator lint_on UNUSEDPARAM
 

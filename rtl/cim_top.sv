@@ -26,7 +26,8 @@ module cim_top
   parameter int unsigned T_WRITE = 100,
   parameter int unsigned HRS_UNITS = 100,
   parameter int unsigned LRS_UNITS = 1000,
-  parameter int unsigned CUR_W = 16
+  parameter int unsigned CUR_W = 16,
+  parameter int unsigned COEF_BITS = 8
 ) (
   input  wire logic        clk_i,
   input  wire logic        rst_ni,
@@ -126,7 +127,8 @@ module cim_top
   cim_ctrl #(
     .ROWS(ROWS), .COLS(COLS), .NUM_XBARS(NUM_XBARS), .PROG_WORDS(PROG_WORDS),
     .DMEM_WORDS(DMEM_WORDS), .WMEM_WORDS(WMEM_WORDS), .ADC_TABLES(ADC_TABLES),
-    .VEC_WIDTH(VEC_WIDTH), .ADCS(ADCS), .T_READ(T_READ), .T_ADC(T_ADC), .T_WRITE(T_WRITE)
+    .VEC_WIDTH(VEC_WIDTH), .ADCS(ADCS), .T_READ(T_READ), .T_ADC(T_ADC), .T_WRITE(T_WRITE),
+    .COEF_BITS(COEF_BITS)
   ) u_ctrl (
     .clk_i, .rst_ni,
     .start_i(start), .entry_i(entry), .prog_len_i(prog_len), .wmem_len_i(wmem_len),
@@ -149,8 +151,11 @@ module cim_top
     .hwdata_i(mem_wdata), .hwmask_i(mem_wmask)
   );
 
-  logic [WAW-1:0]  wmem_raddr;
+  // The weight memory's read port serves PROG (the crossbars) and CMAC (the
+  // vector unit's coefficient rows); one instruction runs at a time.
+  logic [WAW-1:0]  wmem_raddr, wmem_raddr_xbar, wmem_raddr_vpu;
   logic [COLS-1:0] wmem_rdata;
+  assign wmem_raddr = (op == OP_CMAC) ? wmem_raddr_vpu : wmem_raddr_xbar;
 
   cim_ram #(
     .WIDTH(COLS), .DEPTH(WMEM_WORDS), .SYNC_READ(1'b0)
@@ -185,13 +190,15 @@ module cim_top
   logic signed [63:0] sense [COLS];
 
   cim_vpu #(
-    .ROWS(ROWS), .COLS(COLS), .DMEM_WORDS(DMEM_WORDS), .VEC_WIDTH(VEC_WIDTH)
+    .ROWS(ROWS), .COLS(COLS), .DMEM_WORDS(DMEM_WORDS), .VEC_WIDTH(VEC_WIDTH),
+    .WMEM_WORDS(WMEM_WORDS), .COEF_BITS(COEF_BITS)
   ) u_vpu (
     .clk_i, .rst_ni,
     .clear_i(clear), .exec_i(exec), .op_i(op), .step_i(step), .instr_i(instr), .ib_i(ib),
     .code_i(code), .ndrv_i(ndrv), .drive_o(drive),
     .rd_addr_o(dm_raddr), .rd_data_i(dm_rdata),
-    .wr_en_o(dm_we), .wr_addr_o(dm_waddr), .wr_data_o(dm_wdata)
+    .wr_en_o(dm_we), .wr_addr_o(dm_waddr), .wr_data_o(dm_wdata),
+    .wmem_raddr_o(wmem_raddr_vpu), .wmem_rdata_i(wmem_rdata)
   );
 
   cim_xbar #(
@@ -201,7 +208,7 @@ module cim_top
     .clk_i, .rst_ni,
     .clear_i(clear), .exec_i(exec), .op_i(op), .step_i(step), .instr_i(instr),
     .drive_i(drive),
-    .wmem_raddr_o(wmem_raddr), .wmem_rdata_i(wmem_rdata),
+    .wmem_raddr_o(wmem_raddr_xbar), .wmem_rdata_i(wmem_rdata),
     .sense_o(sense), .ndrv_o(ndrv)
   );
 

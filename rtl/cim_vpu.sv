@@ -8,7 +8,9 @@
 // cycle in steps 1..ceil(lanes / VEC_WIDTH) after the decode cycle; each step
 // reads its source words, then writes its destination words (at the clock
 // edge), so a step sees the writes of the steps before it. ACC from CODE or
-// NDRV updates every lane in the decode cycle.
+// NDRV updates every lane in the decode cycle. CMAC (BasisN) loads its n basis
+// products from DMEM into a buffer (VEC_WIDTH per step), then combines them
+// with one output lane's coefficient row of the weight memory per step.
 
 `default_nettype none
 
@@ -20,6 +22,9 @@ module cim_vpu
   parameter int unsigned COLS = 256,
   parameter int unsigned DMEM_WORDS = 1024,
   parameter int unsigned VEC_WIDTH = 8,
+  parameter int unsigned WMEM_WORDS = 1024,
+  parameter int unsigned COEF_BITS = 8,
+  localparam int unsigned WAW = (WMEM_WORDS > 1) ? $clog2(WMEM_WORDS) : 1,
   localparam int unsigned DAW = (DMEM_WORDS > 1) ? $clog2(DMEM_WORDS) : 1,
   localparam int unsigned RW = $clog2(ROWS),
   localparam int unsigned NR = 4 * VEC_WIDTH
@@ -42,7 +47,10 @@ module cim_vpu
   input  wire logic [31:0]       rd_data_i [NR],
   output logic [VEC_WIDTH-1:0]   wr_en_o,
   output logic [DAW-1:0]         wr_addr_o [VEC_WIDTH],
-  output logic [31:0]            wr_data_o [VEC_WIDTH]
+  output logic [31:0]            wr_data_o [VEC_WIDTH],
+  // Weight memory (CMAC coefficient rows).
+  output logic [WAW-1:0]         wmem_raddr_o,
+  input  wire logic [COLS-1:0]   wmem_rdata_i
 );
 
   // ------------------------------------------------------------ state
@@ -147,10 +155,57 @@ module cim_vpu
     end
   end
 
+  // ------------------------------------------------------------ CMAC
+  logic [31:0] cm_n, cm_src, cm_load_steps, cm_lane;
+  logic [31:0] cm_idx [VEC_WIDTH];
+  logic [VEC_WIDTH-1:0] cm_load_on;
+  logic        cm_mac;  // a coefficient-row step: lane cm_lane
+  logic [31:0] y_q [COLS];
+  logic [31:0] cm_dot;  // sum_j C[lane][j] * y[j], low 32 bits (ACC wraps)
+
+  assign cm_n = insn_field(instr_i, CMAC_N_LSB, CMAC_N_W);
+  assign cm_src = insn_field(instr_i, CMAC_SRC_LSB, CMAC_SRC_W) + rel(CMAC_RSRC_LSB);
+  assign cm_load_steps = (cm_n + VEC_WIDTH - 1) / VEC_WIDTH;
+  assign cm_lane = step_i - 32'd1 - cm_load_steps;
+  assign cm_mac = exec_i && (op_i == OP_CMAC) && (step_i > cm_load_steps);
+  assign wmem_raddr_o = WAW'(insn_field(instr_i, CMAC_COEF_LSB, CMAC_COEF_W) + cm_lane);
+
+  always_comb begin
+    for (int unsigned i = 0; i < VEC_WIDTH; i++) begin
+      cm_idx[i] = (step_i - 32'd1) * VEC_WIDTH + i;
+      cm_load_on[i] = exec_i && (op_i == OP_CMAC) && (step_i != 32'd0)
+                      && (step_i <= cm_load_steps) && (cm_idx[i] < cm_n);
+    end
+  end
+
+  always_comb begin
+    logic [COEF_BITS-1:0] c;
+    cm_dot = 32'd0;
+    for (int unsigned j = 0; j < COLS / COEF_BITS; j++) begin
+      c = wmem_rdata_i[j * COEF_BITS +: COEF_BITS];
+      if (j < cm_n) begin
+        cm_dot = cm_dot + 32'(signed'(c)) * y_q[j];
+      end
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    for (int unsigned i = 0; i < VEC_WIDTH; i++) begin
+      if (cm_load_on[i]) begin
+        y_q[cm_idx[i]] <= rd_data_i[i];
+      end
+    end
+  end
+
   // DMEM read addresses: port i (+ VEC_WIDTH * j) serves lane slot i.
   always_comb begin
     for (int unsigned p = 0; p < NR; p++) begin
       rd_addr_o[p] = '0;
+    end
+    for (int unsigned i = 0; i < VEC_WIDTH; i++) begin
+      if (cm_load_on[i]) begin
+        rd_addr_o[i] = DAW'(cm_src + cm_idx[i]);
+      end
     end
     for (int unsigned i = 0; i < VEC_WIDTH; i++) begin
       if (lane_on[i]) begin
@@ -270,6 +325,11 @@ module cim_vpu
                 end
               end
             end
+          end
+        end
+        OP_CMAC: begin
+          if (cm_mac) begin
+            acc_q[cm_lane] <= acc_q[cm_lane] + cm_dot;
           end
         end
         default: ;

@@ -208,6 +208,7 @@ def expected_cost(ins: Instr, t: Timing) -> int:
         "PROG": t.t_write,
         "READ": t.t_read + t.t_adc * -(-n // t.adcs_per_xbar),
         "ACC": 1 if ins.get("src") != Src.DMEM else vec,
+        "CMAC": 1 + -(-ins.get("n") // t.vec_width) + n,
         "LDIN": vec, "STA": vec, "ACT": vec, "VCOPY": vec, "VMAX": vec,
     }[ins.op]
 

@@ -299,7 +299,7 @@ def test_energy_formula_by_hand() -> None:
                              "t_read": 3, "adc_bits": 4, "adc_fom_fj": 8.0, "v_write": 1.5,
                              "i_write_ua": 80.0, "t_write_pulse": 4, "write_verify_iters": 3,
                              "e_digital_pj": 0.2, "e_dmem_pj": 2.0, "cols": 64})
-    c = Counts(reads=7, conversions=100, lane_ops=50, dmem_accesses=30, progs=2,
+    c = Counts(reads=7, conversions=100, lane_ops=50, dmem_accesses=30, progs=2, wmem_rows=2,
                read_charge=1000.0)
     e = energy(cfg, c, cells_written=10)
     ns = 5.0  # 200 MHz
@@ -352,3 +352,42 @@ def test_machines_sharing_an_image_keep_their_own_state() -> None:
         assert len(seen) == 1  # this machine's probe saw its own READ
         outs.append(shared.dmem[0, 20:28].copy())
     assert not np.array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("coef_bits", [2, 3, 5, 8])
+def test_cmac_by_hand(coef_bits: int) -> None:
+    """CMAC: ACC[l] += sum_j C[l][j] * y[j] with C[l][j] the signed coef_bits-bit field
+    j of weight-memory row coef + l (bits LSB first), y from DMEM; ACC wraps at 32 bits.
+    Expected values by a plain loop over the bits."""
+    print("coef_bits", coef_bits)
+    rng = np.random.default_rng(coef_bits)
+    cols, lanes = 16, 5
+    n = cols // coef_bits
+    wmem = rng.integers(0, 2, size=(9, cols)).astype(np.uint8)
+    y = rng.integers(-2**31, 2**31, size=n) if coef_bits == 8 else rng.integers(-50, 50, n)
+    dmem = np.zeros(64, np.int64)
+    dmem[10:10 + n] = y
+    prog = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=30, lanes=lanes),
+            mk("CMAC", src=10, coef=3, n=n, lanes=lanes), mk("STA", dst=40, lanes=lanes),
+            mk("HALT")]
+    cfg = make_config(None, {"rows": 8, "cols": cols, "num_xbars": 1, "dmem_words": 64,
+                             "coef_bits": coef_bits, "vec_width": 3})
+    thr, rec = default_adc(cfg).padded(2 * cfg.rows)
+    dev = sample_device_map(DeviceParams(8, cols, 1, 5.0, 50.0, 0.05))
+    dmem[30:30 + lanes] = rng.integers(-2**31, 2**31, size=lanes)
+    img = ChipImage(machine_params(cfg), tuple(isa.encode(i) for i in prog), wmem,
+                    dmem.astype(np.int32), thr[None], rec[None], dev)
+    m = Machine(img, 1)
+    res = m.run(0)
+    assert res.error == Err.NONE
+    for lane in range(lanes):
+        total = int(dmem[30 + lane])
+        for j in range(n):
+            field = sum(int(wmem[3 + lane, j * coef_bits + b]) << b for b in range(coef_bits))
+            if field >= 1 << (coef_bits - 1):
+                field -= 1 << coef_bits
+            total += field * int(y[j])
+        total = (total + 2**31) % 2**32 - 2**31
+        assert int(m.dmem[0, 40 + lane]) == total, lane
+    assert res.cycles == 1 + (1 + -(-lanes // 3)) + (1 + -(-n // 3) + lanes) + \
+        (1 + -(-lanes // 3)) + 1

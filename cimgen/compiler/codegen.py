@@ -134,7 +134,7 @@ def machine_params(cfg: XbarConfig) -> MachineParams:
                          dmem_words=cfg.dmem_words, wmem_words=cfg.wmem_words,
                          adc_tables=cfg.adc_tables, vec_width=cfg.vec_width, t_read=cfg.t_read,
                          t_adc=cfg.t_adc, t_write=cfg.prog_cycles, adcs_per_xbar=cfg.adcs,
-                         hrs_units=cfg.hrs_units,
+                         hrs_units=cfg.hrs_units, coef_bits=cfg.coef_bits,
                          read_sigma_units=cfg.sigma_read_ua / cfg.current_lsb_ua, seed=cfg.seed)
 
 

@@ -18,7 +18,7 @@ docs/energy.md):
     write     per changed cell: write_verify_iters * v_write * i_write_ua * t_write_pulse
     digital   e_digital_pj per vector-lane operation
     memory    e_dmem_pj per DMEM word read or written, and per 32-bit WMEM word
-              a PROG reads
+              a PROG or CMAC reads
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Counts:
     lane_ops: int = 0
     dmem_accesses: int = 0
     progs: int = 0
+    wmem_rows: int = 0  # weight-memory rows read (PROG, CMAC)
     read_charge: float = 0.0  # current units summed over driven cells of every READ
 
 
@@ -84,7 +85,7 @@ def energy(cfg: XbarConfig, c: Counts, cells_written: int) -> Energy:
     write = (cells_written * cfg.write_verify_iters * cfg.v_write * cfg.i_write_ua
              * cfg.t_write_pulse * t / 1000.0)
     digital = c.lane_ops * cfg.e_digital_pj
-    memory = (c.dmem_accesses + c.progs * -(-cfg.cols // 32)) * cfg.e_dmem_pj
+    memory = (c.dmem_accesses + c.wmem_rows * -(-cfg.cols // 32)) * cfg.e_dmem_pj
     return Energy(read, adc, write, digital, memory)
 
 
@@ -115,6 +116,11 @@ def walk(image: ChipImage, code: list[Instr], entry: int) -> Counts:
         if op == "PROG":
             bits[ins["xbar"], ins["row"]] = wmem[ins["wsrc"]]
             c.progs += times
+            c.wmem_rows += times
+        elif op == "CMAC":
+            c.lane_ops += n * ins["n"] * times
+            c.dmem_accesses += ins["n"] * times
+            c.wmem_rows += n * times
         elif op == "INCLR":
             valid[:] = False
         elif op == "LDIN":

@@ -104,6 +104,7 @@ class RtlParams:
     T_WRITE: int
     HRS_UNITS: int
     CUR_W: int = 16
+    COEF_BITS: int = 8
 
     @classmethod
     def from_machine(cls, p: MachineParams, prog_words: int,
@@ -120,7 +121,8 @@ class RtlParams:
         return cls(ROWS=p.rows, COLS=p.cols, NUM_XBARS=p.num_xbars, PROG_WORDS=prog_words,
                    DMEM_WORDS=p.dmem_words, WMEM_WORDS=p.wmem_words, ADC_TABLES=p.adc_tables,
                    VEC_WIDTH=p.vec_width, ADCS=p.adcs_per_xbar, T_READ=p.t_read,
-                   T_ADC=p.t_adc, T_WRITE=p.t_write, HRS_UNITS=p.hrs_units, CUR_W=cur_w)
+                   T_ADC=p.t_adc, T_WRITE=p.t_write, HRS_UNITS=p.hrs_units, CUR_W=cur_w,
+                   COEF_BITS=p.coef_bits)
 
     @property
     def wmem_stride(self) -> int:

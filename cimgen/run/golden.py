@@ -52,8 +52,8 @@ def cost_rows(comp: Compiled, run: MachineRun) -> list[tuple[str, str]]:
     cfg = comp.cfg
     c = Counts(cycles=r.cycles, instructions=r.instructions, reads=r.reads,
                conversions=r.conversions, lane_ops=r.lane_ops, dmem_accesses=r.dmem_accesses,
-               progs=r.progs, read_charge=float(r.read_charge.mean()) if r.read_charge.size
-               else 0.0)
+               progs=r.progs, wmem_rows=r.wmem_rows,
+               read_charge=float(r.read_charge.mean()) if r.read_charge.size else 0.0)
     b = comp.batch
     e = energy(cfg, c, r.cells_written).total / b
     lat = r.cycles * clock_ns(cfg) / b

@@ -568,7 +568,7 @@ def testbench_ast(module: str, params: RtlParams, vectors: Sequence[TbVector]) -
                     ("WMEM_WORDS", p.WMEM_WORDS), ("ADC_TABLES", p.ADC_TABLES),
                     ("VEC_WIDTH", p.VEC_WIDTH), ("ADCS", p.ADCS), ("T_READ", p.T_READ),
                     ("T_ADC", p.T_ADC), ("T_WRITE", p.T_WRITE), ("HRS_UNITS", p.HRS_UNITS),
-                    ("CUR_W", p.CUR_W))]
+                    ("CUR_W", p.CUR_W), ("COEF_BITS", p.COEF_BITS))]
     ports = [A.PortArg(port, _id(sig)) for port, sig in (
         ("clk_i", "clk"), ("rst_ni", "rst_n"),
         ("s_axil_awaddr_i", "awaddr"), ("s_axil_awprot_i", "awprot"),
