@@ -38,7 +38,8 @@ module bench_rtl_tb #(
   parameter int unsigned T_ADC = 1,
   parameter int unsigned T_WRITE = 100,
   parameter int unsigned HRS_UNITS = 100,
-  parameter int unsigned CUR_W = 16
+  parameter int unsigned CUR_W = 16,
+  parameter int unsigned COEF_BITS = 8
 );
 
   import "DPI-C" function real bench_wall_s();
@@ -67,7 +68,7 @@ module bench_rtl_tb #(
     .ROWS(ROWS), .COLS(COLS), .NUM_XBARS(NUM_XBARS), .PROG_WORDS(PROG_WORDS),
     .DMEM_WORDS(DMEM_WORDS), .WMEM_WORDS(WMEM_WORDS), .ADC_TABLES(ADC_TABLES),
     .VEC_WIDTH(VEC_WIDTH), .ADCS(ADCS), .T_READ(T_READ), .T_ADC(T_ADC), .T_WRITE(T_WRITE),
-    .HRS_UNITS(HRS_UNITS), .CUR_W(CUR_W)
+    .HRS_UNITS(HRS_UNITS), .CUR_W(CUR_W), .COEF_BITS(COEF_BITS)
   ) dut (
     .clk_i(clk), .rst_ni(rst_n),
     .s_axil_awaddr_i(awaddr), .s_axil_awprot_i(3'd0), .s_axil_awvalid_i(awvalid),

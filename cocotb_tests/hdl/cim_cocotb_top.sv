@@ -25,6 +25,7 @@ module cim_cocotb_top #(
   parameter int unsigned HRS_UNITS = 100,
   parameter int unsigned LRS_UNITS = 1000,
   parameter int unsigned CUR_W = 16,
+  parameter int unsigned COEF_BITS = 8,
   // Half clock period in ns (cimgen.hw.rtl_sim.CLOCK_NS / 2).
   parameter int unsigned CLK_HALF_NS = 5,
   // Delay of every output towards cocotb (below); far below a half period.
@@ -70,7 +71,7 @@ module cim_cocotb_top #(
     .ROWS(ROWS), .COLS(COLS), .NUM_XBARS(NUM_XBARS), .PROG_WORDS(PROG_WORDS),
     .DMEM_WORDS(DMEM_WORDS), .WMEM_WORDS(WMEM_WORDS), .ADC_TABLES(ADC_TABLES),
     .VEC_WIDTH(VEC_WIDTH), .ADCS(ADCS), .T_READ(T_READ), .T_ADC(T_ADC), .T_WRITE(T_WRITE),
-    .HRS_UNITS(HRS_UNITS), .LRS_UNITS(LRS_UNITS), .CUR_W(CUR_W)
+    .HRS_UNITS(HRS_UNITS), .LRS_UNITS(LRS_UNITS), .CUR_W(CUR_W), .COEF_BITS(COEF_BITS)
   ) u_cim_top (
     .clk_i, .rst_ni,
     .s_axil_awaddr_i, .s_axil_awprot_i, .s_axil_awvalid_i, .s_axil_awready_o(awready),
