@@ -270,6 +270,8 @@ def _cmd_basis_fit(args: argparse.Namespace) -> int:
     from .frontend.onnx_import import load_model
 
     check_out_dir(args.output)
+    if args.finetune < 0:
+        raise BadInputError(f"{args.finetune}: epochs must be >= 0", where="--finetune")
     mapping, rows, cols, seg_len, max_basis = _basis_geometry(args)
     net = load_model(args.model)
     cells = set(MAPPINGS[mapping].cells)

@@ -327,15 +327,24 @@ def im2col_dmem(x: np.ndarray, conv: Conv2d) -> tuple[np.ndarray, int, int]:
     return cols, oh, ow
 
 
-def basis_reads(rows_mem: np.ndarray, basis: Basis, x_max: int) -> np.ndarray:
-    """What the crossbar reads: [P, F] inputs (DMEM order) -> [P, S, N] values x_s . b_j."""
+def basis_reads(rows_mem: np.ndarray, basis: Basis, x_max: int, *, as_float: bool = False
+                ) -> np.ndarray:
+    """What the crossbar reads: [P, F] inputs (DMEM order) -> [P, S, N] values x_s . b_j.
+
+    Exact: every read is an integer of magnitude <= R * x_max, far below 2**53,
+    so float64 BLAS sums it exactly (checked). ``as_float`` returns the same
+    integers as float64 (for fine-tuning, which multiplies them further).
+    """
     p, f = rows_mem.shape
     r = basis.length
     s = num_segments(f, r)
-    seg = np.zeros((p, s * r), np.int64)
+    if r * x_max >= _F64_EXACT:  # pragma: no cover - R <= 1024 and |x| <= 255
+        raise BadInputError(f"read bound {r * x_max} exceeds 2**53", where="basis reads")
+    seg = np.zeros((p, s * r), np.float64)
     seg[:, :f] = rows_mem
-    reads = _exact_matmul(seg.reshape(p * s, r), basis.vectors.T, r * x_max)
-    return reads.reshape(p, s, basis.count)
+    reads = (seg.reshape(p * s, r) @ basis.vectors.T.astype(np.float64)).reshape(
+        p, s, basis.count)
+    return reads if as_float else reads.astype(np.int64)
 
 
 def _combine(reads: np.ndarray, coefs: np.ndarray, bound: int) -> np.ndarray:

@@ -70,8 +70,8 @@ def layer_reads(layer: BasisLinear, h: np.ndarray, basis: Basis, x_max: int
     else:
         cols = h.reshape(h.shape[0], -1)[:, layer.in_order]
         shape = (h.shape[0],)
-    r = basis_reads(cols, basis, x_max)
-    return r.reshape(r.shape[0], -1).astype(np.float64), shape
+    r = basis_reads(cols, basis, x_max, as_float=True)
+    return r.reshape(r.shape[0], -1), shape
 
 
 def to_positions(acc: np.ndarray) -> np.ndarray:

@@ -219,8 +219,12 @@ def init_basis(seg: Segments, n: int, kind: str, rng: np.random.Generator) -> np
     r = seg.w.shape[1]
     b = rng.choice(np.array(BASIS_VALUES["binary"]), size=(n, r)).astype(np.float64)
     order = np.lexsort((rng.permutation(len(seg.lengths)), -seg.lengths))
-    # Distinct segments only (a repeated one would be a wasted column).
-    _, first = np.unique(seg.w[order], axis=0, return_index=True)
+    order = order[(seg.w[order] != 0).any(axis=1)]
+    # Distinct segments up to sign only (w and -w need one column between them).
+    w = seg.w[order]
+    lead = np.take_along_axis(w, np.argmax(w != 0, axis=1)[:, None], axis=1)
+    canon = w * np.where(lead < 0, -1.0, 1.0)
+    _, first = np.unique(canon, axis=0, return_index=True)
     picked = order[np.sort(first)][:n]
     for j, m in enumerate(picked):
         L = int(seg.lengths[m])
