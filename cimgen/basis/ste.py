@@ -42,7 +42,10 @@ class SteConfig:
     epochs: int
     seed: int = 0
     batch: int = 64
-    lr_coef: float = 0.05  # in coefficient units per step (Adam)
+    # Adam step sizes at the start of a cosine decay to zero. Coefficients: in
+    # units of 1/7 of the coefficient range (one integer step at 4 bits), so
+    # every coef_bits moves the same fraction of its range per step.
+    lr_coef: float = 0.05
     lr_thr: float = 0.05  # in units of the channel's box half-width w_c
 
 
@@ -240,13 +243,18 @@ def finetune_ste(bn: BasisNetwork, q: np.ndarray, y: np.ndarray, cfg: SteConfig)
                 model.width[i] = np.maximum(spread, 1.0)
         grid = np.geomspace(1e-3, 10, 41) / max(float(logits.std()), 1.0)
         tau = float(grid[int(np.argmin([_softmax_ce(logits * s, y)[0] for s in grid]))])
-        opt_c = {i: _Adam(p.shape, cfg.lr_coef) for i, p in model.coef.items()}
+        lr_c = cfg.lr_coef * max(1.0, model.hi / 7)
+        opt_c = {i: _Adam(p.shape, lr_c) for i, p in model.coef.items()}
         opt_t = {i: _Adam(p.shape, cfg.lr_thr) for i, p in model.thr.items()}
         best_acc = float((logits.argmax(1) == y).mean())
         hist = [best_acc]
         best = model.network()
         best_epoch = 0
         for ep in range(1, cfg.epochs + 1):
+            decay = 0.5 * (1 + np.cos(np.pi * (ep - 1) / cfg.epochs))
+            for opt, lr in [*((o, lr_c) for o in opt_c.values()),
+                            *((o, cfg.lr_thr) for o in opt_t.values())]:
+                opt.lr = lr * decay
             order = rng.permutation(len(y))
             for s0 in range(0, len(y), cfg.batch):
                 idx = order[s0:s0 + cfg.batch]
