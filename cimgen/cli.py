@@ -253,6 +253,151 @@ def _cmd_systemc(args: argparse.Namespace) -> int:
     return cli(args.action, args.dir, clock_ns=args.clock_ns, max_burst=args.max_burst)
 
 
+def _basis_geometry(args: argparse.Namespace) -> tuple[str, int, int, int, int]:
+    """(mapping, rows, cols, R = rows // rows_per_input, columns per tile)."""
+    from .compiler.mappings import MAPPINGS
+
+    over = {k: v for k, v in (("mapping", args.mapping), ("rows", args.rows),
+                              ("cols", args.cols)) if v is not None}
+    from .config import make_config, parse_set
+
+    raw = parse_set(args.set)
+    raw.update(over)
+    cfg = make_config(args.xbar, raw)
+    m = MAPPINGS[cfg.mapping]
+    return cfg.mapping, cfg.rows, cfg.cols, cfg.rows // m.rows_per_input, \
+        cfg.cols // m.cols_per_output
+
+
+def _cmd_basis_fit(args: argparse.Namespace) -> int:
+    from golden_model.errors import BadInputError
+
+    from .basis.fit import FitConfig, weight_kind
+    from .basis.pipeline import fit_to_dir, load_data
+    from .compiler.mappings import MAPPINGS
+    from .fileio import check_out_dir
+    from .frontend.onnx_import import load_model
+
+    check_out_dir(args.output)
+    if args.finetune < 0:
+        raise BadInputError(f"{args.finetune}: epochs must be >= 0", where="--finetune")
+    mapping, rows, cols, seg_len, max_basis = _basis_geometry(args)
+    net = load_model(args.model)
+    cells = set(MAPPINGS[mapping].cells)
+    kind = args.basis_kind
+    if kind is None:
+        kind = weight_kind(net) if 0 in cells else "binary"
+    if kind == "ternary" and 0 not in cells:
+        raise BadInputError(f"mapping {mapping} stores binary cells only; a ternary basis "
+                            "needs a TNN mapping (or --basis-kind binary)", where="--basis-kind")
+    cfg = FitConfig(args.basis, args.coef_bits, seg_len, kind=kind, seed=args.seed,
+                    max_basis=max_basis).validate()
+    data = load_data(args.data, net)
+    _, rep, man = fit_to_dir(args.model, net, cfg, data, args.finetune, args.output,
+                              {"mapping": mapping, "rows": rows, "cols": cols})
+    print(f"{args.model} -> {args.output}: {cfg.basis_count} {kind} basis vectors of "
+          f"{seg_len} rows ({mapping} on {rows}x{cols}: a tile has {seg_len} rows and "
+          f"{max_basis} columns), {cfg.coef_bits}-bit coefficients, seed {cfg.seed}")
+    final = {e.index: e for e in rep.errors_final}
+    tuned = args.finetune > 0
+    head = "  layer  type     outputs  rows  segments  rel.err  sign.agree"
+    print(head + ("  | tuned: rel.err  sign.agree" if tuned else ""))
+    for e in rep.errors_fit:
+        line = (f"  {e.index:>5}  {e.kind:<7}  {e.outputs:>7}  {e.rows:>4}  {e.segments:>8}"
+                f"  {e.rel_error:>7.4f}  {e.sign_agreement:>10.4f}")
+        if tuned:
+            f = final[e.index]
+            line += f"  |        {f.rel_error:>7.4f}  {f.sign_agreement:>10.4f}"
+        print(line)
+    if rep.accuracy:
+        parts = [f"original {rep.accuracy['original']:.2%}", f"fit {rep.accuracy['fit']:.2%}"]
+        if "finetuned" in rep.accuracy:
+            parts.append(f"distilled {rep.accuracy['distilled']:.2%}")
+            parts.append(f"fine-tuned {rep.accuracy['finetuned']:.2%} (best training "
+                         f"epoch {rep.best_epoch} of {args.finetune})")
+        print(f"  accuracy on the {rep.data} test split ({data.x_test.shape[0] if data else 0} "
+              f"images): " + ", ".join(parts))
+    else:
+        print("  no data: accuracy not measured (--data digits or an .npz)")
+    print(f"  {len(man['files'])} files; basis-form ONNX: "  # type: ignore[arg-type]
+          f"{os.path.join(args.output, 'basis_form.onnx')}")
+    return 0
+
+
+def _cmd_basis_info(args: argparse.Namespace) -> int:
+    from .basis.io import load_basis_dir
+
+    bd = load_basis_dir(args.dir)
+    bn, man = bd.bn, bd.manifest
+    fit = man.get("fit", {})
+    assert isinstance(fit, dict)
+    from golden_model.ir import analyze
+
+    model = man.get("model", {})
+    name = model.get("name") if isinstance(model, dict) else None
+    print(f"{args.dir}: basis form of {name} (checked: {len(man['files'])} files, "  # type: ignore[arg-type]
+          "sha256, shapes, ranges)")
+    print(f"  basis: {bn.basis.count} {bn.basis.kind} vectors of {bn.basis.length} rows; "
+          f"coefficients {bn.coef_bits}-bit; mapping {fit.get('mapping')} on "
+          f"{fit.get('rows')}x{fit.get('cols')}; seed {fit.get('seed')}; fine-tuning "
+          f"{fit.get('finetune_epochs')} epoch(s) on {fit.get('data')}")
+    infos = analyze(bn.original)
+    reads = macs = 0
+    for i, ly in bn.linear.items():
+        nz = int((ly.coefs != 0).sum())
+        pos = int(np.prod(infos[i].out_shape[1:])) if ly.is_conv else 1
+        reads += ly.segments * pos
+        macs += ly.coefs.size * pos
+        print(f"  layer {i} ({type(ly.source).__name__}): {ly.out_features} outputs x "
+              f"{ly.segments} segment(s) x {bn.basis.count} coefficients, {nz} nonzero "
+              f"({nz / max(ly.coefs.size, 1):.1%}), range [{int(ly.coefs.min())}, "
+              f"{int(ly.coefs.max())}], {pos} output position(s)")
+    print(f"  per inference: {reads} segment reads (each yields all {bn.basis.count} basis "
+          f"dot products), {macs} coefficient multiply-accumulates")
+    met = man.get("metrics", {})
+    acc = met.get("accuracy_test") if isinstance(met, dict) else None
+    if isinstance(acc, dict) and acc:
+        order = [k for k in ("original", "fit", "distilled", "finetuned") if k in acc]
+        print(f"  test accuracy ({met.get('data')}): " +  # type: ignore[union-attr]
+              ", ".join(f"{k} {float(acc[k]):.2%}" for k in order))
+    return 0
+
+
+def _cmd_basis_check(args: argparse.Namespace) -> int:
+    from golden_model.basis import forward_basis, forward_materialized
+    from golden_model.errors import BadInputError
+    from golden_model.reference import quantize_input
+
+    from .basis.io import load_basis_dir
+    from .frontend.datasets import default_inputs
+
+    bd = load_basis_dir(args.dir)
+    bn = bd.bn
+    x, _, what = default_inputs(bn.original, args.inputs, None)
+    if args.images is not None:
+        if args.images < 1:
+            raise BadInputError(f"--images {args.images}: must be >= 1", where="basis check")
+        x = x[:args.images]
+    q = quantize_input(bn.original, x)
+    a = forward_basis(bn, q)
+    assert isinstance(a, np.ndarray)
+    b = forward_materialized(bn, q)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BadInputError("onnxruntime is needed (pip install 'cimgen[dev]')",
+                            where="basis check") from None
+    onnx_path = os.path.join(args.dir, "basis_form.onnx")
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    c = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    rows = [("images", str(x.shape[0])),
+            ("basis reads vs materialized W_eff", f"{int((a != b).sum())} differing logits"),
+            ("basis reads vs onnxruntime", f"{int((a != c).sum())} differing logits")]
+    print(f"{args.dir} on {what}:")
+    print("\n".join(f"  {k:<36}  {v}" for k, v in rows))
+    return 0 if np.array_equal(a, b) and np.array_equal(a, c) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -303,6 +448,38 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler")
     s.add_argument("--resume", action="store_true", help="skip points already in results.csv")
     s.set_defaults(func=_cmd_dse)
+
+    s = sub.add_parser("basis", help="BasisN: shared basis vectors + integer coefficients "
+                       "(fit, info, check)")
+    bsub = s.add_subparsers(dest="basis_command", required=True)
+    b = bsub.add_parser("fit", help="fit a basis form to a BNN/TNN; write a basis-form folder")
+    b.add_argument("model")
+    b.add_argument("-o", "--output", required=True, help="basis-form folder (replaced)")
+    b.add_argument("--basis", type=int, required=True, metavar="N", help="basis vectors")
+    b.add_argument("--coef-bits", type=int, required=True, metavar="K",
+                   help="coefficient bits (two's complement, 2..8)")
+    b.add_argument("--basis-kind", choices=("binary", "ternary"),
+                   help="basis values (default: the weights' kind if the mapping stores it)")
+    b.add_argument("--mapping", help="mapping whose tile sets R (default: config)")
+    b.add_argument("--rows", type=int, help="crossbar rows (default: config)")
+    b.add_argument("--cols", type=int, help="crossbar columns (default: config)")
+    b.add_argument("--xbar", help="crossbar config TOML (flat keys)")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override")
+    b.add_argument("--data", help="digits, none, or an .npz with x_train, y_train, x_test, "
+                   "y_test (default: digits when the model takes them)")
+    b.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                   help="layer-wise distillation then EPOCHS of STE fine-tuning (default 0)")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=_cmd_basis_fit)
+    b = bsub.add_parser("info", help="check a basis-form folder and summarize it")
+    b.add_argument("dir")
+    b.set_defaults(func=_cmd_basis_info)
+    b = bsub.add_parser("check", help="basis reads == materialized weights == onnxruntime "
+                        "(exit 1 on any difference)")
+    b.add_argument("dir")
+    b.add_argument("--inputs", help=".npy float32 inputs (default: all digits)")
+    b.add_argument("--images", type=int, help="only the first N inputs")
+    b.set_defaults(func=_cmd_basis_check)
 
     s = sub.add_parser("vectors", help="tape-out test vectors with a replay testbench")
     s.add_argument("model", nargs="?", help="ONNX model (not with --suite)")
