@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden_model.basis import BasisLinear, BasisNetwork, check_basis_network
 from golden_model.crossbar import AdcTable, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.ir import (
@@ -175,10 +176,19 @@ class _Slots:
     bufs: tuple[int, int]
     output: int
     stride: int
+    scratch: int = 0  # basis mode: the basis products of one output position
 
 
 class Compiler:
-    def __init__(self, net: Network, cfg: XbarConfig) -> None:
+    def __init__(self, net: Network, cfg: XbarConfig, basis: BasisNetwork | None = None
+                 ) -> None:
+        # Basis mode (BasisN): the basis-form network's shared basis is the only thing
+        # on the crossbars; every linear layer reads its input segments against it and
+        # combines the products with its coefficients (CMAC).
+        self.bn = basis
+        if basis is not None:
+            check_basis_network(basis)
+            net = basis.original
         self.net = net
         self.cfg = cfg
         self.m: Mapping = MAPPINGS[cfg.mapping]
@@ -192,6 +202,13 @@ class Compiler:
         self._pads: dict[tuple[int, int], int] = {}
         self._blocks: dict[tuple[int, frozenset[int], int, str, int], list[tuple[Instr, str]]] = {}
         self.rel = 0  # 1 when the body addresses the slot relative to IB (batch > 1)
+        self.linear_ids = [i for i, layer in enumerate(net.layers)
+                           if isinstance(layer, Dense | Conv2d)]
+        # Thresholds as the program applies them (rescaled ones in basis mode).
+        self.layer_list = basis.layers if basis is not None else net.layers
+        self.bcorr: dict[tuple[int, int], int] = {}
+        self.coef_base: dict[int, int] = {}
+        self.scratch_base = 0
 
     # ------------------------------------------------------------ tiling
     def tile_shape(self) -> tuple[int, int]:
@@ -205,6 +222,9 @@ class Compiler:
                 f"rows/cols: a {cfg.rows}x{cfg.cols} array cannot hold one {self.m.name} cell "
                 f"group (it needs at least {self.m.rows_per_input} rows and "
                 f"{self.m.cols_per_output} columns)", where="config")
+        if self.bn is not None:
+            self.basis_tiles(rl)
+            return
         for i, layer in enumerate(self.net.layers):
             if not isinstance(layer, Dense | Conv2d):
                 continue
@@ -281,6 +301,146 @@ class Compiler:
                                  lanes=t.o_len)
                     block.append((ins, ""))
         return block
+
+    def basis_tiles(self, rl: int) -> None:
+        """The shared basis as the tiles of one virtual layer (index -1): basis vector
+        j is its output j, the vector's R entries its rows."""
+        assert self.bn is not None
+        b = self.bn.basis
+        where = "basis"
+        if b.length > rl:
+            raise BadInputError(
+                f"basis vectors of {b.length} rows exceed the {rl} logical rows of a "
+                f"{self.cfg.rows}x{self.cfg.cols} {self.m.name} tile (fit the basis with R = "
+                f"{rl})", where=where)
+        wm = b.vectors.astype(np.int64)
+        bad = sorted({int(v) for v in np.unique(wm)} - set(self.m.cells))
+        if bad:
+            raise BadInputError(f"mapping {self.m.name} cannot store basis value(s) {bad} "
+                                f"(a {b.kind} basis needs a mapping that stores them)",
+                                where=where)
+        if self.cfg.cols // self.cfg.coef_bits < 1:
+            raise BadInputError(f"a {self.cfg.cols}-column weight-memory row holds no "
+                                f"{self.cfg.coef_bits}-bit coefficient", where="coef_bits")
+        if self.bn.coef_bits > self.cfg.coef_bits:
+            raise BadInputError(f"the basis form has {self.bn.coef_bits}-bit coefficients, "
+                                f"the chip's CMAC takes {self.cfg.coef_bits}", where="coef_bits")
+        self.matrices[-1] = wm
+        cl = self.tile_shape()[1]
+        tiles = []
+        for ct, o0 in enumerate(range(0, b.count, cl)):
+            blk = wm[o0:o0 + cl].T  # [R, O_t]
+            tiles.append(Tile(-1, 0, ct, 0, blk.shape[0], o0, blk.shape[1], self.m.encode(blk)))
+        self.tiles[-1] = tiles
+
+    def basis_correction(self, i: int, seg_rows: int) -> int | None:
+        """Sum_w term of the basis read of a segment of ``seg_rows`` rows: per basis
+        vector, the recipe's correction over the rows the segment drives."""
+        _, kind, bitplanes = self.layer_context(i)
+        rec = self.m.recipe(kind)
+        if not rec.sumw:
+            return None
+        key = (i, seg_rows)
+        if key not in self.bcorr:
+            scale = (2**bitplanes - 1) if bitplanes else 1
+            corr = rec.sumw * scale * self.matrices[-1][:, :seg_rows].sum(axis=1)
+            self.bcorr[key] = self.dmem.const(corr)
+        return self.bcorr[key]
+
+    def coef_rows(self, i: int) -> tuple[int, list[tuple[int, int]]]:
+        """WMEM rows of layer i's coefficients, one per (segment, basis chunk, output):
+        row = base + (s * K + k) * O + o; and the basis chunks (j0, n) one CMAC takes."""
+        assert self.bn is not None
+        layer = self.bn.layers[i]
+        assert isinstance(layer, BasisLinear)
+        cb = self.cfg.coef_bits
+        nmax = self.cfg.cols // cb
+        n_basis = self.bn.basis.count
+        chunks = [(j0, min(nmax, n_basis - j0)) for j0 in range(0, n_basis, nmax)]
+        if i not in self.coef_base:
+            c = layer.coefs.astype(np.int64)  # [O, S, N]
+            o, s_n, _ = c.shape
+            weights = 1 << np.arange(cb)
+            imgs = []
+            for s in range(s_n):
+                for j0, n in chunks:
+                    fields = c[:, s, j0:j0 + n] & ((1 << cb) - 1)  # two's complement
+                    bits = ((fields[:, :, None] & weights) != 0).reshape(o, n * cb)
+                    img = np.zeros((o, self.cfg.cols), np.uint8)
+                    img[:, :n * cb] = bits
+                    imgs.append(img)
+            self.coef_base[i] = self.rows.block(np.concatenate(imgs))
+        return self.coef_base[i], chunks
+
+    def basis_linear(self, st: _Step) -> None:
+        """A linear layer in basis mode: per output position, each input segment is
+        read against every basis tile (the products go to the slot's scratch), then
+        every output chunk combines them with CMAC and applies ACT or STA."""
+        assert self.bn is not None
+        i = st.index
+        layer = self.net.layers[i]
+        blin = self.bn.layers[i]
+        assert isinstance(blin, BasisLinear)
+        info = self.infos[i]
+        cats, kind, bitplanes = self.layer_context(i)
+        adc = self.adc_of[i]
+        act = st.act
+        k = act.thresholds.shape[1] if act is not None else 0
+        r_len = self.bn.seg_len
+        n_basis = self.bn.basis.count
+        base, chunks = self.coef_rows(i)
+        rel = self.rel
+        if isinstance(layer, Dense):
+            positions: list[tuple[int, int]] = [(0, 0)]
+            oc = layer.out_features
+        else:
+            _, oh, ow = info.out_shape
+            positions = [(y, x) for y in range(oh) for x in range(ow)]
+            oc = int(layer.weight.shape[0])
+            c_in, h_in, w_in = info.in_shape
+            kh, kw = int(layer.weight.shape[2]), int(layer.weight.shape[3])
+            pad_addr = self.pad_vector(layer.pad_value, c_in)
+        name = layer_name(i, layer)
+        scratch = self.scratch_base
+        for pos_i, (oy, ox) in enumerate(positions):
+            for s in range(blin.segments):
+                f0 = s * r_len
+                seg = Tile(i, s, 0, f0, min(r_len, blin.rows - f0), 0, 0, np.zeros((0, 0)))
+                if isinstance(layer, Dense):
+                    segs = [(0, st.src.base + f0, seg.f_len, rel)]
+                else:
+                    segs = self.conv_segments(seg, st.src.base, oy, ox, layer, c_in, h_in, w_in,
+                                              kh, kw, pad_addr)
+                corr = self.basis_correction(i, seg.f_len)
+                self.emit("INCLR", f"{name} pos ({oy},{ox}) segment {s}")
+                for dst, src, n, r in segs:
+                    self.emit("LDIN", dst=dst, src=src, lanes=n, rsrc=r)
+                for bt in self.tiles[-1]:
+                    self.emit("ACLR", f"basis {bt.o0}..{bt.o0 + bt.o_len - 1}")
+                    key = (id(bt), frozenset(cats), bitplanes, kind, adc)
+                    block = self._blocks.get(key)
+                    if block is None:
+                        block = self._blocks[key] = self.recipe_block(bt, cats, bitplanes, kind,
+                                                                      adc)
+                    self.emit.extend(block)
+                    if corr is not None:
+                        self.emit("ACC", "Sum_w correction", src=int(Src.DMEM), mul=1, sh=0,
+                                  addr=corr + bt.o0, lanes=bt.o_len)
+                    self.emit("STA", "basis products", dst=scratch + s * n_basis + bt.o0,
+                              lanes=bt.o_len, rel=rel)
+            for o0, o_len in self.chunks(oc):
+                out = st.dst.base + pos_i * oc + o0
+                self.emit("ACLR", f"{name} pos ({oy},{ox}) outputs {o0}..{o0 + o_len - 1}")
+                for s in range(blin.segments):
+                    for kk, (j0, n) in enumerate(chunks):
+                        self.emit("CMAC", src=scratch + s * n_basis + j0,
+                                  coef=base + (s * len(chunks) + kk) * oc + o0, n=n,
+                                  lanes=o_len, rsrc=rel)
+                if act is not None:
+                    self.emit("ACT", k=k, oscale=act.out_scale, obias=act.out_bias,
+                              tbl=st.thr_addr + o0 * (k + 1), dst=out, lanes=o_len, rdst=rel)
+                else:
+                    self.emit("STA", dst=out, lanes=o_len, rel=rel)
 
     def layer_context(self, i: int) -> tuple[set[int], str, int]:
         """Input categories that can drive a READ, recipe kind, bit-planes."""
@@ -462,8 +622,13 @@ class Compiler:
         n_in = int(np.prod(self.net.input.shape))
         buf = max(sizes)
         out = sizes[-1]
+        scratch = 0
+        if self.bn is not None:
+            scratch = self.bn.basis.count * max(
+                (ly.segments for ly in self.bn.linear.values()), default=0)
+        top = n_in + 2 * buf + out
         return _Slots(base=base, input=0, bufs=(n_in, n_in + buf), output=n_in + 2 * buf,
-                      stride=n_in + 2 * buf + out)
+                      stride=top + scratch, scratch=top)
 
     def choose_batch(self, slots: _Slots, fits: bool) -> int:
         cfg = self.cfg
@@ -540,7 +705,7 @@ class Compiler:
             if not isinstance(layer, Flatten | Threshold):
                 order = hwc_order(info.out_shape)
         self.build_tiles(order_in)
-        linear_ids = list(self.tiles)
+        linear_ids = self.linear_ids
         if len(linear_ids) > cfg.adc_tables:
             raise BadInputError(f"{len(linear_ids)} linear layers need {len(linear_ids)} ADC "
                                 f"tables, adc_tables = {cfg.adc_tables}", where="adc_tables")
@@ -550,17 +715,32 @@ class Compiler:
             adc_tables = [default_adc(cfg) for _ in linear_ids]
 
         # Constants (absolute addresses) first, then the slots.
-        self.thr_addr = {i: self.threshold_table(layer) for i, layer in enumerate(net.layers)
+        self.thr_addr = {i: self.threshold_table(layer)
+                         for i, layer in enumerate(self.layer_list)
                          if isinstance(layer, Threshold)}
         for i in linear_ids:
-            self.correction(i)
             layer = net.layers[i]
+            if self.bn is None:
+                self.correction(i)
+            else:
+                rows_f, r_len = self.bn.linear[i].rows, self.bn.seg_len
+                for f0 in range(0, rows_f, r_len):
+                    self.basis_correction(i, min(r_len, rows_f - f0))
             if isinstance(layer, Conv2d):
                 self.pad_vector(layer.pad_value, int(layer.weight.shape[1]))
         slots = self.slot_layout(self.dmem.top)
+        if self.bn is not None and not fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols):
+            n_t = len(self.tiles[-1])
+            raise BadInputError(
+                f"the basis of {self.bn.basis.count} vectors needs {n_t} tile(s) of "
+                f"{self.tile_shape()[1]} basis columns; {cfg.num_xbars} crossbar(s) of "
+                f"{cfg.rows}x{cfg.cols} cannot hold them at once (basis mode never "
+                f"reprograms)", where="basis_count")
         batch = self.choose_batch(slots, fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols))
         self.rel = int(batch > 1)
-        sched = plan(self.tiles, {i: self.positions(i) for i in linear_ids}, cfg.num_xbars,
+        self.scratch_base = slots.base + slots.scratch
+        sched = plan(self.tiles, {i: self.positions(i) if i >= 0 else 1 for i in self.tiles},
+                     cfg.num_xbars,
                      cfg.rows, cfg.cols, batch, cfg.prog_cycles, cfg.vec_width)
         steps = self.steps(slots)
         n_res = max(1, sched.residencies)
@@ -569,14 +749,18 @@ class Compiler:
         # Crossbar rows: setup writes the pinned tiles and the state the streaming
         # crossbars have at the end of a run; each residency then rewrites only
         # the rows (and, by differential write, only the cells) that change.
-        rows = _RowImages(cfg.num_xbars, cfg.rows, cfg.cols)
+        rows = self.rows = _RowImages(cfg.num_xbars, cfg.rows, cfg.cols)
         res_rows = [self.row_updates(sched, r) for r in range(n_res)] if sched.streams else []
         state = rows.blank()
         for upd in res_rows:  # one pass from blank cells: the steady end-of-run state
             state = rows.apply(state, upd)[0]
         setup_target = rows.apply(state, self.row_updates(sched, None))[0]
         e = self.emit
-        setup_list = rows.diff(rows.blank(), setup_target)
+        # The cells of a chip hold whatever was written before (they are non-volatile):
+        # setup writes every row a tile uses, whatever it may hold.
+        used = sorted({(x, r) for upd in [*res_rows, self.row_updates(sched, None)]
+                       for x, r, _, _ in upd})
+        setup_list = [(x, r, setup_target[x, r]) for x, r in used]
         for x, r, img in setup_list:
             e("PROG", "setup" if (x, r) == setup_list[0][:2] else "", xbar=x, row=r,
               wsrc=rows.word(img))
@@ -643,7 +827,9 @@ class Compiler:
         that holds some of their tiles)."""
         done = 0
         for st in steps:
-            if st.kind == "linear":
+            if st.kind == "linear" and self.bn is not None:
+                st.residency = 0  # the basis is resident: one residency
+            elif st.kind == "linear":
                 phases = [t.phase for t in self.tiles[st.index]]
                 if max(phases) < 0:  # pinned
                     st.residency = done
@@ -654,7 +840,9 @@ class Compiler:
                 st.residency = done
 
     def emit_step(self, st: _Step, residency: int | None, n_res: int) -> None:
-        if st.kind == "linear":
+        if st.kind == "linear" and self.bn is not None:
+            self.basis_linear(st)
+        elif st.kind == "linear":
             if residency is None:
                 self.linear(st, None)
             elif st.residency < 0:
@@ -719,19 +907,48 @@ class _RowImages:
             self._rows.append(img.copy())
         return w
 
+    def block(self, imgs: np.ndarray) -> int:
+        """Append consecutive rows (CMAC coefficient rows are addressed as a block);
+        returns the first one's word."""
+        base = len(self._rows)
+        self._rows.extend(np.asarray(imgs, np.uint8))
+        return base
+
     def wmem(self) -> np.ndarray:
         if not self._rows:
             return np.zeros((0, self.shape[2]), np.uint8)
         return np.stack(self._rows)
 
 
-def compile_network(net: Network, cfg: XbarConfig,
+def compile_network(net: Network | BasisNetwork, cfg: XbarConfig,
                     calib: np.ndarray | None = None) -> Compiled:
-    """Compile; with adc_range = calib, ``calib`` is a quantized calibration batch."""
-    first = Compiler(net, cfg).compile()
+    """Compile; with adc_range = calib, ``calib`` is a quantized calibration batch.
+
+    A ``BasisNetwork`` (or a plain network with ``basis_count > 0``, fitted here
+    with the config's seed) compiles in basis mode."""
+    basis: BasisNetwork | None = None
+    if isinstance(net, BasisNetwork):
+        basis, net = net, net.original
+    elif cfg.basis_count:
+        basis = fit_basis(net, cfg)
+    first = Compiler(net, cfg, basis).compile()
     if cfg.adc_range != "calib" or cfg.adc_bits == 0:
         return first
     if calib is None:
         raise BadInputError("adc_range = calib needs a calibration batch (--calib X.npy)",
                             where="config")
-    return Compiler(net, cfg).compile(calibrated_adcs(first, calib))
+    return Compiler(net, cfg, basis).compile(calibrated_adcs(first, calib))
+
+
+def fit_basis(net: Network, cfg: XbarConfig) -> BasisNetwork:
+    """A basis form of ``net`` for the chip: ``basis_count`` vectors of the mapping's
+    tile rows, ``coef_bits`` coefficients, binary for binary-only mappings and for
+    networks with binary weights, else ternary (weight-space fit, seeded)."""
+    from ..basis.fit import FitConfig, fit_weights, weight_kind
+
+    m = MAPPINGS[cfg.mapping]
+    rows = cfg.rows // m.rows_per_input
+    kind = "binary" if weight_kind(net) == "binary" or 0 not in m.cells else "ternary"
+    fc = FitConfig(basis_count=cfg.basis_count, coef_bits=cfg.coef_bits, seg_len=rows,
+                   kind=kind, seed=cfg.seed, max_basis=None).validate()
+    return fit_weights(net, fc).bn
