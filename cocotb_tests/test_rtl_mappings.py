@@ -69,3 +69,16 @@ def test_streamed_cnn(mapping: str) -> None:
 @pytest.mark.parametrize(("model", "mapping"), storable_pairs())
 def test_every_example_every_mapping(model: str, mapping: str, chip: str) -> None:
     _check(model, mapping, NONIDEAL if chip == "nonideal" else {}, 5, chip, chip == "ideal")
+
+
+@pytest.mark.parametrize(("model", "mapping", "over"), [
+    ("bnn_mlp", "BNN_I", {"basis_count": 16, "coef_bits": 6}),
+    ("tnn_mlp", "TNN_I", {"basis_count": 12, "coef_bits": 5, "rows": 64, "cols": 64,
+                          "batch": 2}),
+])
+def test_basis_mode(model: str, mapping: str, over: dict[str, object]) -> None:
+    """BasisN: the basis written once, CMAC combinations; RTL == golden machine (and the
+    golden machine == the basis-form reference, tests/test_basis_compile.py)."""
+    comp = compiled(model, mapping, **over)
+    assert comp.report.cell_writes_per_batch == 0
+    _check(model, mapping, over, 3, "basis", False)

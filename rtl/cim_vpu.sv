@@ -180,11 +180,13 @@ module cim_vpu
 
   always_comb begin
     logic [COEF_BITS-1:0] c;
+    logic [31:0] ck;  // the sign-extended coefficient as a 32-bit pattern (products wrap)
     cm_dot = 32'd0;
     for (int unsigned j = 0; j < COLS / COEF_BITS; j++) begin
       c = wmem_rdata_i[j * COEF_BITS +: COEF_BITS];
+      ck = $unsigned(32'(signed'(c)));
       if (j < cm_n) begin
-        cm_dot = cm_dot + 32'(signed'(c)) * y_q[j];
+        cm_dot = cm_dot + ck * y_q[j];
       end
     end
   end

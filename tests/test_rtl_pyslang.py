@@ -28,7 +28,8 @@ PORTS = {
     "irq_o": ("Out", 1), "busy_o": ("Out", 1),
 }
 PARAMS = ("ROWS", "COLS", "NUM_XBARS", "PROG_WORDS", "DMEM_WORDS", "WMEM_WORDS", "ADC_TABLES",
-          "VEC_WIDTH", "ADCS", "T_READ", "T_ADC", "T_WRITE", "HRS_UNITS", "LRS_UNITS", "CUR_W")
+          "VEC_WIDTH", "ADCS", "T_READ", "T_ADC", "T_WRITE", "HRS_UNITS", "LRS_UNITS", "CUR_W",
+          "COEF_BITS")
 
 
 @cache
