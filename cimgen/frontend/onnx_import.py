@@ -248,7 +248,7 @@ class _Importer(NodeParser):
     # ------------------------------------------------------------- the input
     def step_float(self, node: onnx.NodeProto, x: str, v: _Val, is_quant: bool) -> _Val:
         op = node.op_type
-        if op in LAYOUT:
+        if op in LAYOUT or op == "Gather":
             if v.chain:
                 raise self.err("a layout change after float preprocessing of the input is not "
                                "supported (move the Reshape/Transpose before it)", node)
@@ -270,6 +270,14 @@ class _Importer(NodeParser):
             inner = [p - 1 for p in perm[1:]]
             idx = idx.reshape(v.shape).transpose(inner).reshape(-1)
             return replace(v, shape=tuple(v.shape[p] for p in inner), index=idx)
+        if op == "Gather":
+            # cimgen's own export writes a permuted input as Reshape + Gather(axis 1).
+            sel = self.const(node.input[1], node, "indices").astype(np.int64)
+            if int(attrs(node).get("axis", 0)) != 1 or len(v.shape) != 1 or sel.ndim != 1 or \
+                    not np.array_equal(np.sort(sel), np.arange(idx.size)):
+                raise self.err("a Gather on the input is supported only as a permutation of "
+                               "the features (axis 1 of [batch, features])", node)
+            return replace(v, index=idx[sel])
         return replace(v, shape=self.reshaped(node, v.shape), index=idx)
 
     def reshaped(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -20,10 +20,10 @@ class PassReport:
     name: str
     changes: list[str] = field(default_factory=list)
 
-    def summary(self, limit: int = 3) -> str:
+    def summary(self, limit: int = 2) -> str:
         shown = "; ".join(self.changes[:limit])
         more = len(self.changes) - limit
-        return shown + (f"; and {more} more" if more > 0 else "")
+        return shown + (f"; and {more} more like it" if more > 0 else "")
 
 
 class Pass:
