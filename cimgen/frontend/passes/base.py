@@ -45,8 +45,15 @@ def data_input(g: OnnxGraph, node: onnx.NodeProto) -> str | None:
 
 
 def is_layout(g: OnnxGraph, node: onnx.NodeProto) -> bool:
-    """Reshape to a constant shape, Transpose, or Flatten: moves values, computes none."""
-    if not is_standard(node) or node.op_type not in LAYOUT_OPS:
+    """Reshape to a constant shape, Transpose, Flatten, or a Gather of constant indices
+    off the batch axis (cimgen's own export of a permuted input): moves values,
+    computes none."""
+    if not is_standard(node):
+        return False
+    if node.op_type == "Gather":
+        return len(node.input) > 1 and g.initializer(node.input[1]) is not None and \
+            int(attrs(node).get("axis", 0)) != 0
+    if node.op_type not in LAYOUT_OPS:
         return False
     if node.op_type == "Reshape":
         return len(node.input) > 1 and g.initializer(node.input[1]) is not None

@@ -173,8 +173,7 @@ class FoldConstants(Pass):
         shape_of = [n for n in g.g.node if n.op_type == "Shape" and is_standard(n)]
         if not cands and not shape_of:
             return []
-        labels = {id(n): g.label(n) for n in g.g.node}
-        names_before = {labels[id(n)] for n in g.g.node}
+        names_before = {g.label(n) for n in g.g.node}
         try:
             _qonnx_apply(g, QFold(exclude_op_types=sorted(NO_FOLD)))
         except Exception as e:  # executing a node failed: say which
