@@ -185,6 +185,10 @@ class _Importer(NodeParser):
         if len(self.g.output) != 1:
             raise self.err(f"expected exactly one graph output, found {len(self.g.output)}")
         out_name = self.g.output[0].name
+        for n in nodes:
+            if n.op_type == "Reshape" and (len(n.input) < 2 or n.input[1] not in self.consts):
+                raise self.err("the Reshape target shape is computed at run time (not a "
+                               "constant after constant folding); cimgen needs static shapes", n)
         self.on_path(nodes, in_name, out_name)
         self.vals[in_name] = _Val("float", in_shape)
         for node in nodes:
