@@ -231,16 +231,24 @@ def test_negative_zero_out_of_a_quant_in_a_residual_add() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_symbolic_batch_and_reshape_minus_one() -> None:
+@pytest.mark.parametrize(("batch", "target"), [("unk__7", -1), (5, 5), (5, -1), (1, 1)])
+def test_batch_dimension_and_flatten_target(batch: int | str, target: int) -> None:
+    # tf2onnx: symbolic batch, Reshape [-1, K]; Brevitas: static batch 1, Reshape [1, -1].
     g = G()
-    a = g.bq(g.op("Reshape", ["x", g.c([-1, 16], np.int64)]))
+    tgt = [target, 16] if target == -1 else [target, -1]
+    a = g.bq(g.op("Reshape", ["x", g.c(tgt, np.int64)]))
     y = g.op("MatMul", [a, g.w((16, 3))])
-    m = g.model(y, ["unk__7", 1, 4, 4], ["unk__8", 3])
+    m = g.model(y, [batch, 1, 4, 4], [batch, 3])
     rng = np.random.default_rng(SEED)
-    x = np.where(rng.random((5, 1, 4, 4)) < 0.3, 0.0, rng.normal(size=(5, 1, 4, 4))).astype(F32)
-    net, _ = check_all(m, x, "FixBatch")
+    n = batch if isinstance(batch, int) else 5
+    x = np.where(rng.random((n, 1, 4, 4)) < 0.3, 0.0, rng.normal(size=(n, 1, 4, 4))).astype(F32)
+    want = execute(m, x)
+    net = import_model(m, "test")
+    np.testing.assert_array_equal(infer(net, x), as_int64(want))
     assert net.input.graph_shape == (1, 4, 4) and net.input.shape == (16,)
-    assert any("'unk__7'" in c for c in pass_changes(m, "FixBatch"))
+    if batch == "unk__7":
+        assert any("'unk__7'" in c for c in pass_changes(m, "FixBatch"))
+        check_all(m, x, "FixBatch")
 
 
 def test_initializers_as_inputs_and_constant_nodes() -> None:

@@ -137,6 +137,7 @@ class _Importer(NodeParser):
         self.input_stage: InputStage | None = None
         self.vals: dict[str, _Val] = {}
         self.in_shape: tuple[int, ...] = ()
+        self.batch = 1  # the graph input's declared batch (normalization fixes a symbolic one)
 
     # ----------------------------------------------------------------- walk
     def graph_input(self) -> tuple[str, tuple[int, ...]]:
@@ -160,6 +161,8 @@ class _Importer(NodeParser):
                 raise self.err(f"graph input '{vi.name}' has a dynamic dimension '{label}' at "
                                f"axis {ax}; only the batch dimension may be dynamic")
             dims.append(int(d.dim_value))
+        d0 = tt.shape.dim[0]
+        self.batch = int(d0.dim_value) if d0.HasField("dim_value") and d0.dim_value > 0 else 1
         return vi.name, tuple(dims)
 
     def on_path(self, nodes: list[onnx.NodeProto], in_name: str, out_name: str) -> None:
@@ -295,11 +298,12 @@ class _Importer(NodeParser):
             raise self.err("the Reshape target shape is computed at run time (not a constant "
                            "after constant folding)", node)
         tgt = np.asarray(self.consts[node.input[1]]).astype(np.int64).reshape(-1)
-        out = resolve_reshape((1, *shape), tgt, bool(attrs(node).get("allowzero", 0)))
+        b = self.batch
+        out = resolve_reshape((b, *shape), tgt, bool(attrs(node).get("allowzero", 0)))
         if out is None:
             raise self.err(f"Reshape to {tgt.tolist()} does not fit the tensor "
                            f"[N, {', '.join(map(str, shape))}]", node)
-        if len(out) < 2 or out[0] != 1 or int(tgt[0]) not in (-1, 0, 1):
+        if len(out) < 2 or out[0] != b or int(tgt[0]) not in (-1, 0, b):
             raise self.err(f"Reshape to {tgt.tolist()} does not keep the batch as axis 0",
                            node)
         return tuple(out[1:])
