@@ -251,6 +251,22 @@ def test_batch_dimension_and_flatten_target(batch: int | str, target: int) -> No
         check_all(m, x, "FixBatch")
 
 
+@pytest.mark.parametrize("domain", ["finn", "finn.custom_op.general", "onnx.brevitas"])
+def test_old_qonnx_domains_are_renamed(domain: str) -> None:
+    g = G()
+    a = g.op("BipolarQuant", ["x", g.c(F32(1))], domain)
+    y = g.op("MatMul", [g.op("MultiThreshold", [g.bn(g.op("MatMul", [a, g.w((4, 5))]), 5),
+                                                g.c([[0.0]])], domain, out_dtype="BIPOLAR",
+                                       out_scale=2.0, out_bias=-1.0), g.w((5, 2))])
+    m = g.model(y, ["N", 4], ["N", 2])
+    m.opset_import.append(helper.make_opsetid(domain, 1))
+    changes = pass_changes(m, "QonnxDomains")
+    assert changes == [f"2 node(s) from domain '{domain}' to '{QD}'"]
+    x = np.random.default_rng(SEED).normal(size=(4, 4)).astype(F32)
+    x[0, :2] = 0.0
+    np.testing.assert_array_equal(infer(import_model(m, "test"), x), as_int64(run_qonnx(m, x)))
+
+
 def test_initializers_as_inputs_and_constant_nodes() -> None:
     g = G()
     w = g.w((4, 3))

@@ -485,12 +485,13 @@ class _Importer(NodeParser):
         """One float unit u and small integers k with scales[i] == k[i] * u exactly."""
         base = min(scales)
         for div in range(1, MAX_ADD_RATIO + 1):
-            u = base / div
-            ks = [s / u for s in scales]
-            if all(k == round(k) and 1 <= k <= MAX_ADD_RATIO * div for k in ks) and \
-                    all(np.float32(round(k) * u) == np.float32(s) for k, s in zip(ks, scales,
-                                                                                 strict=True)):
-                return float(np.float32(u)), [round(k) for k in ks]
+            u = float(np.float32(base / div))
+            ks = [round(s / u) for s in scales]
+            # Exact in float64 (a float32 times a small integer): s == k * u as real numbers,
+            # so the graph's float sum is fl(u * integer sum), what the fold evaluates.
+            if all(1 <= k <= MAX_ADD_RATIO * div and k * u == s for k, s in zip(ks, scales,
+                                                                                strict=True)):
+                return u, ks
         raise self.err(f"operand scales {scales} are not small integer multiples of one unit; "
                        "the residual sum has no exact integer form", node)
 
