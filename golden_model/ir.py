@@ -240,10 +240,6 @@ class Network:
     # these ops applied to them (golden_model.reference.scores).
     output_ops: tuple[ElementwiseOp, ...] = ()
 
-    @property
-    def has_branches(self) -> bool:
-        return any(isinstance(layer, BRANCH_KINDS) for layer in self.layers)
-
 
 @dataclass(frozen=True)
 class LayerInfo:
