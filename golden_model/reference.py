@@ -111,7 +111,7 @@ class Trace:
     outputs: list[np.ndarray]
 
 
-def _last_reads(net: Network, sources: list[tuple[int, ...]]) -> dict[int, int]:
+def _last_reads(sources: list[tuple[int, ...]]) -> dict[int, int]:
     """For each output (-1 = input), the index of the last layer that reads it."""
     last: dict[int, int] = {}
     for i, srcs in enumerate(sources):
@@ -123,8 +123,7 @@ def _last_reads(net: Network, sources: list[tuple[int, ...]]) -> dict[int, int]:
 def forward_int(net: Network, q: np.ndarray, trace: bool = False) -> np.ndarray | Trace:
     """Run the integer layers on an integer input batch; returns int64 logits."""
     infos = analyze(net)
-    sources = [info.sources for info in infos]
-    last_read = _last_reads(net, sources)
+    last_read = _last_reads([info.sources for info in infos])
     live: dict[int, np.ndarray] = {-1: q}
     outs: list[np.ndarray] = []
     h: np.ndarray = q
