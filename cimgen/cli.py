@@ -17,9 +17,10 @@ from golden_model.errors import CimgenError
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .frontend.inspect import describe
-    from .frontend.onnx_import import load_model
+    from .frontend.onnx_import import load_model_report
 
-    print(describe(load_model(args.model)))
+    imp = load_model_report(args.model)
+    print(describe(imp.net, imp.passes))
     return 0
 
 
@@ -150,14 +151,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         if diff.any() or cyc_bad or err_bad:
             return 1
         ref_rep = compare(gold.logits, ref, labels, cfg.is_ideal, gold.cycles_per_inference,
-                          gold.result.error.name)
+                          gold.result.error.name, net)
         ref_rep.costs = cost_rows(comp, gold)
         print("golden machine vs reference:")
         print(ref_rep.table())
         return 0 if ref_rep.ok else 1
     run = run_golden(comp, q)
     rep = compare(run.logits, ref, labels, cfg.is_ideal, run.cycles_per_inference,
-                  run.result.error.name)
+                  run.result.error.name, net)
     rep.costs = cost_rows(comp, run)
     print(f"golden machine vs reference on {what}, mapping {cfg.mapping}, "
           f"{cfg.rows}x{cfg.cols} x {cfg.num_xbars} crossbars, seed {cfg.seed}:")

@@ -13,6 +13,7 @@ same ONNX file through code that shares no logic with the importer.
     ops run through qonnx, standard ops node by node through onnxruntime).
 (c) ``run_onnxruntime``: onnxruntime's CPU provider (standard ops only), for
     the plain-ONNX export.
+(d) ``run_tensors``: (b) or (c) returning any intermediate tensors by name.
 
 Every executor takes a ``ModelProto`` with one float32 input and one output
 and returns that output as a numpy array. ``as_int64`` turns a float output
@@ -261,3 +262,54 @@ def as_int64(y: np.ndarray, what: str = "output") -> np.ndarray:
         f"{what}: non-integral values, e.g. {y[y != np.round(y)][:5].tolist()}")
     assert np.all(np.abs(y) < 2**53), f"{what}: values too large to be exact"
     return y.astype(np.int64)
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are ``names`` (any tensors of the graph)."""
+    m = copy.deepcopy(model)
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                          for n in names)
+    return m
+
+
+def run_tensors(model: onnx.ModelProto, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """The values of the tensors ``names`` on input ``x``: qonnx's executor for graphs
+    with QONNX ops (its full execution context), onnxruntime for plain ONNX."""
+    if any(n.domain in QONNX_DOMAINS for n in model.graph.node):
+        import qonnx.core.onnx_exec as qexec
+        from qonnx.core.modelwrapper import ModelWrapper
+        from qonnx.core.onnx_exec import execute_onnx
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        m = _declare_domains(model)
+        inp, _ = _single_io(m)
+        for vi in m.graph.input:
+            if vi.name == inp:
+                d0 = vi.type.tensor_type.shape.dim[0]
+                d0.Clear()
+                d0.dim_value = int(x.shape[0])
+        del m.graph.value_info[:]
+        make_model = qexec.qonnx_make_model
+
+        def make_model_for_ort(graph: onnx.GraphProto, **kwargs: Any) -> onnx.ModelProto:
+            node_model = make_model(graph, **kwargs)
+            node_model.ir_version = min(node_model.ir_version, ORT_MAX_IR_VERSION)
+            return node_model
+
+        with warnings.catch_warnings(), mock.patch.object(qexec, "qonnx_make_model",
+                                                          make_model_for_ort):
+            warnings.simplefilter("ignore")
+            w = ModelWrapper(m).transform(InferShapes())
+            ctx = execute_onnx(w, {inp: np.asarray(x, np.float32)},
+                               return_full_exec_context=True)
+        return {n: np.asarray(ctx[n]) for n in names}
+    import onnxruntime as ort
+
+    m = _with_outputs(model, names)
+    inp, _ = _single_io(model)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    outs = sess.run(names, {inp: np.asarray(x, np.float32)})
+    return {n: np.asarray(v) for n, v in zip(names, outs, strict=True)}

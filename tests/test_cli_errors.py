@@ -290,6 +290,187 @@ def case_output_in_missing_folder(tmp: Path) -> Setup:
                  ("missing", "does not exist"))
 
 
+# ------------------------------------- export idioms and branches (issue 13)
+
+
+def insert_after(nodes: list[onnx.NodeProto], name: str, new: list[onnx.NodeProto]) -> None:
+    i = next(k for k, n in enumerate(nodes) if n.name == name)
+    nodes[i + 1:i + 1] = new
+
+
+def rewire(nodes: list[onnx.NodeProto], node: str, old: str, new: str) -> None:
+    n = next(n for n in nodes if n.name == node)
+    for k, i in enumerate(n.input):
+        if i == old:
+            n.input[k] = new
+
+
+def case_reshape_shape_computed_at_run_time(tmp: Path) -> Setup:
+    # The target shape depends on the data (a ReduceMax of the input): no constant.
+    nodes, inits, x = base_parts()
+    inits += [numpy_helper.from_array(np.zeros(2, np.float32), "zeros2"),
+              numpy_helper.from_array(np.float32([-1, 6]), "shape_f")]
+    insert_after(nodes, "act1", [
+        helper.make_node("ReduceMax", ["x"], ["rmax"], name="rmax", keepdims=0),
+        helper.make_node("Mul", ["rmax", "zeros2"], ["z2"], name="z2"),
+        helper.make_node("Add", ["z2", "shape_f"], ["sf"], name="sf"),
+        helper.make_node("Cast", ["sf"], ["shape_i"], name="shape_i", to=TensorProto.INT64),
+        helper.make_node("Reshape", ["a1", "shape_i"], ["a1r"], name="reshape_dyn")])
+    rewire(nodes, "fc2", "a1", "a1r")
+    return Setup(write_model(tmp / "rsdyn.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("rsdyn.onnx", "'reshape_dyn' (Reshape)", "computed at run time"))
+
+
+def case_reshape_cannot_be_resolved(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    inits.append(numpy_helper.from_array(np.int64([-1, -1]), "two_unknown"))
+    insert_after(nodes, "act1", [helper.make_node("Reshape", ["a1", "two_unknown"], ["a1r"],
+                                                  name="reshape_mm")])
+    rewire(nodes, "fc2", "a1", "a1r")
+    return Setup(write_model(tmp / "rsmm.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("rsmm.onnx", "'reshape_mm' (Reshape)", "[-1, -1]", "does not fit"))
+
+
+def case_reshape_into_the_batch(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    inits.append(numpy_helper.from_array(np.int64([3, -1]), "into_batch"))
+    insert_after(nodes, "act1", [helper.make_node("Reshape", ["a1", "into_batch"], ["a1r"],
+                                                  name="reshape_b")])
+    rewire(nodes, "fc2", "a1", "a1r")
+    return Setup(write_model(tmp / "rsb.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("rsb.onnx", "'reshape_b' (Reshape)", "batch"))
+
+
+def case_float_activation_between_layers(tmp: Path) -> Setup:
+    # Bi-Real style: the BatchNorm output (float) added to a quantized tensor.
+    nodes, inits, x = base_parts()
+    insert_after(nodes, "act1", [
+        helper.make_node("Add", ["h1n", "a1"], ["mix"], name="bireal_add"),
+        helper.make_node("BipolarQuant", ["mix", "one"], ["a1m"], name="act_mix", domain=QD)])
+    rewire(nodes, "fc2", "a1", "a1m")
+    return Setup(write_model(tmp / "bireal.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("bireal.onnx", "'bireal_add' (Add)", "float activation between layers"))
+
+
+def case_unsupported_op_in_a_branch(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    insert_after(nodes, "act1", [
+        helper.make_node("Abs", ["a1"], ["a1abs"], name="abs_branch"),
+        helper.make_node("Add", ["a1", "a1abs"], ["res"], name="res_add"),
+        helper.make_node("BipolarQuant", ["res", "one"], ["a1r"], name="act_res", domain=QD)])
+    rewire(nodes, "fc2", "a1", "a1r")
+    return Setup(write_model(tmp / "branch.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("branch.onnx", "'abs_branch' (Abs)", "unsupported op after an activation"))
+
+
+def case_concat_of_mismatched_shapes(tmp: Path) -> Setup:
+    # Two conv branches of a [1, 4, 4] image: 3x3 padded (4x4) and unpadded (2x2).
+    rng = np.random.default_rng(SEED)
+    inits = [numpy_helper.from_array(np.float32(1.0), "one"),
+             numpy_helper.from_array(rng.choice((-1.0, 1.0), (2, 1, 3, 3)).astype(np.float32),
+                                     "k1"),
+             numpy_helper.from_array(rng.choice((-1.0, 1.0), (2, 1, 3, 3)).astype(np.float32),
+                                     "k2"),
+             numpy_helper.from_array(rng.choice((-1.0, 1.0), (40, 3)).astype(np.float32), "wd")]
+    nodes = [
+        helper.make_node("BipolarQuant", ["x", "one"], ["xq"], name="in_quant", domain=QD),
+        helper.make_node("Conv", ["xq", "k1"], ["c1"], name="conv_pad", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("BipolarQuant", ["c1", "one"], ["b1"], name="act_b1", domain=QD),
+        helper.make_node("Conv", ["xq", "k2"], ["c2"], name="conv_valid", kernel_shape=[3, 3]),
+        helper.make_node("BipolarQuant", ["c2", "one"], ["b2"], name="act_b2", domain=QD),
+        helper.make_node("Concat", ["b1", "b2"], ["cat"], name="cat", axis=1),
+        helper.make_node("Flatten", ["cat"], ["flat"], name="flat"),
+        helper.make_node("MatMul", ["flat", "wd"], ["logits"], name="fc")]
+    xi = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4, 4])
+    np.save(tmp / "img.npy", rng.normal(size=(5, 1, 4, 4)).astype(np.float32))
+    return Setup(write_model(tmp / "cat.onnx", make_model(nodes, inits, xi)), tmp / "img.npy",
+                 tmp / "o.npy", ("cat.onnx", "'cat' (Concat)", "mismatched shapes",
+                                 "[N, 2, 4, 4]", "[N, 2, 2, 2]"))
+
+
+def case_per_channel_activation_scale(tmp: Path) -> Setup:
+    # A 2-bit activation quantizer with one scale per channel: no common integer grid.
+    nodes, inits, x = base_parts()
+    inits += [numpy_helper.from_array(np.float32([1, 2, 1, 1, 0.5, 1]), "pc_scale"),
+              numpy_helper.from_array(np.float32(0.0), "zero"),
+              numpy_helper.from_array(np.float32(2.0), "two")]
+    replace_node(nodes, "act1", helper.make_node(
+        "Quant", ["h1n", "pc_scale", "zero", "two"], ["a1"], name="pc_quant", domain=QD,
+        signed=1, narrow=1, rounding_mode="ROUND"))
+    return Setup(write_model(tmp / "pcq.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("pcq.onnx", "'pc_quant' (Quant)", "per-channel activation scales"))
+
+
+def case_sign_idiom_with_a_bad_constant(tmp: Path) -> Setup:
+    # Sign(Sign(x) + 1.5) is constant for x >= -0: not Larq's ste_sign.
+    nodes, inits, x = base_parts()
+    inits.append(numpy_helper.from_array(np.float32(1.5), "c15"))
+    replace_node(nodes, "in_quant", helper.make_node("Sign", ["x"], ["s0"], name="sgn_in"))
+    insert_after(nodes, "sgn_in", [
+        helper.make_node("Add", ["s0", "c15"], ["s1"], name="sgn_add"),
+        helper.make_node("Sign", ["s1"], ["xq"], name="sgn_out")])
+    return Setup(write_model(tmp / "stesign.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("stesign.onnx", "'sgn_out' (Sign)", "c = 1.5", "0 < c < 1"))
+
+
+def case_softmax_between_layers(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    insert_after(nodes, "fc1", [helper.make_node("Softmax", ["h1"], ["h1s"], name="mid_softmax",
+                                                 axis=1)])
+    rewire(nodes, "bn1", "h1", "h1s")
+    return Setup(write_model(tmp / "midsm.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("midsm.onnx", "'mid_softmax' (Softmax)", "classifier tail"))
+
+
+def case_transpose_between_layers(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    insert_after(nodes, "act1", [helper.make_node("Transpose", ["a1"], ["a1t"], name="swap",
+                                                  perm=[1, 0])])
+    rewire(nodes, "fc2", "a1", "a1t")
+    return Setup(write_model(tmp / "tr.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("tr.onnx", "'swap' (Transpose)", "layout change"))
+
+
+def case_residual_scales_without_integer_ratio(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    inits.append(numpy_helper.from_array(np.float32(0.3), "s03"))
+    insert_after(nodes, "act1", [
+        helper.make_node("BipolarQuant", ["h1n", "s03"], ["a1b"], name="act_small", domain=QD),
+        helper.make_node("Add", ["a1", "a1b"], ["res"], name="res_add"),
+        helper.make_node("BipolarQuant", ["res", "one"], ["a1r"], name="act_res", domain=QD)])
+    rewire(nodes, "fc2", "a1", "a1r")
+    return Setup(write_model(tmp / "ratio.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("ratio.onnx", "'res_add' (Add)", "no exact integer form"))
+
+
+def case_argmax_over_the_batch(tmp: Path) -> Setup:
+    nodes, inits, x = base_parts()
+    replace_node(nodes, "fc2", helper.make_node("MatMul", ["a1", "w2q"], ["pre"], name="fc2"))
+    nodes.append(helper.make_node("ArgMax", ["pre"], ["logits"], name="argmax0", axis=0))
+    return Setup(write_model(tmp / "am.onnx", make_model(nodes, inits, x)),
+                 good_inputs(tmp / "x.npy"), tmp / "o.npy",
+                 ("am.onnx", "'argmax0' (ArgMax)", "axis 0"))
+
+
+NEW_CASES = (case_reshape_shape_computed_at_run_time, case_reshape_cannot_be_resolved,
+             case_reshape_into_the_batch, case_float_activation_between_layers,
+             case_unsupported_op_in_a_branch, case_concat_of_mismatched_shapes,
+             case_per_channel_activation_scale, case_sign_idiom_with_a_bad_constant,
+             case_softmax_between_layers, case_transpose_between_layers,
+             case_residual_scales_without_integer_ratio, case_argmax_over_the_batch)
+
+
 CASES: dict[str, Callable[[Path], Setup]] = {
     f.__name__.removeprefix("case_"): f for f in (
         case_missing_model, case_model_is_directory, case_truncated_protobuf,
@@ -298,13 +479,15 @@ CASES: dict[str, Callable[[Path], Setup]] = {
         case_negative_variance, case_shape_mismatch, case_missing_initializer,
         case_dynamic_feature_dim, case_empty_graph, case_gemm_trans_a, case_wrong_input_rank,
         case_wrong_input_shape, case_wrong_input_dtype, case_nan_inputs,
-        case_missing_inputs_file, case_inputs_not_npy, case_output_in_missing_folder)
+        case_missing_inputs_file, case_inputs_not_npy, case_output_in_missing_folder,
+        *NEW_CASES)
 }
 
 MODEL_CASES = {"missing_model", "model_is_directory", "truncated_protobuf", "not_onnx_at_all",
                "unsupported_op", "weights_outside_value_set", "weights_quantized_to_three_bits",
                "nan_thresholds", "nan_bn_parameter", "negative_variance", "shape_mismatch",
-               "missing_initializer", "dynamic_feature_dim", "empty_graph", "gemm_trans_a"}
+               "missing_initializer", "dynamic_feature_dim", "empty_graph", "gemm_trans_a",
+               *(f.__name__.removeprefix("case_") for f in NEW_CASES)}
 
 
 def test_base_model_is_valid(tmp_path: Path) -> None:
@@ -346,6 +529,49 @@ def test_inspect_rejects(name: str, tmp_path: Path) -> None:
 
 def test_at_least_twelve_distinct_cases() -> None:
     assert len(CASES) >= 12
+    assert len(NEW_CASES) >= 8
+
+
+# --------------------------------------------------------------------------
+# What the importer and the reference take but the compiler does not emit yet
+# --------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "onnx"
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("cnv_small_w1a1", ("layer 0 (Conv2d)", "signed 8-bit", "sign bit-plane")),
+    ("resnet_w1a1", ("layer 0 (Conv2d)", "signed 8-bit", "layer 6 (Add)", "branches"))])
+@pytest.mark.parametrize("command", ["compile", "verify"])
+def test_compiler_refusals_exit_2(name: str, words: tuple[str, ...], command: str,
+                                  tmp_path: Path) -> None:
+    with np.load(FIXTURES / f"{name}.io.npz") as io:
+        np.save(tmp_path / "x.npy", io["x"][:2])
+    before = set(tmp_path.rglob("*"))
+    args: tuple[str | Path, ...] = (tmp_path / "out",) if command == "compile" else (
+        "--inputs", tmp_path / "x.npy")
+    r = run_cli(command, FIXTURES / f"{name}.onnx", *(("-o",) if command == "compile" else ()),
+                *args)
+    _check_error(r, (f"{name}.onnx", *words))
+    assert set(tmp_path.rglob("*")) == before
+    # The reference runs it.
+    r = run_cli("infer", FIXTURES / f"{name}.onnx", "--inputs", tmp_path / "x.npy", "--out",
+                tmp_path / "y.npy")
+    assert r.returncode == 0, r.stderr
+
+
+def test_inspect_lists_the_normalization_passes() -> None:
+    r = run_cli("inspect", FIXTURES / "larq_cnn.onnx")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("normalization:"))
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("input "))
+    listed = [ln.split(":")[0].strip() for ln in lines[start + 1:end]]
+    assert listed == ["FixBatch", "InferShapes", "LarqSteSign", "ClassifierTail", "SinkLayout",
+                      "ComposeLayout", "FlattenPermutation", "HoistInputLayout"], lines
+    assert "dropped 'sequential/activation/Softmax' (Softmax)" in r.stdout
+    assert "[batch, 28, 28, 1] -> reshaped to [batch, 1, 28, 28]" in r.stdout
+    assert "host-side float op(s) (per class)" in r.stdout
 
 
 # --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from golden_model.basis import BasisLinear, BasisNetwork, check_basis_network
 from golden_model.crossbar import AdcTable, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.ir import (
+    BRANCH_KINDS,
     Conv2d,
     Dense,
     Flatten,
@@ -179,6 +180,24 @@ class _Slots:
     scratch: int = 0  # basis mode: the basis products of one output position
 
 
+def refuse_unsupported(net: Network, infos: list[LayerInfo]) -> None:
+    """IR the importer and the reference take but this compiler does not emit yet."""
+    issues: list[tuple[str, str]] = []
+    for info, layer in zip(infos, net.layers, strict=True):
+        where = f"{net.name}: {layer_name(info.index, layer)}"
+        if isinstance(layer, BRANCH_KINDS) and not any(k == "branch" for k, _ in issues):
+            issues.append(("branch", f"{where}: a graph with branches (residual Add, Concat, "
+                           "or a Tap re-reading an earlier output) is not compiled yet"))
+        if isinstance(layer, Dense | Conv2d) and info.in_values is not None and \
+                info.in_values.kind == "signed":
+            issues.append(("signed", f"{where}: its input is {info.in_values.describe()}; signed "
+                           "multi-bit inputs need a negative-weighted sign bit-plane, which the "
+                           "compiler does not emit yet"))
+    if issues:
+        raise BadInputError("; ".join(msg for _, msg in issues) + " (cimgen infer runs the "
+                            "reference inference on it)", where="compile")
+
+
 class Compiler:
     def __init__(self, net: Network, cfg: XbarConfig, basis: BasisNetwork | None = None
                  ) -> None:
@@ -193,6 +212,7 @@ class Compiler:
         self.cfg = cfg
         self.m: Mapping = MAPPINGS[cfg.mapping]
         self.infos: list[LayerInfo] = analyze(net)
+        refuse_unsupported(net, self.infos)
         self.emit = Emitter()
         self.dmem = DmemAllocator(cfg.dmem_words)
         self.tiles: dict[int, list[Tile]] = {}

@@ -31,6 +31,7 @@ import numpy as np
 from golden_model.errors import BadInputError, MismatchError
 from golden_model.isa import Err
 from golden_model.machine import Machine, RunResult
+from golden_model.reference import predict
 
 from ..compiler import Compiled, compile_network
 from ..fileio import write_bytes_atomic
@@ -93,7 +94,7 @@ def evaluate_point(ctx: Context, index: int) -> list[Row]:
         if res.error != Err.NONE:
             raise MismatchError(f"point {index} seed {seed}: the machine stopped with "
                                 f"{res.error.name} at pc {res.fault_pc}", where="dse")
-        pred = logits.argmax(axis=1)
+        pred = predict(ctx.net, logits)
         n = int(pred.shape[0])
         rep = comp.report
         rows.append([str(index), *(fmt(getattr(cfg, k)) for k in ctx.keys), str(seed), str(n),

@@ -264,7 +264,7 @@ def needs_calib(cfg: XbarConfig) -> bool:
 
 def build_context(sw: Sweep) -> Context:
     """Load the model and data, check them, and compile every distinct geometry once."""
-    from golden_model.reference import check_inputs, forward_int, quantize_input
+    from golden_model.reference import check_inputs, forward_int, predict, quantize_input
 
     from ..compiler import compile_network
     from ..fileio import load_npy
@@ -326,5 +326,5 @@ def build_context(sw: Sweep) -> Context:
             pt = sw.points()[i]
             raise BadInputError(f"point {i} ({point_label(sw.keys, pt)}): {e}",
                                 where=where) from None
-    return Context(net=net, q=q, labels=y, ref_pred=ref.argmax(axis=1), calib_q=calib_q,
+    return Context(net=net, q=q, labels=y, ref_pred=predict(net, ref), calib_q=calib_q,
                    keys=sw.keys, seeds=sw.seeds, configs=sw.configs)

@@ -76,7 +76,7 @@ def default_inputs(net: Network, inputs: str | None, labels: str | None
                                     "inputs", where=labels)
         return x, y, os.path.basename(inputs)
     try:
-        x, y = digits_for(net.input.shape)
+        x, y = digits_for(net.input.graph_shape)
     except BadInputError:
         raise BadInputError("the model does not take digits; give --inputs X.npy",
                             where=net.name) from None

@@ -15,7 +15,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from golden_model.floatops import ElementwiseOp, Quantizer
-from golden_model.ir import Conv2d, Dense, Flatten, MaxPool2d, Network, Threshold, analyze
+from golden_model.ir import (
+    Add,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    Network,
+    Tap,
+    Threshold,
+    analyze,
+)
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 OPSET = 17
@@ -153,17 +164,45 @@ class _Builder:
         return self.affine(self.count_ge(x, t, rank), float(layer.out_scale),
                            float(layer.out_bias))
 
+    def input_layout(self, x: str) -> str:
+        """The graph input as the model takes it -> the IR's input shape."""
+        st = self.net.input
+        if st.source_shape is None:
+            return x
+        n = int(np.prod(st.shape))
+        if st.source_index is not None:
+            x = self.node("Reshape", [x, self.const("flat", np.int64([-1, n]))], "flat")
+            x = self.node("Gather", [x, self.const("idx", np.asarray(st.source_index, np.int64))],
+                          "gather", axis=1)
+        return self.node("Reshape", [x, self.const("shape", np.int64([-1, *st.shape]))],
+                         "layout")
+
+    def add(self, names: list[str], layer: Add, rank: int) -> str:
+        terms = []
+        for name, k in zip(names, layer.factors, strict=True):
+            terms.append(name if k == 1 else self.node(
+                "Mul", [name, self.const("k", np.float32([k]))], "scaled"))
+        return self.node("Sum", terms, "sum")
+
     def build(self) -> onnx.ModelProto:
         net = self.net
         infos = analyze(net)
         rank = len(net.input.shape) + 1
-        x = net.input_name
+        x = self.input_layout(net.input_name)
         for op in net.input.pre_ops:
             x = self.elementwise(x, op, rank)
         x = self.input_quant(x, net.input.quantizer, rank)
-        for layer, info in zip(net.layers, infos, strict=True):
+        outs: dict[int, str] = {-1: x}
+        for i, (layer, info) in enumerate(zip(net.layers, infos, strict=True)):
             rank = len(info.in_shape) + 1
-            if isinstance(layer, Dense):
+            x = outs[info.sources[0]]
+            if isinstance(layer, Tap):
+                pass
+            elif isinstance(layer, Add):
+                x = self.add([outs[j] for j in layer.inputs], layer, rank)
+            elif isinstance(layer, Concat):
+                x = self.node("Concat", [outs[j] for j in layer.inputs], "cat", axis=1)
+            elif isinstance(layer, Dense):
                 x = self.node("MatMul", [x, self.weight(layer.weight, layer.weight.T)], "mm")
             elif isinstance(layer, Conv2d):
                 pads = list(layer.pads)
@@ -183,15 +222,18 @@ class _Builder:
                 x = self.node("Flatten", [x], "flat", axis=1)
             elif isinstance(layer, Threshold):
                 x = self.threshold(x, layer, rank)
+            outs[i] = x
         for op in net.output_ops:
             x = self.elementwise(x, op, 2)
+        if not self.nodes or self.nodes[-1].output[0] != x:
+            x = self.node("Identity", [x], "out")  # the output is an earlier tensor (a Tap)
         # Rename the last tensor to the network's output name.
         self.nodes[-1].output[0] = net.output_name
         out_shape = list(infos[-1].out_shape)
         graph = helper.make_graph(
             self.nodes, net.name,
             [helper.make_tensor_value_info(net.input_name, TensorProto.FLOAT,
-                                           ["batch", *net.input.shape])],
+                                           ["batch", *net.input.graph_shape])],
             [helper.make_tensor_value_info(net.output_name, TensorProto.FLOAT,
                                            ["batch", *out_shape])],
             self.inits)

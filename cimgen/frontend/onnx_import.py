@@ -1,26 +1,39 @@
-"""ONNX (QONNX, Brevitas-style, plain float) -> integer IR.
+"""ONNX (QONNX, Brevitas, Larq through tf2onnx, plain float) -> integer IR.
 
-The importer walks the graph as one straight line from the input to the
-output. Constant sub-graphs (weights behind BipolarQuant / IntQuant /
-Transpose) are evaluated first. Between two quantizers it expects exactly
-one linear node (MatMul, Gemm, Conv) followed by a chain of per-channel
-monotone float ops (bias, Mul, Div, BatchNormalization, MaxPool), which
-``cimgen.frontend.fold`` turns into integer thresholds. Anything else is rejected
-with a message naming the file and node.
+``import_model`` first runs the normalization stage (``cimgen.frontend.normalize``:
+small named passes that rewrite export idioms into canonical form), then the
+strict importer below, which walks the graph in topological order and gives
+every tensor one of three meanings:
+
+* float: the graph input before its quantizer. Layout ops on it become the
+  input stage's layout map, float ops its pre-ops, the quantizer its levels.
+* activation: an integer tensor (``scale * integer``) that a layer of the IR
+  holds. Linear layers, MaxPool, Pad, a flatten, a residual Add and Concat
+  may read it; it may feed several of them (branches), the IR then reads an
+  earlier layer's output again through a ``Tap``.
+* accumulators: a linear layer's (or residual Add's) integer output followed
+  by a chain of per-channel monotone float ops (bias, scale, BatchNorm,
+  MaxPool); at the next quantizer ``cimgen.frontend.fold`` turns the chain into
+  integer thresholds. The graph output must be accumulators: the chain after
+  the last linear layer stays as the network's host-side ``output_ops``.
+
+Anything else is refused with a message naming the file, the node, its op
+type and the reason.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from golden_model.errors import BadInputError
-from golden_model.floatops import ROUNDERS, ElementwiseOp, Quantizer, chain_direction
+from golden_model.floatops import ElementwiseOp, chain_direction
 from golden_model.ir import (
+    Add,
+    Concat,
     Conv2d,
     Dense,
     Flatten,
@@ -28,6 +41,7 @@ from golden_model.ir import (
     Layer,
     MaxPool2d,
     Network,
+    Tap,
     Threshold,
     ValueSet,
     analyze,
@@ -35,13 +49,24 @@ from golden_model.ir import (
 )
 
 from .fold import fold_thresholds
+from .graph import QONNX_DOMAINS, QUANT_OPS, OnnxGraph, as_str, attrs, resolve_reshape
+from .node_parse import NodeParser
+from .normalize import normalize
+from .passes import PassReport
 
-QONNX_DOMAINS = frozenset({
-    "qonnx.custom_op.general", "finn", "finn.custom_op.general", "onnx.brevitas",
-})
-QUANT_OPS = frozenset({"BipolarQuant", "Quant", "IntQuant", "MultiThreshold"})
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div"})
 PASS_THROUGH = frozenset({"Identity", "Dropout"})
+LAYOUT = frozenset({"Reshape", "Flatten", "Transpose"})
+# Integer ratios tried when two residual operands have different float scales.
+MAX_ADD_RATIO = 16
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A network and the normalization passes that changed its graph."""
+
+    net: Network
+    passes: list[PassReport] = field(default_factory=list)
 
 
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -63,200 +88,56 @@ def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 
 def load_model(path: str | os.PathLike[str]) -> Network:
-    """Read an ONNX file and import it into the integer IR."""
+    """Read an ONNX file, normalize it and import it into the integer IR."""
+    return load_model_report(path).net
+
+
+def load_model_report(path: str | os.PathLike[str]) -> Imported:
     p = os.fspath(path)
-    return import_model(load_onnx(p), source=p)
+    return import_model_report(load_onnx(p), source=p)
 
 
-def _is_qonnx(node: onnx.NodeProto) -> bool:
-    return node.domain in QONNX_DOMAINS and node.op_type in QUANT_OPS | {
-        "Trunc", "XnorPopcountMatMul"}
+def import_model(model: onnx.ModelProto, source: str = "<model>") -> Network:
+    """Normalize ``model`` (a copy) and import it."""
+    return import_model_report(model, source).net
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+def import_model_report(model: onnx.ModelProto, source: str = "<model>") -> Imported:
+    normalized, reports = normalize(model, source)
+    return Imported(import_strict(normalized, source), reports)
 
 
-def _as_str(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+def import_strict(model: onnx.ModelProto, source: str = "<model>") -> Network:
+    """Import a graph already in canonical form (no normalization)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    OnnxGraph(m, source).toposort()
+    return _Importer(m, source).run()
 
 
-@dataclass
-class _State:
-    """Where the walk stands: the current tensor, its shape and meaning."""
+@dataclass(frozen=True, eq=False)
+class _Val:
+    """What one ONNX tensor is in the IR."""
 
-    name: str
-    shape: tuple[int, ...]
-    # "float" before the input quantizer, "act" after a quantizer, "acc" after a linear node
-    kind: str
-    scale: float = 1.0  # float value = scale * integer value ("act")
-    values: ValueSet | None = None
-    chain: list[ElementwiseOp] = field(default_factory=list)
-    acc_bound: int = 0
-    pending: list[Layer] = field(default_factory=list)  # pools/flatten before the threshold
-    pending_pad: tuple[tuple[int, int, int, int], int] | None = None
+    kind: str  # "float" (before the input quantizer), "act", "acc"
+    shape: tuple[int, ...]  # without the batch
+    src: int = -1  # IR layer holding its integer tensor (-1: the quantized input)
+    scale: float = 1.0  # act: float value = scale * integer value
+    values: ValueSet | None = None  # act
+    chain: tuple[ElementwiseOp, ...] = ()  # acc: float ops after the integers; float: pre-ops
+    bound: int = 0  # acc: max |integer|
+    pad: tuple[tuple[int, int, int, int], int] | None = None  # act: a Pad not yet used
+    index: np.ndarray | None = None  # float: the input layout map (None: unchanged)
 
 
-class _Importer:
+class _Importer(NodeParser):
     def __init__(self, model: onnx.ModelProto, source: str) -> None:
-        self.model = model
-        self.src = source
-        self.g = model.graph
-        self.consts: dict[str, np.ndarray] = {}
+        super().__init__(model, source)
         self.layers: list[Layer] = []
         self.input_stage: InputStage | None = None
-
-    # ---------------------------------------------------------------- errors
-    def err(self, msg: str, node: onnx.NodeProto | None = None) -> BadInputError:
-        if node is None:
-            return BadInputError(msg, where=self.src)
-        label = node.name or f"#{list(self.g.node).index(node)}"
-        return BadInputError(msg, where=f"{self.src}: node '{label}' ({node.op_type})")
-
-    # ------------------------------------------------------------- constants
-    def const(self, name: str, node: onnx.NodeProto, what: str) -> np.ndarray:
-        if name not in self.consts:
-            raise self.err(f"{what} '{name}' is not an initializer or constant (missing "
-                           "initializer?)", node)
-        return self.consts[name]
-
-    def fold_constants(self) -> list[onnx.NodeProto]:
-        """Evaluate nodes whose inputs are all constant; return the others in order."""
-        for init in self.g.initializer:
-            try:
-                self.consts[init.name] = numpy_helper.to_array(init)
-            except Exception as e:
-                raise self.err(f"initializer '{init.name}' cannot be read: {e}") from None
-        rest: list[onnx.NodeProto] = []
-        for node in self.g.node:
-            ins = [i for i in node.input if i]
-            if node.op_type == "Constant":
-                a = _attrs(node)
-                if "value" not in a:
-                    raise self.err("only tensor-valued Constant nodes are supported", node)
-                self.consts[node.output[0]] = numpy_helper.to_array(a["value"])
-            elif ins and all(i in self.consts for i in ins) and (
-                    node.op_type in ("Transpose", "Identity", "Sign", "Reshape")
-                    or _is_qonnx(node)):
-                self.consts[node.output[0]] = self.eval_const(node)
-            else:
-                rest.append(node)
-        return rest
-
-    def eval_const(self, node: onnx.NodeProto) -> np.ndarray:
-        x = np.asarray(self.consts[node.input[0]], dtype=np.float32)
-        a = _attrs(node)
-        op = node.op_type
-        if op == "Transpose":
-            perm = a.get("perm")
-            return np.transpose(x, perm) if perm is not None else x.T
-        if op == "Identity":
-            return x
-        if op == "Sign":
-            return np.sign(x)
-        if op == "Reshape":
-            return x.reshape(self.consts[node.input[1]].astype(np.int64))
-        q = self.quantizer(node)
-        if q.kind == "multithreshold":
-            raise self.err("MultiThreshold on a constant is not supported", node)
-        if q.kind == "bipolar":
-            s = np.asarray(self.consts[node.input[1]], np.float32)
-            return (np.where(x >= 0, 1.0, -1.0) * s).astype(np.float32)
-        # IntQuant on weights: numpy broadcasting of scale/zeropt, as the op does.
-        s = np.asarray(self.consts[node.input[1]], np.float32)
-        z = np.asarray(self.consts[node.input[2]], np.float32)
-        y = (x / s + z).astype(np.float32)
-        if q.bits == 1 and q.signed:
-            y = np.where(y >= 0, 1.0, -1.0).astype(np.float32)
-        else:
-            lo, hi = q.int_range()
-            y = ROUNDERS[q.rounding.upper()](np.clip(y, np.float32(lo), np.float32(hi)))
-        return ((y - z) * s).astype(np.float32)
-
-    # ------------------------------------------------------------ quantizers
-    def quantizer(self, node: onnx.NodeProto) -> Quantizer:
-        op = node.op_type
-        if op == "Sign" and node.domain in ("", "ai.onnx"):
-            return Quantizer("sign")
-        if node.domain not in QONNX_DOMAINS:
-            raise self.err(f"unsupported op (domain '{node.domain}')", node)
-        a = _attrs(node)
-        if op == "BipolarQuant":
-            s = np.asarray(self.const(node.input[1], node, "scale"), np.float32).reshape(-1)
-            return Quantizer("bipolar", scale=s)
-        if op in ("Quant", "IntQuant"):
-            if len(node.input) < 4:
-                raise self.err("IntQuant needs inputs X, scale, zeropt, bitwidth", node)
-            s = np.asarray(self.const(node.input[1], node, "scale"), np.float32).reshape(-1)
-            z = np.asarray(self.const(node.input[2], node, "zeropt"), np.float32).reshape(-1)
-            bw = np.asarray(self.const(node.input[3], node, "bitwidth")).reshape(-1)
-            if bw.size != 1 or bw[0] != int(bw[0]) or not 1 <= int(bw[0]) <= 8:
-                raise self.err(f"bitwidth must be one integer in 1..8, got {bw.tolist()}", node)
-            rounding = _as_str(a.get("rounding_mode", "ROUND")).upper()
-            if rounding not in ROUNDERS:
-                raise self.err(f"unknown rounding_mode '{rounding}'", node)
-            if np.any(s == 0) or not np.all(np.isfinite(s)) or not np.all(np.isfinite(z)):
-                raise self.err("scale must be finite and non-zero, zeropt finite", node)
-            return Quantizer("intquant", scale=s, zeropt=z, bits=int(bw[0]),
-                             signed=bool(a.get("signed", 1)), narrow=bool(a.get("narrow", 0)),
-                             rounding=rounding)
-        if op == "MultiThreshold":
-            t = np.asarray(self.const(node.input[1], node, "thresholds"), np.float32)
-            if t.ndim != 2:
-                raise self.err(f"thresholds must be [C, B], got shape {t.shape}", node)
-            if np.isnan(t).any():
-                raise self.err(f"thresholds contain {int(np.isnan(t).sum())} NaN values", node)
-            layout = _as_str(a.get("data_layout", "NCHW"))
-            if layout not in ("NCHW", "NC", "NCW"):
-                raise self.err(f"data_layout '{layout}' is not supported (channels first only)",
-                               node)
-            return Quantizer("multithreshold", thresholds=t,
-                             out_scale=float(a.get("out_scale", 1.0)),  # type: ignore[arg-type]
-                             out_bias=float(a.get("out_bias", 0.0)))  # type: ignore[arg-type]
-        raise self.err("unsupported op", node)
-
-    def level_map(self, q: Quantizer, node: onnx.NodeProto) -> tuple[float, int, int]:
-        """(unit scale u, int_scale, int_bias): level L has value u * (bias + scale * L)."""
-        v = q.level_values()
-        if v.shape[0] > 1 and not np.all(v == v[:1]):
-            raise self.err("per-channel activation scales are not supported (the output "
-                           "scale must be the same for every channel)", node)
-        v = v[0]
-        if not np.all(np.isfinite(v)):
-            raise self.err("quantizer output values are not finite", node)
-        if v.size < 2:
-            raise self.err("quantizer has a single output level", node)
-        d = v[1] - v[0]
-        if d == 0 or not np.allclose(v, v[0] + d * np.arange(v.size), rtol=0, atol=abs(d) * 1e-6):
-            raise self.err(f"quantizer levels {v.tolist()} are not evenly spaced", node)
-        for div in (1.0, 2.0):
-            u = abs(d) / div
-            ints = v / u
-            if np.allclose(ints, np.round(ints), rtol=0, atol=1e-6):
-                return float(u), round(d / u), round(v[0] / u)
-        raise self.err(f"quantizer levels {v.tolist()} are not integer multiples of one "
-                       "scale", node)
-
-    # ------------------------------------------------------------ per channel
-    def channel_vector(self, c: np.ndarray, shape: tuple[int, ...], node: onnx.NodeProto
-                       ) -> np.ndarray:
-        """A constant operand as a per-channel vector [C] (or [1] for scalars)."""
-        c = np.asarray(c, dtype=np.float32)
-        if c.size == 1:
-            return c.reshape(1)
-        full = (1, *shape)
-        try:
-            b = np.broadcast_to(c, full) if c.ndim <= len(full) else None
-        except ValueError:
-            b = None
-        if b is None:
-            raise self.err(f"constant of shape {c.shape} does not broadcast to the tensor "
-                           f"[N, {', '.join(map(str, shape))}]", node)
-        per_c = b[0].reshape(shape[0], -1)
-        if not np.all(per_c == per_c[:, :1]):
-            raise self.err("constant varies over spatial positions; only per-channel "
-                           "constants are supported", node)
-        return np.ascontiguousarray(per_c[:, 0])
+        self.vals: dict[str, _Val] = {}
+        self.in_shape: tuple[int, ...] = ()
+        self.batch = 1  # the graph input's declared batch (normalization fixes a symbolic one)
 
     # ----------------------------------------------------------------- walk
     def graph_input(self) -> tuple[str, tuple[int, ...]]:
@@ -280,265 +161,398 @@ class _Importer:
                 raise self.err(f"graph input '{vi.name}' has a dynamic dimension '{label}' at "
                                f"axis {ax}; only the batch dimension may be dynamic")
             dims.append(int(d.dim_value))
+        d0 = tt.shape.dim[0]
+        self.batch = int(d0.dim_value) if d0.HasField("dim_value") and d0.dim_value > 0 else 1
         return vi.name, tuple(dims)
 
+    def on_path(self, nodes: list[onnx.NodeProto], in_name: str, out_name: str) -> None:
+        """Every remaining node must lie on a path from the input to the output."""
+        fwd = {in_name}
+        for n in nodes:
+            if any(i in fwd for i in n.input if i):
+                fwd.update(o for o in n.output if o)
+        back = {out_name}
+        for n in reversed(nodes):
+            if any(o in back for o in n.output if o):
+                back.update(i for i in n.input if i)
+        left = [n for n in nodes if not (set(n.output) & fwd and set(n.output) & back)]
+        if left:
+            raise self.err(f"{len(left)} node(s) are not on the input-to-output path", left[0])
+
     def run(self) -> Network:
-        nodes = self.fold_constants()
         if not self.g.node:
             raise self.err("empty graph (no nodes)")
+        nodes = self.fold_constants()
         in_name, in_shape = self.graph_input()
+        self.in_shape = in_shape
         if len(self.g.output) != 1:
             raise self.err(f"expected exactly one graph output, found {len(self.g.output)}")
         out_name = self.g.output[0].name
-        consumers: dict[str, list[onnx.NodeProto]] = {}
         for n in nodes:
-            for i in n.input:
-                if i and i not in self.consts:
-                    consumers.setdefault(i, []).append(n)
-        st = _State(in_name, in_shape, "float")
-        pre_ops: list[ElementwiseOp] = []
-        seen: set[int] = set()
-        while st.name != out_name:
-            users = consumers.get(st.name, [])
-            if not users:
-                raise self.err(f"tensor '{st.name}' has no consumer and is not the graph "
-                               f"output '{out_name}'")
-            if len(users) > 1:
-                raise self.err(f"tensor '{st.name}' feeds {len(users)} nodes; branching graphs "
-                               "are not supported", users[0])
-            node = users[0]
-            if id(node) in seen:
-                raise self.err("the graph has a cycle", node)
-            seen.add(id(node))
-            self.step(node, st, pre_ops)
-            st.name = node.output[0]
-        left = [n for n in nodes if id(n) not in seen]
-        if left:
-            raise self.err(f"{len(left)} node(s) are not on the input-to-output path", left[0])
-        if st.kind != "acc":
+            if n.op_type == "Reshape" and (len(n.input) < 2 or n.input[1] not in self.consts):
+                raise self.err("the Reshape target shape is computed at run time (not a "
+                               "constant after constant folding); cimgen needs static shapes", n)
+        self.on_path(nodes, in_name, out_name)
+        self.vals[in_name] = _Val("float", in_shape)
+        for node in nodes:
+            self.step(node)
+        out = self.vals.get(out_name)
+        if out is None:
+            raise self.err(f"the graph output '{out_name}' is not computed from the input")
+        if out.kind != "acc":
             raise self.err("the graph must end with a linear layer's output (integer logits); "
-                           f"it ends in {'an activation' if st.kind == 'act' else 'a float op'}")
-        self.layers.extend(st.pending)
-        out_ops = tuple(st.chain)
-        for op in out_ops:
-            if op.channels() != 1 or op.kind not in ("mul", "div", "add", "sub") or \
-                    (op.kind in ("mul", "div") and float(np.asarray(op.const).reshape(-1)[0]) <= 0):
-                raise self.err("only positive scalar scales and scalar offsets may follow the last "
-                               "linear layer (per-class affine ops change the ranking of the "
-                               "integer logits)")
+                           f"it ends in {'an activation' if out.kind == 'act' else 'a float op'}")
+        if out.src != len(self.layers) - 1:
+            self.layers.append(Tap(out.src))
         assert self.input_stage is not None
         net = Network(self.input_stage, tuple(self.layers), input_name=in_name,
                       output_name=out_name, name=os.path.basename(self.src),
-                      metadata={}, output_ops=out_ops)
-        analyze(net)
+                      metadata={}, output_ops=tuple(out.chain))
+        try:
+            analyze(net)
+        except BadInputError as e:
+            raise self.err(f"the imported network is invalid: {e}") from None
         return net
 
-    def step(self, node: onnx.NodeProto, st: _State, pre_ops: list[ElementwiseOp]) -> None:
+    def use(self, v: _Val) -> None:
+        """Make ``v``'s tensor the input of the next layer (a Tap if it is not the last)."""
+        if v.src != len(self.layers) - 1:
+            self.layers.append(Tap(v.src))
+
+    def emit(self, layer: Layer) -> int:
+        self.layers.append(layer)
+        return len(self.layers) - 1
+
+    def step(self, node: onnx.NodeProto) -> None:
         op = node.op_type
         if node.domain not in ("", "ai.onnx") and node.domain not in QONNX_DOMAINS:
             raise self.err(f"unsupported op domain '{node.domain}'", node)
-        if op in PASS_THROUGH:
-            return
         is_quant = (node.domain in QONNX_DOMAINS and op in QUANT_OPS) or (
             op == "Sign" and node.domain in ("", "ai.onnx"))
         if node.domain in QONNX_DOMAINS and not is_quant:
             raise self.err("unsupported op", node)
-        if st.kind == "float":
-            if op in ELEMENTWISE or op == "BatchNormalization":
-                pre_ops.append(self.elementwise(node, st))
-                return
-            if is_quant:
-                q = self.quantizer(node)
-                self.check_quant_channels(q, st, node)
-                u, isc, ib = self.level_map(q, node)
-                self.input_stage = InputStage(st.shape, tuple(pre_ops), q, isc, ib)
-                st.kind, st.scale, st.values = "act", u, self.input_stage.values
-                if st.values.kind == "signed":
-                    raise self.err(f"input levels {st.values.values} are signed multi-bit; the "
-                                   "first layer takes bipolar, ternary or unsigned inputs", node)
-                if st.values.hi > 255:
-                    raise self.err("input levels exceed 8 bits", node)
-                return
-            raise self.err("the graph input must be quantized (Sign, BipolarQuant, IntQuant or "
-                           "MultiThreshold) before any other op", node)
-        if st.kind == "act":
-            self.step_act(node, st)
+        data = [i for i in dict.fromkeys(node.input) if i and i in self.vals]
+        if not data:
+            raise self.err("no input of this node is computed from the graph input", node)
+        if op in PASS_THROUGH:
+            self.vals[node.output[0]] = self.vals[data[0]]
             return
-        self.step_acc(node, st, is_quant)
+        if len(data) > 1 or (len(node.input) > 1 and node.input[0] == node.input[1]):
+            self.vals[node.output[0]] = self.join(node, data)
+            return
+        x = data[0]
+        v = self.vals[x]
+        if node.input[0] != x and op not in ELEMENTWISE:
+            raise self.err("the computed tensor must be the first input", node)
+        if v.kind == "float":
+            out = self.step_float(node, x, v, is_quant)
+        elif v.kind == "act":
+            out = self.step_act(node, v, is_quant)
+        else:
+            out = self.step_acc(node, x, v, is_quant)
+        self.vals[node.output[0]] = out
 
-    def check_quant_channels(self, q: Quantizer, st: _State, node: onnx.NodeProto) -> None:
-        c = st.shape[0]
-        for name, arr in (("thresholds", q.thresholds), ("scale", q.scale), ("zeropt", q.zeropt)):
-            if arr is not None and np.asarray(arr).shape[0] not in (1, c):
-                raise self.err(f"{name} has {np.asarray(arr).shape[0]} channels, the tensor has "
-                               f"{c}", node)
-
-    def step_act(self, node: onnx.NodeProto, st: _State) -> None:
+    # ------------------------------------------------------------- the input
+    def step_float(self, node: onnx.NodeProto, x: str, v: _Val, is_quant: bool) -> _Val:
         op = node.op_type
-        a = _attrs(node)
-        if op == "MaxPool":
-            self.layers.append(self.maxpool(node, st))
-            return
-        if op in ("Flatten", "Reshape"):
-            self.flatten(node, st)
-            if len(st.shape) == 1 and not (self.layers and isinstance(self.layers[-1], Flatten)):
-                self.layers.append(Flatten())
-            return
-        if op == "Pad":
-            mode = _as_str(a.get("mode", "constant"))
-            if mode != "constant":
-                raise self.err(f"Pad mode '{mode}' is not supported", node)
-            pads = self.const(node.input[1], node, "pads").astype(np.int64).reshape(-1) \
-                if len(node.input) > 1 else np.asarray(a.get("pads"), np.int64)
-            if len(node.input) > 3 and node.input[3]:
-                raise self.err("Pad with explicit axes is not supported", node)
-            if pads.size != 8 or pads[[0, 1, 4, 5]].any() or (pads < 0).any():
-                raise self.err(f"only non-negative spatial pads of an NCHW tensor are supported, "
-                               f"got {pads.tolist()}", node)
-            v = 0.0
-            if len(node.input) > 2 and node.input[2]:
-                cv = self.const(node.input[2], node, "constant_value")
-                v = float(np.asarray(cv).reshape(-1)[0])
-            iv = v / st.scale
-            assert st.values is not None
-            if iv != round(iv) or (int(iv) not in st.values.values and iv != 0):
-                raise self.err(f"pad value {v} is not in the tensor's value set "
-                               f"{st.values.describe()} (scale {st.scale})", node)
-            st.pending_pad = ((int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7])), int(iv))
-            st.shape = (st.shape[0], st.shape[1] + int(pads[2] + pads[6]),
-                        st.shape[2] + int(pads[3] + pads[7]))
-            return
-        if op in ("MatMul", "Gemm", "Conv"):
-            self.linear(node, st)
-            return
-        raise self.err("unsupported op after an activation (expected MatMul, Gemm, Conv, "
-                       "MaxPool, Flatten, Reshape or Pad)", node)
+        if op in LAYOUT or op == "Gather":
+            if v.chain:
+                raise self.err("a layout change after float preprocessing of the input is not "
+                               "supported (move the Reshape/Transpose before it)", node)
+            return self.input_layout(node, v)
+        if op in ELEMENTWISE or op == "BatchNormalization":
+            return replace(v, chain=(*v.chain, self.elementwise(node, x, v.shape)))
+        if is_quant:
+            return self.input_quant(node, v)
+        raise self.err("the graph input must be quantized (Sign, BipolarQuant, IntQuant or "
+                       "MultiThreshold) before any other op", node)
 
-    def step_acc(self, node: onnx.NodeProto, st: _State, is_quant: bool) -> None:
+    def input_layout(self, node: onnx.NodeProto, v: _Val) -> _Val:
+        idx = v.index if v.index is not None else np.arange(int(np.prod(v.shape)))
+        op = node.op_type
+        if op == "Transpose":
+            perm = [int(p) for p in attrs(node).get("perm", range(len(v.shape), -1, -1))]
+            if len(perm) != len(v.shape) + 1 or perm[0] != 0:
+                raise self.err(f"Transpose perm {perm} moves the batch axis", node)
+            inner = [p - 1 for p in perm[1:]]
+            idx = idx.reshape(v.shape).transpose(inner).reshape(-1)
+            return replace(v, shape=tuple(v.shape[p] for p in inner), index=idx)
+        if op == "Gather":
+            # cimgen's own export writes a permuted input as Reshape + Gather(axis 1).
+            sel = self.const(node.input[1], node, "indices").astype(np.int64)
+            if int(attrs(node).get("axis", 0)) != 1 or len(v.shape) != 1 or sel.ndim != 1 or \
+                    not np.array_equal(np.sort(sel), np.arange(idx.size)):
+                raise self.err("a Gather on the input is supported only as a permutation of "
+                               "the features (axis 1 of [batch, features])", node)
+            return replace(v, index=idx[sel])
+        return replace(v, shape=self.reshaped(node, v.shape), index=idx)
+
+    def reshaped(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The batch-free output shape of a Reshape/Flatten that keeps axis 0 as the batch."""
+        n = int(np.prod(shape))
+        if node.op_type == "Flatten":
+            if int(attrs(node).get("axis", 1)) != 1:
+                raise self.err("Flatten must use axis=1", node)
+            return (n,)
+        if len(node.input) < 2 or node.input[1] not in self.consts:
+            raise self.err("the Reshape target shape is computed at run time (not a constant "
+                           "after constant folding)", node)
+        tgt = np.asarray(self.consts[node.input[1]]).astype(np.int64).reshape(-1)
+        b = self.batch
+        out = resolve_reshape((b, *shape), tgt, bool(attrs(node).get("allowzero", 0)))
+        if out is None:
+            raise self.err(f"Reshape to {tgt.tolist()} does not fit the tensor "
+                           f"[N, {', '.join(map(str, shape))}]", node)
+        if len(out) < 2 or out[0] != b or int(tgt[0]) not in (-1, 0, b):
+            raise self.err(f"Reshape to {tgt.tolist()} does not keep the batch as axis 0",
+                           node)
+        return tuple(out[1:])
+
+    def input_quant(self, node: onnx.NodeProto, v: _Val) -> _Val:
+        if self.input_stage is not None:
+            raise self.err("the graph input is quantized a second time (one input quantizer "
+                           "is supported)", node)
+        q = self.quantizer(node)
+        self.check_quant_channels(q, v.shape, node)
+        u, isc, ib = self.level_map(q, node)
+        moved = v.index is not None
+        ident = moved and np.array_equal(v.index, np.arange(v.index.size))
+        self.input_stage = InputStage(
+            v.shape, tuple(v.chain), q, isc, ib,
+            source_shape=self.in_shape if moved else None,
+            source_index=None if (not moved or ident) else np.asarray(v.index, np.int64))
+        vs = self.input_stage.values
+        if vs.lo < -128 or vs.hi > 255:
+            raise self.err(f"input levels {vs.describe()} exceed 8 bits", node)
+        return _Val("act", v.shape, -1, u, vs)
+
+    # --------------------------------------------------------- activations
+    def step_act(self, node: onnx.NodeProto, v: _Val, is_quant: bool) -> _Val:
+        op = node.op_type
+        if op == "MaxPool":
+            if v.pad is not None:
+                raise self.err("Pad before a MaxPool is not supported", node)
+            self.use(v)
+            return replace(v, shape=self.pooled(node, v.shape), src=self.emit(self.maxpool(node)))
+        if op in ("Flatten", "Reshape"):
+            out = self.reshaped(node, v.shape)
+            if out == v.shape:
+                return v
+            if len(out) != 1:
+                raise self.err(f"Reshape of an activation to [N, {', '.join(map(str, out))}]: "
+                               "only a flatten to [batch, features] is supported between layers",
+                               node)
+            if v.pad is not None:
+                raise self.err("Pad before a flatten", node)
+            self.use(v)
+            return replace(v, shape=out, src=self.emit(Flatten()))
+        if op == "Transpose":
+            raise self.err("a layout change (Transpose) of an activation between layers: no "
+                           "normalization pass could remove it (it must sit next to a "
+                           "pointwise op, a pair that cancels, or before a dense layer's "
+                           "flatten)", node)
+        if op == "Pad":
+            return self.pad(node, v)
+        if op in ("MatMul", "Gemm", "Conv"):
+            return self.linear(node, v)
+        if op in ("Mul", "Div"):
+            c = np.asarray(self.const(node.input[1], node, "operand"), np.float32).reshape(-1)
+            k = float(c[0]) if c.size == 1 else 0.0
+            if op == "Div" and k:
+                k = 1.0 / k
+            # Scaling by a power of two keeps every value exact in float32.
+            if k > 0 and float(np.log2(k)).is_integer():
+                return replace(v, scale=v.scale * k)
+        if op in ELEMENTWISE or op == "BatchNormalization":
+            raise self.err("a float op on a quantized activation (float activations between "
+                           "layers are not supported: only a linear layer, MaxPool, Pad, a "
+                           "flatten, a residual Add or Concat may read a quantized tensor)",
+                           node)
+        if is_quant:
+            raise self.err("a quantizer on an already quantized tensor (re-quantization) is "
+                           "not supported", node)
+        raise self.err("unsupported op after an activation (expected MatMul, Gemm, Conv, "
+                       "MaxPool, Flatten, Reshape, Pad, Add or Concat)", node)
+
+    def pad(self, node: onnx.NodeProto, v: _Val) -> _Val:
+        a = attrs(node)
+        mode = as_str(a.get("mode", "constant"))
+        if mode != "constant":
+            raise self.err(f"Pad mode '{mode}' is not supported", node)
+        pads = self.const(node.input[1], node, "pads").astype(np.int64).reshape(-1) \
+            if len(node.input) > 1 else np.asarray(a.get("pads"), np.int64)
+        if len(node.input) > 3 and node.input[3]:
+            raise self.err("Pad with explicit axes is not supported", node)
+        if len(v.shape) != 3 or pads.size != 8 or pads[[0, 1, 4, 5]].any() or (pads < 0).any():
+            raise self.err(f"only non-negative spatial pads of an NCHW tensor are supported, "
+                           f"got {pads.tolist()}", node)
+        if v.pad is not None:
+            raise self.err("two Pads in a row", node)
+        val = 0.0
+        if len(node.input) > 2 and node.input[2]:
+            cv = self.const(node.input[2], node, "constant_value")
+            val = float(np.asarray(cv).reshape(-1)[0])
+        iv = val / v.scale
+        assert v.values is not None
+        if iv != round(iv) or (int(iv) not in v.values.values and iv != 0):
+            raise self.err(f"pad value {val} is not in the tensor's value set "
+                           f"{v.values.describe()} (scale {v.scale})", node)
+        shape = (v.shape[0], v.shape[1] + int(pads[2] + pads[6]),
+                 v.shape[2] + int(pads[3] + pads[7]))
+        return replace(v, shape=shape, pad=((int(pads[2]), int(pads[3]), int(pads[6]),
+                                             int(pads[7])), int(iv)))
+
+    # --------------------------------------------------------- accumulators
+    def step_acc(self, node: onnx.NodeProto, x: str, v: _Val, is_quant: bool) -> _Val:
         op = node.op_type
         if op in ELEMENTWISE or op == "BatchNormalization":
-            st.chain.append(self.elementwise(node, st))
-            return
+            return replace(v, chain=(*v.chain, self.elementwise(node, x, v.shape)))
         if op == "MaxPool":
             # Pooling accumulators equals pooling the chain's output only while
             # the chain so far is increasing in every channel.
-            if (chain_direction(st.chain, st.shape[0]) < 0).any():
+            if (chain_direction(v.chain, v.shape[0]) < 0).any():
                 raise self.err("MaxPool after a decreasing float op (negative scale) would be a "
                                "min-pool on the accumulators; not supported", node)
-            st.pending.append(self.maxpool(node, st))
-            return
+            self.use(v)
+            return replace(v, shape=self.pooled(node, v.shape), src=self.emit(self.maxpool(node)))
         if op in ("Flatten", "Reshape"):
-            if len(st.shape) == 3 and st.shape[1] * st.shape[2] != 1:
+            out = self.reshaped(node, v.shape)
+            if out == v.shape:
+                return v
+            if len(v.shape) == 3 and v.shape[1] * v.shape[2] != 1:
                 raise self.err("flattening accumulators with spatial extent before their "
                                "activation is not supported", node)
-            self.flatten(node, st)
-            st.pending.append(Flatten())
-            return
+            if len(out) != 1:
+                raise self.err(f"Reshape of accumulators to [N, {', '.join(map(str, out))}] is "
+                               "not a flatten", node)
+            self.use(v)
+            return replace(v, shape=out, src=self.emit(Flatten()))
         if is_quant:
-            q = self.quantizer(node)
-            self.check_quant_channels(q, st, node)
-            u, isc, ib = self.level_map(q, node)
-            c = st.shape[0]
-            try:
-                f = fold_thresholds(st.chain, q, c, st.acc_bound)
-            except ValueError as e:
-                raise self.err(str(e), node) from None
-            self.layers.extend(st.pending)
-            self.layers.append(Threshold(f.thresholds, f.sign, isc, ib))
-            vs = self.layers[-1].values  # type: ignore[union-attr]
-            if not set(vs.values) <= {-1, 0, 1}:
-                raise self.err(f"activation levels {vs.values} are not binary or ternary", node)
-            st.kind, st.scale, st.values = "act", u, vs
-            st.chain, st.pending = [], []
-            return
+            return self.threshold(node, v)
+        if op in ("Softmax", "LogSoftmax", "ArgMax"):
+            raise self.err(f"{op} is dropped only as the classifier tail at the graph output; "
+                           "here it is between layers", node)
         raise self.err("unsupported op between a linear layer and its activation", node)
 
-    # ------------------------------------------------------------- op parts
-    def elementwise(self, node: onnx.NodeProto, st: _State) -> ElementwiseOp:
-        op = node.op_type
-        c = st.shape[0]
-        if op == "BatchNormalization":
-            a = _attrs(node)
-            if a.get("training_mode", 0):
-                raise self.err("BatchNormalization in training mode", node)
-            if len(node.input) != 5:
-                raise self.err("BatchNormalization needs 5 inputs", node)
-            # BN parameters are 1-D [C] on axis 1 (ONNX spec), not numpy-broadcast operands:
-            # channel_vector would align them with the last axis (W) of an NCHW tensor.
-            raw = [np.asarray(self.const(n, node, what), np.float32)
-                   for n, what in zip(node.input[1:], ("scale", "B", "mean", "var"), strict=True)]
-            if any(p.ndim > 1 for p in raw):
-                raise self.err("BatchNormalization parameters must be 1-D [C]", node)
-            params = tuple(p.reshape(-1) for p in raw)
-            for p, what in zip(params, ("scale", "B", "mean", "var"), strict=True):
-                if p.size not in (1, c):
-                    raise self.err(f"{what} has {p.size} channels, the tensor has {c}", node)
-                if not np.all(np.isfinite(p)):
-                    raise self.err(f"{what} contains NaN or infinite values", node)
-            if (params[3] < 0).any():
-                raise self.err("negative variance", node)
-            eps = float(a.get("epsilon", 1e-5))  # type: ignore[arg-type]
-            return ElementwiseOp("bn", bn=params, eps=eps)  # type: ignore[arg-type]
-        x_first = node.input[0] == st.name
-        other = node.input[1] if x_first else node.input[0]
-        cv = self.channel_vector(self.const(other, node, "operand"), st.shape, node)
-        if cv.size not in (1, c):
-            raise self.err(f"operand has {cv.size} channels, the tensor has {c}", node)
-        if not np.all(np.isfinite(cv)):
-            raise self.err("operand contains NaN or infinite values", node)
-        kind = op.lower()
-        if not x_first:
-            if op == "Div":
-                raise self.err("dividing a constant by the tensor is not monotone-safe; "
-                               "not supported", node)
-            if op == "Sub":
-                kind = "rsub"
-        if kind == "div" and (cv == 0).any():
-            raise self.err("division by zero", node)
-        return ElementwiseOp(kind, const=cv)
+    def threshold(self, node: onnx.NodeProto, v: _Val) -> _Val:
+        q = self.quantizer(node)
+        self.check_quant_channels(q, v.shape, node)
+        u, isc, ib = self.level_map(q, node)
+        c = v.shape[0]
+        try:
+            f = fold_thresholds(list(v.chain), q, c, v.bound)
+        except ValueError as e:
+            raise self.err(str(e), node) from None
+        self.use(v)
+        layer = Threshold(f.thresholds, f.sign, isc, ib)
+        vs = layer.values
+        if not set(vs.values) <= {-1, 0, 1}:
+            raise self.err(f"activation levels {vs.values} are not binary or ternary", node)
+        return _Val("act", v.shape, self.emit(layer), u, vs)
 
-    def maxpool(self, node: onnx.NodeProto, st: _State) -> MaxPool2d:
-        a = _attrs(node)
-        if len(st.shape) != 3:
-            raise self.err(f"MaxPool needs an NCHW tensor, got [N, {st.shape}]", node)
-        k = tuple(int(v) for v in a.get("kernel_shape", []))  # type: ignore[union-attr]
+    # ------------------------------------------------------------- branches
+    def join(self, node: onnx.NodeProto, data: list[str]) -> _Val:
+        op = node.op_type
+        vals = [self.vals[i] for i in node.input if i in self.vals]
+        if op not in ("Add", "Sum", "Concat"):
+            raise self.err(f"{op} of two computed tensors is not supported (only a residual "
+                           "Add and Concat combine branches)", node)
+        for i, v in zip((i for i in node.input if i in self.vals), vals, strict=True):
+            if v.kind == "float":
+                raise self.err(f"{op} of the unquantized graph input '{i}' with another tensor: "
+                               "float activations between layers are not supported", node)
+            if v.kind == "acc":
+                raise self.err(f"{op} reads '{i}', a float tensor computed from accumulators "
+                               "(a float activation between layers); quantize every operand "
+                               "before the residual Add/Concat", node)
+            if v.pad is not None:
+                raise self.err(f"{op} of a padded tensor is not supported", node)
+        if op == "Concat":
+            return self.concat(node, vals)
+        shapes = {v.shape for v in vals}
+        if len(shapes) > 1:
+            raise self.err(f"{op} of tensors of shapes " + " and ".join(
+                f"[N, {', '.join(map(str, s))}]" for s in sorted(shapes)) +
+                " (no broadcasting between branches)", node)
+        u, ks = self.common_unit(node, [v.scale for v in vals])
+        bound = sum(k * (v.values.max_abs if v.values else 1) for k, v in zip(ks, vals,
+                                                                            strict=True))
+        src = self.emit(Add(tuple(v.src for v in vals), tuple(ks) if set(ks) != {1} else ()))
+        chain = (ElementwiseOp("mul", const=np.float32([u])),) if u != 1 else ()
+        return _Val("acc", vals[0].shape, src, chain=chain, bound=bound)
+
+    def common_unit(self, node: onnx.NodeProto, scales: list[float]) -> tuple[float, list[int]]:
+        """One float unit u and small integers k with scales[i] == k[i] * u exactly."""
+        base = min(scales)
+        for div in range(1, MAX_ADD_RATIO + 1):
+            u = float(np.float32(base / div))
+            ks = [round(s / u) for s in scales]
+            # Exact in float64 (a float32 times a small integer): s == k * u as real numbers,
+            # so the graph's float sum is fl(u * integer sum), what the fold evaluates.
+            if all(1 <= k <= MAX_ADD_RATIO * div and k * u == s for k, s in zip(ks, scales,
+                                                                                strict=True)):
+                return u, ks
+        raise self.err(f"operand scales {scales} are not small integer multiples of one unit; "
+                       "the residual sum has no exact integer form", node)
+
+    def concat(self, node: onnx.NodeProto, vals: list[_Val]) -> _Val:
+        rank = len(vals[0].shape) + 1
+        axis = int(attrs(node).get("axis", 1))
+        if axis % rank != 1:
+            raise self.err(f"Concat along axis {axis}: only the channel axis (1) is supported",
+                           node)
+        first = vals[0]
+        for v in vals[1:]:
+            if len(v.shape) != len(first.shape) or v.shape[1:] != first.shape[1:]:
+                raise self.err("Concat of mismatched shapes " + " and ".join(
+                    f"[N, {', '.join(map(str, w.shape))}]" for w in vals) +
+                    " (they must agree beyond the channel axis)", node)
+            if v.scale != first.scale:
+                raise self.err(f"Concat of tensors quantized with different scales "
+                               f"({first.scale} and {v.scale})", node)
+        vs: set[int] = set()
+        for v in vals:
+            assert v.values is not None
+            vs.update(v.values.values)
+        src = self.emit(Concat(tuple(v.src for v in vals)))
+        shape = (sum(v.shape[0] for v in vals), *first.shape[1:])
+        return _Val("act", shape, src, first.scale, ValueSet(tuple(sorted(vs))))
+
+    # ------------------------------------------------------------- op parts
+    def maxpool(self, node: onnx.NodeProto) -> MaxPool2d:
+        a = attrs(node)
+        k = tuple(int(v) for v in a.get("kernel_shape", []))
         if len(k) != 2:
             raise self.err("MaxPool needs a 2-D kernel_shape", node)
-        s = tuple(int(v) for v in a.get("strides", [1, 1]))  # type: ignore[union-attr]
-        pads = list(a.get("pads", [0, 0, 0, 0]))  # type: ignore[call-overload]
+        s = tuple(int(v) for v in a.get("strides", [1, 1]))
+        pads = list(a.get("pads", [0, 0, 0, 0]))
         if any(pads) or a.get("ceil_mode", 0) or any(int(d) != 1 for d in a.get(
-                "dilations", [1, 1])) or _as_str(a.get("auto_pad", "NOTSET")) not in (
+                "dilations", [1, 1])) or as_str(a.get("auto_pad", "NOTSET")) not in (
                     "NOTSET", "VALID"):
             raise self.err("MaxPool with padding, ceil_mode or dilation is not supported", node)
-        oh, ow = conv_out_hw(st.shape[1], st.shape[2], k[0], k[1], s, (0, 0, 0, 0))  # type: ignore[arg-type]
-        if oh < 1 or ow < 1:
-            raise self.err(f"pool kernel {k} larger than input {st.shape[1:]}", node)
-        st.shape = (st.shape[0], oh, ow)
         return MaxPool2d((k[0], k[1]), (s[0], s[1]))
 
-    def flatten(self, node: onnx.NodeProto, st: _State) -> None:
-        n = int(np.prod(st.shape))
-        if node.op_type == "Flatten":
-            if int(_attrs(node).get("axis", 1)) != 1:  # type: ignore[call-overload]
-                raise self.err("Flatten must use axis=1", node)
-        else:
-            shp = self.const(node.input[1], node, "shape").astype(np.int64).reshape(-1)
-            ok = shp.size == 2 and (shp[1] in (-1, n)) and (shp[0] in (-1, 0) or shp[1] == n)
-            if not ok:
-                raise self.err(f"Reshape to {shp.tolist()} is not a flatten to [batch, {n}]",
-                               node)
-        st.shape = (n,)
+    def pooled(self, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3:
+            raise self.err(f"MaxPool needs an NCHW tensor, got [N, {shape}]", node)
+        p = self.maxpool(node)
+        oh, ow = conv_out_hw(shape[1], shape[2], p.kernel[0], p.kernel[1], p.stride,
+                             (0, 0, 0, 0))
+        if oh < 1 or ow < 1:
+            raise self.err(f"pool kernel {p.kernel} larger than input {shape[1:]}", node)
+        return (shape[0], oh, ow)
 
-    def linear(self, node: onnx.NodeProto, st: _State) -> None:
+    def linear(self, node: onnx.NodeProto, v: _Val) -> _Val:
         op = node.op_type
-        a = _attrs(node)
-        if node.input[0] != st.name:
+        a = attrs(node)
+        if node.input[0] not in self.vals:
             raise self.err("the activation must be the first input", node)
         w = np.asarray(self.const(node.input[1], node, "weight"), np.float32)
         chain: list[ElementwiseOp] = []
+        shape = v.shape
         if op in ("MatMul", "Gemm"):
-            if len(st.shape) != 1:
-                raise self.err(f"{op} needs a flat input, got [N, {st.shape}]; add Flatten", node)
+            if len(shape) != 1:
+                raise self.err(f"{op} needs a flat input, got [N, {shape}]; add Flatten", node)
             if w.ndim != 2:
                 raise self.err(f"weight must be 2-D, got {w.shape}", node)
             if op == "Gemm":
@@ -548,90 +562,68 @@ class _Importer:
             else:
                 w = w.T
             # w is now [out, in]
-            if w.shape[1] != st.shape[0]:
-                raise self.err(f"shape mismatch: input has {st.shape[0]} features, weight "
+            if w.shape[1] != shape[0]:
+                raise self.err(f"shape mismatch: input has {shape[0]} features, weight "
                                f"expects {w.shape[1]}", node)
-            if st.pending_pad is not None:
+            if v.pad is not None:
                 raise self.err("Pad before a dense layer", node)
         else:
-            if len(st.shape) != 3 or w.ndim != 4:
-                raise self.err(f"Conv needs an NCHW input and 4-D weight, got [N, {st.shape}] "
+            if len(shape) != 3 or w.ndim != 4:
+                raise self.err(f"Conv needs an NCHW input and 4-D weight, got [N, {shape}] "
                                f"and {w.shape}", node)
-            if int(a.get("group", 1)) != 1:  # type: ignore[call-overload]
+            if int(a.get("group", 1)) != 1:
                 raise self.err("grouped convolution is not supported", node)
-            if any(int(d) != 1 for d in a.get("dilations", [1, 1])):  # type: ignore[union-attr]
+            if any(int(d) != 1 for d in a.get("dilations", [1, 1])):
                 raise self.err("dilated convolution is not supported", node)
-            if _as_str(a.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+            if as_str(a.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
                 raise self.err("auto_pad SAME is not supported; give explicit pads", node)
-            if w.shape[1] != st.shape[0]:
-                raise self.err(f"shape mismatch: input has {st.shape[0]} channels, weight "
+            if w.shape[1] != shape[0]:
+                raise self.err(f"shape mismatch: input has {shape[0]} channels, weight "
                                f"expects {w.shape[1]}", node)
         ints, wscale = self.weight_ints(w, node)
+        self.use(v)
         if op == "Conv":
-            pads = tuple(int(p) for p in a.get("pads", [0, 0, 0, 0]))  # type: ignore[union-attr]
-            stride = tuple(int(s) for s in a.get("strides", [1, 1]))  # type: ignore[union-attr]
+            pads = tuple(int(p) for p in a.get("pads", [0, 0, 0, 0]))
+            stride = tuple(int(s) for s in a.get("strides", [1, 1]))
             pad_value = 0
-            h, wd = st.shape[1], st.shape[2]
-            if st.pending_pad is not None:
-                (pt, pl, pb, pr), pad_value = st.pending_pad
+            h, wd = shape[1], shape[2]
+            if v.pad is not None:
+                (pt, pl, pb, pr), pad_value = v.pad
                 if any(pads) and pad_value != 0:
                     raise self.err("Conv pads (value 0) after an explicit Pad of another value",
                                    node)
                 h, wd = h - pt - pb, wd - pl - pr
                 pads = (pads[0] + pt, pads[1] + pl, pads[2] + pb, pads[3] + pr)
-                st.pending_pad = None
             kh, kw = int(ints.shape[2]), int(ints.shape[3])
             oh, ow = conv_out_hw(h, wd, kh, kw, stride, pads)  # type: ignore[arg-type]
             if oh < 1 or ow < 1:
                 raise self.err(f"kernel {(kh, kw)} larger than padded input", node)
-            self.layers.append(Conv2d(ints, stride, pads, pad_value))  # type: ignore[arg-type]
+            src = self.emit(Conv2d(ints, stride, pads, pad_value))  # type: ignore[arg-type]
             fan_in = int(np.prod(ints.shape[1:]))
-            st.shape = (int(ints.shape[0]), oh, ow)
+            out_shape: tuple[int, ...] = (int(ints.shape[0]), oh, ow)
         else:
-            self.layers.append(Dense(ints))
+            src = self.emit(Dense(ints))
             fan_in = int(ints.shape[1])
-            st.shape = (int(ints.shape[0]),)
-        assert st.values is not None
-        st.acc_bound = fan_in * st.values.max_abs
-        unit = (st.scale * wscale).astype(np.float32)
+            out_shape = (int(ints.shape[0]),)
+        assert v.values is not None
+        unit = (np.float32(v.scale) * wscale).astype(np.float32)
         if np.all(unit == unit[0]):
-            unit = unit[:1]  # one scale for every channel is a scalar (allowed on the logits)
+            unit = unit[:1]  # one scale for every channel is a scalar
         if not np.all(unit == 1):
             chain.append(ElementwiseOp("mul", const=unit))
         if op == "Gemm":
-            alpha = float(a.get("alpha", 1.0))  # type: ignore[arg-type]
-            beta = float(a.get("beta", 1.0))  # type: ignore[arg-type]
+            alpha = float(a.get("alpha", 1.0))
+            beta = float(a.get("beta", 1.0))
             if alpha != 1.0:
                 chain.append(ElementwiseOp("mul", const=np.float32([alpha])))
             if len(node.input) > 2 and node.input[2]:
-                b = self.channel_vector(self.const(node.input[2], node, "bias C"), st.shape,
+                b = self.channel_vector(self.const(node.input[2], node, "bias C"), out_shape,
                                         node) * np.float32(beta)
                 chain.append(ElementwiseOp("add", const=b.astype(np.float32)))
         elif op == "Conv" and len(node.input) > 2 and node.input[2]:
             b = np.asarray(self.const(node.input[2], node, "bias"), np.float32).reshape(-1)
-            if b.size != st.shape[0]:
-                raise self.err(f"bias has {b.size} values for {st.shape[0]} channels", node)
+            if b.size != out_shape[0]:
+                raise self.err(f"bias has {b.size} values for {out_shape[0]} channels", node)
             chain.append(ElementwiseOp("add", const=b))
-        st.kind, st.values, st.chain, st.pending = "acc", None, chain, []
-
-    def weight_ints(self, w: np.ndarray, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray]:
-        """Split float weights into int8 {-1,0,+1} and a positive per-output scale."""
-        if not np.all(np.isfinite(w)):
-            raise self.err("weights contain NaN or infinite values", node)
-        flat = w.reshape(w.shape[0], -1)
-        m = np.abs(flat).max(axis=1)
-        # An all-zero row has no scale of its own; give it another row's so that a
-        # common scale stays common (a per-row scale on the logits is rejected).
-        m = np.where(m == 0, m.max() if m.max() > 0 else 1, m).astype(np.float32)
-        ints = flat / m[:, None]
-        bad = ~np.isin(ints, (-1.0, 0.0, 1.0))
-        if bad.any():
-            o, i = np.argwhere(bad)[0]
-            raise self.err(f"weights outside the binary/ternary value set: weight[{o}, {i}] = "
-                           f"{float(flat[o, i])!r} is not -s, 0 or +s for the channel scale s = "
-                           f"{float(m[o])!r}", node)
-        return ints.reshape(w.shape).astype(np.int8), m
-
-
-def import_model(model: onnx.ModelProto, source: str = "<model>") -> Network:
-    return _Importer(model, source).run()
+        return _Val("acc", out_shape, src, chain=tuple(chain),
+                    bound=fan_in * v.values.max_abs)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden_model.ir import Network
-from golden_model.reference import forward_int, quantize_input
+from golden_model.reference import forward_int, predict, quantize_input
 
 from ..compiler import compile_network
 from ..config import XbarConfig
@@ -54,13 +54,19 @@ class VerifyReport:
 
 
 def compare(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None, ideal: bool,
-            cycles: float, error: str) -> VerifyReport:
+            cycles: float, error: str, net: Network | None = None) -> VerifyReport:
+    """Logits of an execution vs the reference's. Predictions are the argmax of the
+    network's host-side output ops applied to the logits (``net`` given) or of the
+    logits themselves."""
     diff = out != ref
     first = None
     if diff.any():
         i, o = (int(v) for v in np.argwhere(diff)[0])
         first = (i, o, int(out[i, o]), int(ref[i, o]))
-    pm, pr = out.argmax(axis=1), ref.argmax(axis=1)
+    if net is not None:
+        pm, pr = predict(net, out), predict(net, ref)
+    else:
+        pm, pr = out.argmax(axis=1), ref.argmax(axis=1)
     acc = racc = None
     if labels is not None:
         acc = float((pm == labels).mean())
@@ -80,4 +86,4 @@ def verify_golden(net: Network, cfg: XbarConfig, x: np.ndarray, labels: np.ndarr
     assert isinstance(ref, np.ndarray)
     run = run_golden(comp, q)
     return compare(run.logits, ref, labels, cfg.is_ideal, run.cycles_per_inference,
-                   run.result.error.name)
+                   run.result.error.name, net)
