@@ -6,9 +6,10 @@ weights and thresholds, bipolar input) on 256x256 arrays, mapping BNN_I. It
 needs 100 tiles of 256x128 weights, 12.5x the 8-array chip's capacity.
 
 1. Against ``batch`` (1, 4, 16, 64 and 88, the most that 2^18 DMEM words hold)
-   on 8 arrays, and against ``num_xbars`` (4 ... 128) at batch 64: cycles, cell
-   writes, energy and EDP per inference and the projected lifetime, from the compile report (the golden machine's
-   counters equal the report's, tests/test_streaming.py).
+   on 8 arrays, and against ``num_xbars`` (4 ... 128) at batch 64: cycles,
+   cell writes, energy and EDP per inference and the projected lifetime, from
+   the compile report (the golden machine's counters equal the report's,
+   tests/test_streaming.py).
 2. Speed: the golden machine runs 2048 inputs on 8 arrays at batch 64 and the
    reference inference runs the same 2048 inputs, interleaved, in one process;
    the ratio of the best times is printed (the issue's goal: <= 2x).
