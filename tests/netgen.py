@@ -94,3 +94,59 @@ def random_network(seed: int, *, conv: bool | None = None, ternary: bool | None 
     net = Network(stage, tuple(layers), name=f"random_{seed}")
     analyze(net)
     return net
+
+
+def residual_network(seed: int, *, ternary: bool = False, signed_input: bool = False,
+                     concat: bool = False) -> Network:
+    """A small residual network: stem conv, an identity block, a downsampling block
+    (3x3 stride-2 main path, 1x1 stride-2 shortcut), optionally a channel concat of
+    the two paths' thresholded outputs, then a dense classifier. Binary or ternary
+    weights and activations; a signed multi-bit input on request."""
+    from golden_model.ir import Add, Concat, Tap
+
+    rng = np.random.default_rng(seed)
+    c0 = int(rng.integers(1, 3))
+    shape = (c0, 6, 6)
+    if signed_input:
+        bits = int(rng.integers(2, 9))
+        q = Quantizer("intquant", scale=np.float32([1.0]), zeropt=np.float32([0.0]), bits=bits,
+                      signed=True)
+        stage = InputStage(shape, (), q, 1, -(2 ** (bits - 1)))  # level k is k - 2^(b-1)
+    else:
+        stage = random_input_stage(rng, shape, "ternary" if ternary else "bipolar")
+    acts = (-1, 0, 1) if ternary else (-1, 1)
+    layers: list[Layer] = []
+    bound = stage.values.max_abs
+
+    def conv(cin: int, cout: int, k: int, stride: int, pad: int, bnd: int) -> int:
+        layers.append(Conv2d(random_weights(rng, (cout, cin, k, k), ternary), (stride, stride),
+                             (pad,) * 4, int(rng.choice(acts)) if pad else 0))
+        layers.append(random_threshold(rng, cout, k * k * cin * bnd, ternary))
+        return len(layers) - 1
+
+    def add_thr(a: int, b: int, c: int) -> int:
+        layers.append(Add((a, b)))
+        layers.append(random_threshold(rng, c, 2, ternary))
+        return len(layers) - 1
+
+    c = int(rng.integers(2, 5))
+    stem = conv(c0, c, 3, 1, 1, bound)
+    b1 = conv(c, c, 3, 1, 1, 1)
+    b1 = conv(c, c, 3, 1, 1, 1)
+    blk1 = add_thr(b1, stem, c)
+    c2 = int(rng.integers(2, 6))
+    m = conv(c, c2, 3, 2, 1, 1)
+    m = conv(c2, c2, 3, 1, 1, 1)
+    layers.append(Tap(blk1))
+    sc = conv(c, c2, 1, 2, 0, 1)
+    blk2 = add_thr(m, sc, c2)
+    last, ch = blk2, c2
+    if concat:
+        layers.append(Concat((blk2, sc)))
+        last, ch = len(layers) - 1, 2 * c2
+    del last
+    layers.append(Flatten())
+    layers.append(Dense(random_weights(rng, (int(rng.integers(2, 7)), ch * 3 * 3), ternary)))
+    net = Network(stage, tuple(layers), name=f"residual{seed}")
+    analyze(net)
+    return net

@@ -40,7 +40,6 @@ from golden_model.ir import (
     BRANCH_KINDS,
     Conv2d,
     Dense,
-    Flatten,
     LayerInfo,
     MaxPool2d,
     Network,
@@ -54,8 +53,10 @@ from golden_model.machine import ChipImage, Machine, MachineParams
 from ..config import XbarConfig
 from .adc import calibrated_adcs, default_adc
 from .cost import Report, static_report
+from .dataflow import Dataflow, Step
+from .dataflow import build as build_dataflow
 from .emit import Emitter
-from .layout import DmemAllocator, Tensor, hwc_order
+from .layout import DmemAllocator, Tensor
 from .mappings import MAPPINGS, Mapping, mask_values
 from .schedule import Schedule, fits, plan
 from .tiling import Tile
@@ -148,6 +149,14 @@ def device_params(cfg: XbarConfig) -> DeviceParams:
                         stuck_hrs_rate=cfg.stuck_hrs_rate, seed=cfg.seed)
 
 
+def plane_scale(bitplanes: int) -> int:
+    """Sum of the bit-plane weights: what a per-read term (Sum_w) adds up to over the
+    planes (1 without planes; 2^b - 1 unsigned; -1 signed, whose top plane is -2^(b-1))."""
+    if bitplanes > 0:
+        return 2**bitplanes - 1
+    return -1 if bitplanes < 0 else 1
+
+
 def _input_categories(values: tuple[int, ...], bitplane: bool) -> set[int]:
     if bitplane:
         return {0, 1}
@@ -155,47 +164,13 @@ def _input_categories(values: tuple[int, ...], bitplane: bool) -> set[int]:
 
 
 @dataclass
-class _Step:
-    """One stage of the per-input dataflow: a linear layer (with its threshold),
-    a max-pool or a standalone threshold, with its slot tensors."""
-
-    kind: str  # "linear" | "pool" | "threshold"
-    index: int  # layer index in net.layers
-    src: Tensor  # slot-0 addresses
-    dst: Tensor
-    act: Threshold | None = None
-    thr_addr: int = 0
-    residency: int = 0  # where a pinned layer / a pool / a threshold runs
-
-
-@dataclass
 class _Slots:
-    """DMEM slot layout: offsets within a slot, the slot base and stride."""
+    """DMEM slots: the first slot's base, the words per slot, and where in a slot the
+    basis products (basis mode) go."""
 
     base: int
-    input: int
-    bufs: tuple[int, int]
-    output: int
     stride: int
-    scratch: int = 0  # basis mode: the basis products of one output position
-
-
-def refuse_unsupported(net: Network, infos: list[LayerInfo]) -> None:
-    """IR the importer and the reference take but this compiler does not emit yet."""
-    issues: list[tuple[str, str]] = []
-    for info, layer in zip(infos, net.layers, strict=True):
-        where = f"{net.name}: {layer_name(info.index, layer)}"
-        if isinstance(layer, BRANCH_KINDS) and not any(k == "branch" for k, _ in issues):
-            issues.append(("branch", f"{where}: a graph with branches (residual Add, Concat, "
-                           "or a Tap re-reading an earlier output) is not compiled yet"))
-        if isinstance(layer, Dense | Conv2d) and info.in_values is not None and \
-                info.in_values.kind == "signed":
-            issues.append(("signed", f"{where}: its input is {info.in_values.describe()}; signed "
-                           "multi-bit inputs need a negative-weighted sign bit-plane, which the "
-                           "compiler does not emit yet"))
-    if issues:
-        raise BadInputError("; ".join(msg for _, msg in issues) + " (cimgen infer runs the "
-                            "reference inference on it)", where="compile")
+    scratch: int = 0
 
 
 class Compiler:
@@ -212,7 +187,6 @@ class Compiler:
         self.cfg = cfg
         self.m: Mapping = MAPPINGS[cfg.mapping]
         self.infos: list[LayerInfo] = analyze(net)
-        refuse_unsupported(net, self.infos)
         self.emit = Emitter()
         self.dmem = DmemAllocator(cfg.dmem_words)
         self.tiles: dict[int, list[Tile]] = {}
@@ -296,10 +270,12 @@ class Compiler:
         rec = m.recipe(kind)
         sym = m.sense == "SYM"
         conv = t.o_len * m.col_blocks
-        planes = range(bitplanes) if bitplanes else [BIT_SIGNED]
+        planes = range(abs(bitplanes)) if bitplanes else [BIT_SIGNED]
+        sign_plane = -bitplanes - 1 if bitplanes < 0 else -1
         block: list[tuple[Instr, str]] = []
         for b in planes:
             sh = 0 if b == BIT_SIGNED else b
+            neg = -1 if b == sign_plane else 1  # the sign plane weighs -2^(b-1)
             for r, rs in enumerate(rec.reads):
                 vals = mask_values(rs.mask_a) | (mask_values(rs.mask_b)
                                                  if m.rows_per_input == 2 else set())
@@ -314,10 +290,10 @@ class Compiler:
                               f"{m.name} read {r}" + (f" bit {b}" if b != BIT_SIGNED else "")))
                 for term in rec.terms_of(r):
                     if term.kind == "code":
-                        ins = mk("ACC", src=int(Src.CODE), mul=term.coef, sh=sh,
+                        ins = mk("ACC", src=int(Src.CODE), mul=neg * term.coef, sh=sh,
                                  addr=term.block * t.o_len, lanes=t.o_len)
                     else:
-                        ins = mk("ACC", src=int(Src.NDRV), mul=term.coef, sh=sh,
+                        ins = mk("ACC", src=int(Src.NDRV), mul=neg * term.coef, sh=sh,
                                  lanes=t.o_len)
                     block.append((ins, ""))
         return block
@@ -362,7 +338,7 @@ class Compiler:
             return None
         key = (i, seg_rows)
         if key not in self.bcorr:
-            scale = (2**bitplanes - 1) if bitplanes else 1
+            scale = plane_scale(bitplanes)
             corr = rec.sumw * scale * self.matrices[-1][:, :seg_rows].sum(axis=1)
             self.bcorr[key] = self.dmem.const(corr)
         return self.bcorr[key]
@@ -392,7 +368,7 @@ class Compiler:
             self.coef_base[i] = self.rows.block(np.concatenate(imgs))
         return self.coef_base[i], chunks
 
-    def basis_linear(self, st: _Step) -> None:
+    def basis_linear(self, st: Step) -> None:
         """A linear layer in basis mode: per output position, each input segment is
         read against every basis tile (the products go to the slot's scratch), then
         every output chunk combines them with CMAC and applies ACT or STA."""
@@ -463,17 +439,23 @@ class Compiler:
                     self.emit("STA", dst=out, lanes=o_len, rel=rel)
 
     def layer_context(self, i: int) -> tuple[set[int], str, int]:
-        """Input categories that can drive a READ, recipe kind, bit-planes."""
+        """Input categories that can drive a READ, recipe kind, bit-planes.
+
+        Multi-bit inputs are read one bit-plane at a time: ``bitplanes`` > 0 for an
+        unsigned input, < 0 (minus the width) for a signed one, whose top plane is
+        the two's complement sign and weighs -2^(b-1); 0 for +-1 / ternary inputs."""
         layer = self.net.layers[i]
         in_vals = self.infos[i].in_values
         assert in_vals is not None
-        bitplane = in_vals.kind == "unsigned"
+        bitplane = in_vals.kind in ("unsigned", "signed")
         values = set(in_vals.values)
         if isinstance(layer, Conv2d) and any(layer.pads):
             values.add(layer.pad_value)
         cats = _input_categories(tuple(values), bitplane)
         kind = "bipolar" if not bitplane and values <= {-1, 1} else "general"
-        return cats, kind, in_vals.bits if bitplane else 0
+        if not bitplane:
+            return cats, kind, 0
+        return cats, kind, -in_vals.bits if in_vals.kind == "signed" else in_vals.bits
 
     def correction(self, i: int) -> int | None:
         """DMEM address of the layer's Sum_w correction per output (None: no term)."""
@@ -482,12 +464,12 @@ class Compiler:
         if not rec.sumw:
             return None
         if i not in self.corr:
-            scale = (2**bitplanes - 1) if bitplanes else 1
+            scale = plane_scale(bitplanes)
             corr = rec.sumw * scale * self.matrices[i].sum(axis=1).astype(np.int64)
             self.corr[i] = self.dmem.const(corr)
         return self.corr[i]
 
-    def linear(self, st: _Step, residency: int | None) -> None:
+    def linear(self, st: Step, residency: int | None) -> None:
         """Emit a linear layer's work in one residency (None: all of it).
 
         A column tile whose row tiles span residencies keeps its partial sum in
@@ -599,7 +581,7 @@ class Compiler:
         step = self.cfg.cols
         return [(s, min(step, n - s)) for s in range(0, n, step)]
 
-    def maxpool(self, st: _Step) -> None:
+    def maxpool(self, st: Step) -> None:
         layer = self.net.layers[st.index]
         assert isinstance(layer, MaxPool2d)
         src = st.src
@@ -620,7 +602,7 @@ class Compiler:
                                       dst=out + c0, src=s + c0, lanes=n, rdst=r, rsrc=r)
                         first = False
 
-    def standalone_threshold(self, st: _Step) -> None:
+    def standalone_threshold(self, st: Step) -> None:
         act = st.act
         assert act is not None
         src = st.src
@@ -637,18 +619,76 @@ class Compiler:
                           rdst=r)
 
     # ------------------------------------------------------------- layout
-    def slot_layout(self, base: int) -> _Slots:
-        sizes = [int(np.prod(info.out_shape)) for info in self.infos]
-        n_in = int(np.prod(self.net.input.shape))
-        buf = max(sizes)
-        out = sizes[-1]
-        scratch = 0
-        if self.bn is not None:
-            scratch = self.bn.basis.count * max(
-                (ly.segments for ly in self.bn.linear.values()), default=0)
-        top = n_in + 2 * buf + out
-        return _Slots(base=base, input=0, bufs=(n_in, n_in + buf), output=n_in + 2 * buf,
-                      stride=top + scratch, scratch=top)
+    def residual_add(self, st: Step) -> None:
+        """out = sum_k factor_k * in_k, element by element (the operands share one
+        memory order), then the fused threshold (ACT) or the raw sum (STA)."""
+        act = st.act
+        k = act.thresholds.shape[1] if act is not None else 0
+        shape = st.dst.shape
+        c = shape[0]
+        positions = st.dst.size // c
+        r = self.rel
+        muls = [self.scaled(f, layer_name(st.index, self.net.layers[st.index]))
+                for f in st.factors]
+        for p in range(positions):
+            for c0, n in self.chunks(c):
+                self.emit("ACLR", f"add position {p}" if c0 == 0 else "")
+                for t, (mul, sh) in zip(st.srcs, muls, strict=True):
+                    self.emit("ACC", src=int(Src.DMEM), mul=mul, sh=sh,
+                              addr=t.base + p * c + c0, lanes=n, rel=r)
+                if act is not None:
+                    self.emit("ACT", k=k, oscale=act.out_scale, obias=act.out_bias,
+                              tbl=st.thr_addr + c0 * (k + 1), dst=st.dst.base + p * c + c0,
+                              lanes=n, rdst=r)
+                else:
+                    self.emit("STA", dst=st.dst.base + p * c + c0, lanes=n, rel=r)
+
+    @staticmethod
+    def scaled(factor: int, where: str) -> tuple[int, int]:
+        """(mul, sh) with mul << sh == factor and mul a signed byte (ACC's fields)."""
+        sh = 0
+        while factor and (factor >> sh) % 2 == 0 and not -128 <= factor >> sh <= 127:
+            sh += 1
+        mul = factor >> sh
+        if not -128 <= mul <= 127 or sh > 15 or mul << sh != factor:
+            raise BadInputError(f"residual operand scale {factor} is not a signed byte times "
+                                "a power of two (ACC mul << sh)", where=where)
+        return mul, sh
+
+    def concat(self, st: Step) -> None:
+        """Channel concat of HWC images (per position, each input's channels at its
+        offset) or of vectors (one after the other)."""
+        r = self.rel
+        shape = st.dst.shape
+        if len(shape) == 1:
+            off = 0
+            for t in st.srcs:
+                for c0, n in self.chunks(t.size):
+                    self.emit("VCOPY", "concat" if off + c0 == 0 else "",
+                              dst=st.dst.base + off + c0, src=t.base + c0, lanes=n, rdst=r,
+                              rsrc=r)
+                off += t.size
+            return
+        c_out = shape[0]
+        positions = st.dst.size // c_out
+        for p in range(positions):
+            off = 0
+            for t in st.srcs:
+                c = t.shape[0]
+                for c0, n in self.chunks(c):
+                    self.emit("VCOPY", f"concat position {p}" if off + c0 == 0 else "",
+                              dst=st.dst.base + p * c_out + off + c0, src=t.base + p * c + c0,
+                              lanes=n, rdst=r, rsrc=r)
+                off += c
+
+    def dataflow(self, reuse: bool) -> Dataflow:
+        return build_dataflow(self.net, self.infos, self.layer_list, reuse)
+
+    def scratch_words(self) -> int:
+        if self.bn is None:
+            return 0
+        return self.bn.basis.count * max((ly.segments for ly in self.bn.linear.values()),
+                                         default=0)
 
     def choose_batch(self, slots: _Slots, fits: bool) -> int:
         cfg = self.cfg
@@ -674,57 +714,16 @@ class Compiler:
             b *= 2
         return b
 
-    def steps(self, slots: _Slots) -> list[_Step]:
-        """The per-input dataflow with ping-pong buffers; the last step writes the output."""
-        net = self.net
-        b = slots.base
-        shape = tuple(net.input.shape)
-        cur = Tensor(b + slots.input, shape, hwc_order(shape))
-        out: list[_Step] = []
-        which = 0
-        i = 0
-        layers = net.layers
-        last = len(layers) - 1
-        while i < len(layers):
-            layer, info = layers[i], self.infos[i]
-            if isinstance(layer, Flatten):
-                cur = Tensor(cur.base, info.out_shape, cur.order)
-                i += 1
-                continue
-            if isinstance(layer, Dense | Conv2d):
-                act = layers[i + 1] if i + 1 < len(layers) and isinstance(
-                    layers[i + 1], Threshold) else None
-                end = i + 1 if act is not None else i
-                kind = "linear"
-            elif isinstance(layer, MaxPool2d):
-                act, end, kind = None, i, "pool"
-            else:
-                assert isinstance(layer, Threshold)
-                act, end, kind = layer, i, "threshold"
-            base = b + (slots.output if end == last else slots.bufs[which])
-            out_shape = self.infos[end].out_shape
-            dst = Tensor(base, out_shape, hwc_order(out_shape))
-            thr = self.thr_addr[end] if act is not None else 0
-            out.append(_Step(kind, i, cur, dst, act, thr))
-            cur = dst
-            which ^= 1
-            i = end + 1
-        self.out_order = cur.order
-        return out
-
     # ------------------------------------------------------------- driver
     def compile(self, adc_tables: list[AdcTable] | None = None) -> Compiled:
         net, cfg = self.net, self.cfg
-        # Memory orders: which IR index each DMEM word of each tensor holds.
-        shape = tuple(net.input.shape)
-        order = hwc_order(shape)
-        order_in: dict[int, np.ndarray] = {}
-        for i, (layer, info) in enumerate(zip(net.layers, self.infos, strict=True)):
-            if isinstance(layer, Dense):
-                order_in[i] = order
-            if not isinstance(layer, Flatten | Threshold):
-                order = hwc_order(info.out_shape)
-        self.build_tiles(order_in)
+        # Memory orders (which IR index each DMEM word of each tensor holds) and the
+        # steps; a branchy network whose weights stream keeps every tensor apart.
+        df = self.dataflow(reuse=True)
+        self.build_tiles(df.order_in)
+        streams = not fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols)
+        if streams and any(isinstance(ly, BRANCH_KINDS) for ly in net.layers):
+            df = self.dataflow(reuse=False)
         linear_ids = self.linear_ids
         if len(linear_ids) > cfg.adc_tables:
             raise BadInputError(f"{len(linear_ids)} linear layers need {len(linear_ids)} ADC "
@@ -748,21 +747,26 @@ class Compiler:
                     self.basis_correction(i, min(r_len, rows_f - f0))
             if isinstance(layer, Conv2d):
                 self.pad_vector(layer.pad_value, int(layer.weight.shape[1]))
-        slots = self.slot_layout(self.dmem.top)
-        if self.bn is not None and not fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols):
+        slots = _Slots(self.dmem.top, df.slot_words + self.scratch_words(), df.slot_words)
+        if self.bn is not None and streams:
             n_t = len(self.tiles[-1])
             raise BadInputError(
                 f"the basis of {self.bn.basis.count} vectors needs {n_t} tile(s) of "
                 f"{self.tile_shape()[1]} basis columns; {cfg.num_xbars} crossbar(s) of "
                 f"{cfg.rows}x{cfg.cols} cannot hold them at once (basis mode never "
                 f"reprograms)", where="basis_count")
-        batch = self.choose_batch(slots, fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols))
+        batch = self.choose_batch(slots, not streams)
         self.rel = int(batch > 1)
         self.scratch_base = slots.base + slots.scratch
         sched = plan(self.tiles, {i: self.positions(i) if i >= 0 else 1 for i in self.tiles},
                      cfg.num_xbars,
                      cfg.rows, cfg.cols, batch, cfg.prog_cycles, cfg.vec_width)
-        steps = self.steps(slots)
+        steps = df.steps
+        for st in steps:  # slot offsets -> slot 0's addresses
+            st.dst = Tensor(slots.base + st.dst.base, st.dst.shape, st.dst.order)
+            st.srcs = tuple(Tensor(slots.base + t.base, t.shape, t.order) for t in st.srcs)
+            if st.act is not None:
+                st.thr_addr = self.thr_addr[st.act_index if st.act_index >= 0 else st.index]
         n_res = max(1, sched.residencies)
         self.assign_residencies(steps)
 
@@ -824,8 +828,8 @@ class Compiler:
             raise BadInputError(f"data memory exhausted: {top} words needed, dmem_words = "
                                 f"{cfg.dmem_words}", where="dmem_words")
 
-        in_t = Tensor(slots.base + slots.input, shape, hwc_order(shape))
-        out_t = Tensor(slots.base + slots.output, self.infos[-1].out_shape, self.out_order)
+        in_t = Tensor(slots.base + df.input.base, df.input.shape, df.input.order)
+        out_t = Tensor(slots.base + df.output.base, df.output.shape, df.output.order)
         p = machine_params(cfg)
         thr = np.stack([t.padded(2 * cfg.rows)[0] for t in adc_tables])
         rec = np.stack([t.padded(2 * cfg.rows)[1] for t in adc_tables])
@@ -841,25 +845,23 @@ class Compiler:
         return Compiled(cfg, net, image, 0, infer_entry, in_t, out_t, e.code, report,
                         adc_tables, batch, slots.stride, all_tiles)
 
-    def assign_residencies(self, steps: list[_Step]) -> None:
-        """The residency in which each pinned layer, pool and threshold runs: the
-        one in which its input is complete (streamed layers run in every residency
-        that holds some of their tiles)."""
-        done = 0
+    def assign_residencies(self, steps: list[Step]) -> None:
+        """The residency in which each step runs: a pinned layer, pool, threshold,
+        add or concat in the one in which all its inputs are complete; a streamed
+        layer in every residency that holds some of its tiles."""
+        done: list[int] = []  # the residency in which each step completes
         for st in steps:
-            if st.kind == "linear" and self.bn is not None:
-                st.residency = 0  # the basis is resident: one residency
-            elif st.kind == "linear":
+            ready = max((done[k] for k in st.sources if k >= 0), default=0)
+            if st.kind == "linear" and self.bn is None:
                 phases = [t.phase for t in self.tiles[st.index]]
-                if max(phases) < 0:  # pinned
-                    st.residency = done
-                else:
+                if max(phases) >= 0:  # streamed
                     st.residency = -1
-                    done = max(phases)
-            else:
-                st.residency = done
+                    done.append(max(ready, max(phases)))
+                    continue
+            st.residency = ready if self.bn is None else 0
+            done.append(st.residency)
 
-    def emit_step(self, st: _Step, residency: int | None, n_res: int) -> None:
+    def emit_step(self, st: Step, residency: int | None, n_res: int) -> None:
         if st.kind == "linear" and self.bn is not None:
             self.basis_linear(st)
         elif st.kind == "linear":
@@ -872,6 +874,10 @@ class Compiler:
         elif residency is None or st.residency == residency:
             if st.kind == "pool":
                 self.maxpool(st)
+            elif st.kind == "add":
+                self.residual_add(st)
+            elif st.kind == "concat":
+                self.concat(st)
             else:
                 self.standalone_threshold(st)
 
