@@ -82,3 +82,34 @@ def test_basis_mode(model: str, mapping: str, over: dict[str, object]) -> None:
     comp = compiled(model, mapping, **over)
     assert comp.report.cell_writes_per_batch == 0
     _check(model, mapping, over, 3, "basis", False)
+
+
+@pytest.mark.parametrize(("seed", "ternary", "signed", "over"), [
+    (1, False, True, {"mapping": "BNN_I"}),
+    (2, True, False, {"mapping": "TNN_IV", "rows": 16, "cols": 12, "num_xbars": 2, "batch": 2}),
+])
+def test_residual_network(seed: int, ternary: bool, signed: bool,
+                          over: dict[str, object]) -> None:
+    """Two residual blocks (identity and a 1x1 stride-2 shortcut) and a concat, a signed
+    multi-bit input or weights streamed in batches: RTL == golden machine == reference."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from netgen import residual_network
+
+    from cimgen.compiler import compile_network
+    from cimgen.config import make_config
+    from golden_model.reference import forward_int
+
+    net = residual_network(seed, ternary=ternary, signed_input=signed, concat=True)
+    comp = compile_network(net, make_config(None, over))
+    rng = np.random.default_rng(seed)
+    q = rng.choice(np.array(net.input.values.values), size=(3, *net.input.shape)
+                   ).astype(np.int16)
+    sess, params = session_and_params(comp, q)
+    res, sb = check_sim([sess], name=f"residual{seed}-{over['mapping']}", params=params)
+    assert sb.runs == comp.runs(3) + 1
+    words = np.concatenate([np.concatenate(r.data).reshape(-1, comp.output.size)
+                            for r in res.sessions[0][1:]])
+    np.testing.assert_array_equal(comp.logits_of_words(words[:3]), forward_int(net, q))
