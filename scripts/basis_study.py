@@ -140,6 +140,28 @@ def plot(rows: list[dict[str, str]]) -> list[Path]:
         fig.savefig(p, dpi=110)
         plt.close(fig)
         files.append(p)
+        if len(bits) < 2:
+            continue
+        # The other axis: fine-tuned accuracy against coef_bits, one line per N.
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for n in sorted({int(r["basis_count"]) for r in sel}):
+            pts = sorted((int(r["coef_bits"]), float(r["finetuned"]) * 100) for r in sel
+                         if int(r["basis_count"]) == n and r["finetuned"] != "")
+            ax.plot(*zip(*pts, strict=True), marker="o", label=f"N = {n}")
+        ax.axhline(orig * 100, color="k", lw=1, label=f"original {orig:.2%}")
+        ax.axhline(orig * 100 - 2, color="k", lw=1, ls="--", label="original - 2 points")
+        ax.set_xlabel("coefficient bits K")
+        ax.set_ylabel("digits test accuracy (%), fine-tuned")
+        ax.set_xticks(bits)
+        ax.set_ylim(50, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{model}: {kind} basis, {mapping}", fontsize=10)
+        fig.tight_layout()
+        p = OUT / f"{model}_{kind}_bits.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(p)
     return files
 
 

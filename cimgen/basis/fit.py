@@ -413,15 +413,22 @@ def rescale_threshold(th: Threshold, scale: np.ndarray, bound: int) -> Threshold
 
 
 def layer_errors(net: Network, bn: BasisNetwork) -> list[LayerError]:
+    """Per linear layer: relative Frobenius error of the best positive scaling of
+    W_eff (per output channel for a layer feeding a threshold, one for the logits,
+    as in the fit; data-driven tuning changes the recorded scales' meaning, so the
+    error is scale-free), and the fraction of nonzero weights whose sign W_eff keeps."""
     out = []
     for i, ly in bn.linear.items():
         w = dmem_matrix(net.layers[i], ly.in_order).astype(np.float64)  # type: ignore[arg-type]
         weff = segment_matrix(ly.coefs, bn.basis.vectors, ly.rows).astype(np.float64)
-        approx = weff * ly.scale[:, None]
+        num, den2 = (w * weff).sum(axis=1), (weff * weff).sum(axis=1)
+        if linear_feeds_threshold(net, i) is None:
+            num, den2 = np.full_like(num, num.sum()), np.full_like(den2, den2.sum())
+        s = np.where((den2 > 0) & (num > 0), num / np.where(den2 > 0, den2, 1.0), 0.0)
         den = float(np.linalg.norm(w))
         nz = w != 0
         agree = float((np.sign(weff[nz]) == w[nz]).mean()) if nz.any() else 1.0
+        err = float(np.linalg.norm(w - weff * s[:, None])) / den if den else 0.0
         out.append(LayerError(i, type(net.layers[i]).__name__, int(w.shape[0]),
-                              int(w.shape[1]), ly.segments,
-                              float(np.linalg.norm(w - approx)) / den if den else 0.0, agree))
+                              int(w.shape[1]), ly.segments, err, agree))
     return out
