@@ -379,6 +379,7 @@ def _cmd_basis_check(args: argparse.Namespace) -> int:
         if args.images < 1:
             raise BadInputError(f"--images {args.images}: must be >= 1", where="basis check")
         x = x[:args.images]
+        what += f", first {x.shape[0]}"
     q = quantize_input(bn.original, x)
     a = forward_basis(bn, q)
     assert isinstance(a, np.ndarray)

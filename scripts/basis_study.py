@@ -11,6 +11,10 @@ the plots to docs/img/basisn/*.png. Runtime on the 2-core machine: about
 half an hour for the default grid with 1 job (the CNN dominates).
 
     python scripts/basis_study.py [--jobs 2] [--epochs 20] [--only bnn_mlp] [--plot-only]
+    python scripts/basis_study.py --points bnn_mlp:32:4,bnn_cnn:16:4 --seeds 0,1,2,3,4
+
+The second form re-runs single points with other seeds (seed spread); the
+plots show seed 0 only.
 """
 
 from __future__ import annotations
@@ -50,6 +54,28 @@ def grid(only: str | None) -> list[tuple[str, str, str, int, int]]:
             for k in bits:
                 pts.append((model, kind, mapping, n, k))
     return pts
+
+
+def parse_points(spec: str) -> list[tuple[str, str, str, int, int]]:
+    """model:N:K[,...] -> grid points (the model's first series: its own basis kind)."""
+    out = []
+    for item in spec.split(","):
+        model, n, k = item.split(":")
+        kind, mapping = next((kd, mp) for md, kd, mp in SERIES if md == model)
+        out.append((model, kind, mapping, int(n), int(k)))
+    return out
+
+
+def spread(rows: list[dict[str, str]]) -> None:
+    """Seed spread of every point run with more than one seed."""
+    by: dict[tuple[str, ...], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["model"], r["kind"], r["basis_count"], r["coef_bits"]), []).append(
+            float(r["finetuned"]))
+    for (model, kind, n, k), accs in sorted(by.items()):
+        if len(accs) > 1:
+            print(f"| {model} | {kind} | {n} | {k} | {len(accs)} | {min(accs):.1%} | "
+                  f"{sum(accs) / len(accs):.1%} | {max(accs):.1%} |")
 
 
 def run_point(model: str, kind: str, mapping: str, n: int, k: int, epochs: int, seed: int
@@ -94,7 +120,7 @@ def read_rows() -> list[dict[str, str]]:
 
 def write_rows(rows: list[dict[str, object]]) -> None:
     rows = sorted(rows, key=lambda r: (str(r["model"]), str(r["kind"]), int(r["basis_count"]),
-                                       int(r["coef_bits"])))
+                                       int(r["coef_bits"]), int(r["seed"])))
     tmp = CSV.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
@@ -140,6 +166,28 @@ def plot(rows: list[dict[str, str]]) -> list[Path]:
         fig.savefig(p, dpi=110)
         plt.close(fig)
         files.append(p)
+        if len(bits) < 2:
+            continue
+        # The other axis: fine-tuned accuracy against coef_bits, one line per N.
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for n in sorted({int(r["basis_count"]) for r in sel}):
+            pts = sorted((int(r["coef_bits"]), float(r["finetuned"]) * 100) for r in sel
+                         if int(r["basis_count"]) == n and r["finetuned"] != "")
+            ax.plot(*zip(*pts, strict=True), marker="o", label=f"N = {n}")
+        ax.axhline(orig * 100, color="k", lw=1, label=f"original {orig:.2%}")
+        ax.axhline(orig * 100 - 2, color="k", lw=1, ls="--", label="original - 2 points")
+        ax.set_xlabel("coefficient bits K")
+        ax.set_ylabel("digits test accuracy (%), fine-tuned")
+        ax.set_xticks(bits)
+        ax.set_ylim(50, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{model}: {kind} basis, {mapping}", fontsize=10)
+        fig.tight_layout()
+        p = OUT / f"{model}_{kind}_bits.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(p)
     return files
 
 
@@ -150,16 +198,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", help="one model (bnn_mlp, bnn_cnn, tnn_mlp)")
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--points", help="model:N:K,... instead of the grid")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: --seed)")
     args = ap.parse_args()
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
+    points = parse_points(args.points) if args.points else grid(args.only)
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = list(read_rows())  # type: ignore[arg-type]
     if not args.plot_only:
         done = {key(r) for r in rows}
-        todo = [p for p in grid(args.only)
-                if (*map(str, p), str(args.epochs), str(args.seed)) not in done]
+        todo = [(*p, sd) for sd in seeds for p in points
+                if (*map(str, p), str(args.epochs), str(sd)) not in done]
         print(f"{len(todo)} point(s) to run, {len(done)} done")
         with ProcessPoolExecutor(args.jobs) as ex:
-            futs = [ex.submit(run_point, *p, args.epochs, args.seed) for p in todo]
+            futs = [ex.submit(run_point, *p[:5], args.epochs, p[5]) for p in todo]
             for f in futs:
                 row = f.result()
                 rows.append(row)
@@ -168,8 +220,10 @@ def main() -> None:
                       f"K={row['coef_bits']}  fit {float(row['fit']):.4f}  finetuned "
                       f"{float(row['finetuned']):.4f}  (original {float(row['original']):.4f})"
                       f"  {row['seconds']} s", flush=True)
-    for p in plot([{k: str(v) for k, v in r.items()} for r in read_rows()]):
+    final = read_rows()
+    for p in plot([r for r in final if r["seed"] == "0"]):
         print(p.relative_to(ROOT))
+    spread(final)
 
 
 if __name__ == "__main__":

@@ -487,7 +487,7 @@ def test_export_refuses_inexact_float32() -> None:
 
 # ------------------------------------------------------------------ accuracy study
 STUDY_POINTS = [("bnn_mlp", 32, 4, "binary"), ("bnn_cnn", 16, 4, "binary"),
-                ("tnn_mlp", 32, 4, "ternary")]
+                ("tnn_mlp", 64, 4, "ternary")]
 
 
 @pytest.mark.slow

@@ -253,31 +253,38 @@ def residual(seg: Segments, c: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def update_basis(seg: Segments, c: np.ndarray, b: np.ndarray, e: np.ndarray, kind: str
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact coordinate descent over the basis, vector by vector; returns (b, residual)."""
+    """Exact coordinate descent over the basis, vector by vector; returns (b, residual).
+
+    With e the residual including b_j's current contribution, the residual
+    without it is e + c_j b_j (on the mask), so Q_r = c_j . e_r + P_r b_jr: one
+    pass over e per vector, and e changes only in the rows whose value changed.
+    """
     b = b.copy()
+    e = e.copy()
     for j in range(b.shape[0]):
         cj = c[:, j]
         if not cj.any():
             continue
-        ej = e + np.outer(cj, b[j]) * seg.mask
-        q = cj @ ej
-        new = b[j].copy()
+        p = (cj * cj) @ seg.mask
+        q = cj @ e + p * b[j]
         if kind == "binary":
-            new[q > 0] = 1.0
-            new[q < 0] = -1.0
+            new = np.where(q > 0, 1.0, np.where(q < 0, -1.0, b[j]))
         else:
-            p = (cj * cj) @ seg.mask
             new = np.where(2 * np.abs(q) > p, np.sign(q), 0.0)
             new[p == 0] = b[j][p == 0]  # rows no segment reaches keep their value
-        b[j] = new
-        e = ej - np.outer(cj, new) * seg.mask
+        rows = np.flatnonzero(new != b[j])
+        if rows.size:
+            e[:, rows] -= np.outer(cj, new[rows] - b[j][rows]) * seg.mask[:, rows]
+            b[j] = new
     return b, e
 
 
 def update_int_coefs(seg: Segments, a: np.ndarray, s_m: np.ndarray, b: np.ndarray,
                      e: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer coordinate descent on the coefficients (scale fixed)."""
+    """Integer coordinate descent on the coefficients (scale fixed); e changes only in
+    the segments whose coefficient changed."""
     a = a.copy()
+    e = e.copy()
     # norm2[m, j] = ||b_j[:L_m]||^2
     norm2 = seg.mask @ (b * b).T
     for j in range(b.shape[0]):
@@ -287,10 +294,10 @@ def update_int_coefs(seg: Segments, a: np.ndarray, s_m: np.ndarray, b: np.ndarra
         step = np.zeros_like(proj)
         step[ok] = proj[ok] / den[ok]
         new = np.where(ok, np.clip(np.rint(a[:, j] + step), lo, hi), 0.0)
-        delta = new - a[:, j]
-        if delta.any():
-            e = e - np.outer(s_m * delta, b[j]) * seg.mask
-            a[:, j] = new
+        idx = np.flatnonzero(new != a[:, j])
+        if idx.size:
+            e[idx] -= np.outer(s_m[idx] * (new[idx] - a[idx, j]), b[j]) * seg.mask[idx]
+            a[idx, j] = new[idx]
     return a, e
 
 
@@ -413,15 +420,22 @@ def rescale_threshold(th: Threshold, scale: np.ndarray, bound: int) -> Threshold
 
 
 def layer_errors(net: Network, bn: BasisNetwork) -> list[LayerError]:
+    """Per linear layer: relative Frobenius error of the best positive scaling of
+    W_eff (per output channel for a layer feeding a threshold, one for the logits,
+    as in the fit; data-driven tuning changes the recorded scales' meaning, so the
+    error is scale-free), and the fraction of nonzero weights whose sign W_eff keeps."""
     out = []
     for i, ly in bn.linear.items():
         w = dmem_matrix(net.layers[i], ly.in_order).astype(np.float64)  # type: ignore[arg-type]
         weff = segment_matrix(ly.coefs, bn.basis.vectors, ly.rows).astype(np.float64)
-        approx = weff * ly.scale[:, None]
+        num, den2 = (w * weff).sum(axis=1), (weff * weff).sum(axis=1)
+        if linear_feeds_threshold(net, i) is None:
+            num, den2 = np.full_like(num, num.sum()), np.full_like(den2, den2.sum())
+        s = np.where((den2 > 0) & (num > 0), num / np.where(den2 > 0, den2, 1.0), 0.0)
         den = float(np.linalg.norm(w))
         nz = w != 0
         agree = float((np.sign(weff[nz]) == w[nz]).mean()) if nz.any() else 1.0
+        err = float(np.linalg.norm(w - weff * s[:, None])) / den if den else 0.0
         out.append(LayerError(i, type(net.layers[i]).__name__, int(w.shape[0]),
-                              int(w.shape[1]), ly.segments,
-                              float(np.linalg.norm(w - approx)) / den if den else 0.0, agree))
+                              int(w.shape[1]), ly.segments, err, agree))
     return out
