@@ -10,9 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from golden_model.errors import CimgenError
+
+from . import __version__
+
+# Every command imports what it needs when it runs, so that `--help`, `--version`,
+# `run` on a compiled directory and `replay` start without ONNX, qonnx, matplotlib,
+# dask or cocotb (tests/test_cli_startup.py).
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -24,6 +28,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from golden_model.reference import check_inputs, forward_int, quantize_input
 
     from .fileio import check_out_dir, load_npy, save_npy_atomic
@@ -71,7 +77,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from golden_model.reference import check_inputs, quantize_input
+    import numpy as np
+
+    from golden_model.reference import check_stage_inputs, quantize_stage
 
     from .compiler.artifacts import load_compiled
     from .fileio import check_out_dir, load_npy, save_npy_atomic
@@ -79,9 +87,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out)
     comp = load_compiled(args.dir)
+    assert comp.host is not None
     x = load_npy(args.inputs)
-    check_inputs(comp.net, x, where=args.inputs)
-    q = quantize_input(comp.net, x)
+    check_stage_inputs(comp.host.input, x, where=args.inputs)
+    q = quantize_stage(comp.host.input, x)
     if args.rtl:
         from .hw.rtl_sim import run_rtl
 
@@ -104,6 +113,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from golden_model.errors import BadInputError
     from golden_model.reference import forward_int, quantize_input
 
@@ -255,6 +266,7 @@ def _cmd_systemc(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"cimgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("inspect", help="summarize an ONNX BNN/TNN model")

@@ -122,8 +122,7 @@ def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
 
 
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
-# Columns of a READ product from which BLAS threads pay off (below: one thread).
-WIDE_PRODUCT = 512
+# Columns of a READ product from which OpenBLAS may start threads (below: one thread).
 NARROW_PRODUCT = 8
 INT32_MAX_ADC = 2**31 - 1  # ADC threshold padding: never reached
 
@@ -137,39 +136,63 @@ class _BlasLimit:
     """Run BLAS single-threaded while a machine runs (reference counted, thread-safe).
 
     A READ's product is small (at most rows x cols x columns) and there are many
-    of them: BLAS worker threads add only wake-up latency, badly so on a shared
-    machine, unless the products are wide (``WIDE_PRODUCT`` columns: many
-    lockstep runs or a lifted loop). The results are exact integers either way;
-    this changes speed only.
-    Without threadpoolctl (a scikit-learn dependency) it does nothing.
+    of them: BLAS worker threads add wake-up latency, and on a shared machine
+    they wait for each other (a 4096-column product took 20x longer with two
+    threads than with one on a loaded 2-core host). The results are exact
+    integers either way; this changes speed only. OpenBLAS's own setter costs
+    about a microsecond, threadpoolctl's context about 20; without threadpoolctl
+    (a scikit-learn dependency) it does nothing.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._ctl: Any = None
+        self._raw: list[tuple[Any, Any]] | None = None  # (get, set) per OpenBLAS
+        self._saved: list[int] = []
         self._active: Any = None
+
+    def _setup(self) -> None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            self._ctl = ThreadpoolController()
+        except Exception:  # pragma: no cover - optional speed-up
+            self._ctl = False
+            return
+        raw = []
+        for lib in self._ctl.select(user_api="blas").lib_controllers:
+            get_sym = getattr(lib, "_get_symbol", None)
+            fns = (get_sym("openblas_get_num_threads"), get_sym("openblas_set_num_threads")) \
+                if lib.internal_api == "openblas" and get_sym is not None else (None, None)
+            if None in fns:
+                return  # not OpenBLAS or another layout: threadpoolctl's own context
+            raw.append(fns)
+        self._raw = raw
 
     def __enter__(self) -> None:
         with self._lock:
             if self._depth == 0:
                 if self._ctl is None:
-                    try:
-                        from threadpoolctl import ThreadpoolController
-
-                        self._ctl = ThreadpoolController()
-                    except Exception:  # pragma: no cover - optional speed-up
-                        self._ctl = False
-                if self._ctl:
+                    self._setup()
+                if self._raw is not None:
+                    self._saved = [get() for get, _ in self._raw]
+                    for _, put in self._raw:
+                        put(1)
+                elif self._ctl:
                     self._active = self._ctl.limit(limits=1, user_api="blas")
             self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._depth -= 1
-            if self._depth == 0 and self._active is not None:
-                self._active.restore_original_limits()
-                self._active = None
+            if self._depth == 0:
+                if self._raw is not None:
+                    for (_, put), n in zip(self._raw, self._saved, strict=True):
+                        put(n)
+                elif self._active is not None:
+                    self._active.restore_original_limits()
+                    self._active = None
 
 
 _BLAS_LIMIT = _BlasLimit()
@@ -330,15 +353,19 @@ class _Regs:
 
     Clearing is lazy: lanes at or past ``acc_hi`` (``code_hi``) read as zero
     whatever is stored there, and a reader first calls ``acc_lanes`` (``code_lanes``);
-    invalid IN entries are never read. ACC lanes may hold values outside int32
+    invalid IN entries are never read. While LDINs since INCLR have loaded a
+    contiguous prefix of IN (``in_exact``), the valid entries are [0, in_pref) and
+    ``in_valid`` is all False; ``valid_mask`` gives the mask in either state. ACC
+    lanes may hold values outside int32
     while ``acc_bound`` > INT32_MAX (ACC wraps modulo 2^32, so a sum can be wrapped
     when it is read: STA's int32 store truncates, ACT wraps first)."""
 
     def __init__(self, rows: int, cols: int, n: int) -> None:
         self.in_reg = np.zeros((rows, n), dtype=np.int32)
         self.in_valid = np.zeros(rows, dtype=bool)  # written by LDIN since INCLR
+        self.in_exact = True  # the valid entries are exactly IN[:in_pref]
         self.in_hi = 0  # IN[in_hi:] is invalid
-        self.in_pref = 0  # IN[:in_pref] is valid (a lower bound)
+        self.in_pref = 0  # IN[:in_pref] is valid
         self.code = np.zeros((cols, n), dtype=np.int64)
         self.code_hi = 0  # CODE[code_hi:] is zero
         self.ndrv = np.zeros(n, dtype=np.int64)
@@ -348,13 +375,41 @@ class _Regs:
 
     def reset(self) -> None:
         """The state a start leaves: IN invalid, ACC, CODE and NDRV zero."""
-        if self.in_hi:
-            self.in_valid[:self.in_hi] = False
-        self.in_hi = self.in_pref = 0
+        self.inclr()
         self.code_hi = 0
         self.ndrv.fill(0)
         self.acc_hi = 0
         self.acc_bound = 0
+
+    def inclr(self) -> None:
+        """No IN entry valid."""
+        if not self.in_exact:
+            self.in_valid[:self.in_hi] = False
+            self.in_exact = True
+        self.in_hi = self.in_pref = 0
+
+    def ldin(self, d0: int, end: int) -> None:
+        """IN[d0:end] became valid."""
+        if self.in_exact:
+            if d0 <= self.in_pref:
+                if end > self.in_pref:
+                    self.in_pref = self.in_hi = end
+                return
+            self.in_valid[:self.in_pref] = True  # a gap: keep the mask from now on
+            self.in_exact = False
+        self.in_valid[d0:end] = True
+        if end > self.in_hi:
+            self.in_hi = end
+        if d0 <= self.in_pref < end:
+            self.in_pref = end
+
+    def valid_mask(self) -> np.ndarray:
+        """bool [rows]: the IN entries loaded since INCLR."""
+        if not self.in_exact:
+            return self.in_valid
+        m = np.zeros(self.in_valid.size, bool)
+        m[:self.in_pref] = True
+        return m
 
     def acc_lanes(self, n: int) -> None:
         """Store zeros in the cleared lanes of ACC[:n]."""
@@ -373,7 +428,10 @@ class _Regs:
         n = self.in_reg.shape[1]
         lo = (copies - 1) * n
         self.in_reg[:lifted.in_hi] = lifted.in_reg[:lifted.in_hi, lo:]
-        self.in_valid[:] = lifted.in_valid
+        self.inclr()
+        if not lifted.in_exact:
+            self.in_valid[:] = lifted.in_valid
+            self.in_exact = False
         self.in_hi = lifted.in_hi
         self.in_pref = lifted.in_pref
         self.code[:lifted.code_hi] = lifted.code[:lifted.code_hi, lo:]
@@ -520,13 +578,14 @@ class Machine:
     # ----------------------------------------------------------------- run
     def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
         """Run from ``entry`` until HALT or a fault (every lockstep run at once)."""
-        if "widest_loop" not in self.image.plan_cache:
-            self.image.plan_cache["widest_loop"] = max(
+        cache = self.image.plan_cache
+        if "widest_loop" not in cache:
+            cache["widest_loop"] = max(
                 (st.a["count"] for st in self.plan if st is not None and st.op == _LOOP),
                 default=1)
-        if self.batch * self.image.plan_cache["widest_loop"] < NARROW_PRODUCT:
-            # Products this narrow run on one thread anyway: leave BLAS as configured
-            # (limiting it costs about 20 us a run).
+        if self.batch * cache["widest_loop"] < NARROW_PRODUCT:
+            # OpenBLAS runs products this narrow on one thread anyway; restoring its
+            # thread count after a run costs about 10 us.
             return self._run(entry, max_instructions)
         with _BLAS_LIMIT:
             return self._run(entry, max_instructions)
@@ -639,13 +698,9 @@ class Machine:
             d0 = a["dst"]
             rel = bool(a["rsrc"])
             regs.in_reg[d0:d0 + n] = space.view(a["src"] + (ib if rel else 0), n, rel)
-            regs.in_valid[d0:d0 + n] = True
-            regs.in_hi = max(regs.in_hi, d0 + n)
-            if d0 <= regs.in_pref < d0 + n:
-                regs.in_pref = d0 + n
+            regs.ldin(d0, d0 + n)
         elif op == _INCLR:
-            regs.in_hi = regs.in_pref = 0
-            regs.in_valid[:] = False
+            regs.inclr()
         elif op == _ACLR:
             regs.acc_hi = 0
             regs.acc_bound = 0
@@ -785,7 +840,7 @@ class Machine:
         ro, bit = a["row_off"], a["bit"]
         if a["pair"]:
             m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
-            idx = np.flatnonzero(regs.in_valid[:m])
+            idx = np.flatnonzero(regs.valid_mask()[:m])
             vals = regs.in_reg[idx]
             rows_a = ro + 2 * idx
             parts = []
@@ -802,10 +857,10 @@ class Machine:
             return np.zeros((0, regs.in_reg.shape[1]), dtype=bool), idx[:0]
         m = p.rows - ro
         hi = min(regs.in_hi, m)
-        if hi and regs.in_valid[:hi].all():
+        if hi and regs.valid_mask()[:hi].all():
             # The common case: IN[0..hi) all loaded, rows ro..ro+hi contiguous.
             return _mask_of(regs.in_reg[:hi], a["mask_a"], bit), slice(ro, ro + hi)
-        idx = np.flatnonzero(regs.in_valid[:m])
+        idx = np.flatnonzero(regs.valid_mask()[:m])
         return _mask_of(regs.in_reg[idx], a["mask_a"], bit), ro + idx
 
     def _read(self, a: dict[str, int], regs: _Regs, res: RunResult,

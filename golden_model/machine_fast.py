@@ -197,9 +197,12 @@ class Ctx:
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
         self.dirty = self.dirty_i = False  # ch2, chi hold something
         self.shift = charge_shift(p.rows)
+        # READs after which hi * 2^s + lo may pass 2^53 (each READ adds < 2^24 to both).
+        self.float_fold = 1 << max(0, 28 - self.shift)
+        self.reads_since = 0
         self.res: RunResult = RunResult(0, 0, Err.NONE, -1, 0)
         self.read_base = 0
-        self.fold_at = 0
+        self.fold_at = self.fold_base = 0
 
     def buf(self, kind: str, dtype: type) -> np.ndarray:
         b = self._bufs.get((kind, dtype))
@@ -216,16 +219,26 @@ class Ctx:
             return self.win[:, o:o + n].transpose(1, 0, 2)
         return self.dm[a:a + n, None, :]
 
-    def fold(self, into: np.ndarray) -> None:
+    def fold(self, into: np.ndarray, zero: bool = False) -> None:
         """Add the read charge per column since the last fold to ``into`` (int64
-        [B], summed over copies) and restart."""
+        [B], summed over copies) and restart. ``zero``: ``into`` holds zeros."""
         if self.dirty:
-            h = self.ch2.astype(np.int64)
-            h[0] <<= self.shift
-            h = h.sum(axis=0)
-            into += h if self.copies == 1 else h.reshape(self.copies, -1).sum(axis=0)
-            self.ch2.fill(0)
+            ch = self.ch2
+            if zero and self.copies == 1 and self.reads_since < self.float_fold:
+                # hi * 2^s + lo is below 2^53: exact in float64.
+                t = ch[0] * float(1 << self.shift)
+                np.add(t, ch[1], out=into, casting="unsafe")
+            else:
+                h = ch.astype(np.int64)
+                h[0] <<= self.shift
+                if self.copies == 1:
+                    into += h[0]
+                    into += h[1]
+                else:
+                    into += h.reshape(2 * self.copies, -1).sum(axis=0)
+            ch.fill(0)
             self.dirty = False
+        self.reads_since = 0
         if self.dirty_i:
             c = self.chi
             into += c if self.copies == 1 else c.reshape(self.copies, -1).sum(axis=0)
@@ -236,16 +249,18 @@ class Ctx:
 # ------------------------------------------------------------------ closures
 
 
-def build(st: _Step, ctx: Ctx, k_read: int = 0, rpi: int = 0) -> Fn | None:
+def build(st: _Step, ctx: Ctx, k_read: int = 0, rpi: int = 0, ndrv_live: bool = True
+          ) -> Fn | None:
     """The instruction of ``st`` as a closure over ``ctx`` (None: nothing to do).
 
     ``k_read``: READs of the enclosing block or loop body before this one;
-    ``rpi``: READs per iteration of a lifted body (read-noise counters)."""
+    ``rpi``: READs per iteration of a lifted body (read-noise counters);
+    ``ndrv_live``: a READ's NDRV may be read (False: the run ends first)."""
     op = st.op
     if op in (_NOP, _HALT):
         return None
     if op == _READ:
-        return _read_fn(st, ctx, k_read, rpi)
+        return _read_fn(st, ctx, k_read, rpi, ndrv_live)
     if op == _ACC:
         return _acc_fn(st, ctx)
     if op == _LDIN:
@@ -286,29 +301,28 @@ def _ldin_fn(st: _Step, ctx: Ctx) -> Fn:
     src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
     dst = ctx.in3[d0:end]
     regs = ctx.regs
-    valid = regs.in_valid
+    mark = regs.ldin
 
     def f_ldin(ib: int) -> None:
         np.copyto(dst, src(ib))
-        valid[d0:end] = True
-        if regs.in_hi < end:
-            regs.in_hi = end
-        if d0 <= regs.in_pref < end:
-            regs.in_pref = end
+        if regs.in_exact and d0 <= regs.in_pref:
+            if end > regs.in_pref:
+                regs.in_pref = regs.in_hi = end
+        else:
+            mark(d0, end)
     return f_ldin
 
 
 def _inclr_fn(ctx: Ctx) -> Fn:
     regs = ctx.regs
-    valid = regs.in_valid
+    inclr = regs.inclr
 
     def f_inclr(ib: int) -> None:
-        # Entries past in_hi are invalid already; the values of invalid entries
-        # are never read, so they are not cleared.
-        if regs.in_hi:
-            valid[:regs.in_hi] = False
-        regs.in_hi = 0
-        regs.in_pref = 0
+        # The values of invalid entries are never read, so they are not cleared.
+        if regs.in_exact:
+            regs.in_hi = regs.in_pref = 0
+        else:
+            inclr()
     return f_inclr
 
 
@@ -335,6 +349,7 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
     src_kind = a["src"]
     regs = ctx.regs
     acc3 = ctx.acc3
+    dst = acc3[:n]
     tmp = ctx.tmp
     if st.gain < 0:
         st.gain = m._acc_gain(st)
@@ -361,8 +376,10 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
         else:
             s = operand(ib)  # type: ignore[misc]
         h = regs.acc_hi
-        if h >= n:
-            dst = acc3[:n]
+        if h == 0:
+            np.multiply(s, k, out=dst, dtype=np.int64)
+            regs.acc_hi = n
+        elif h >= n:
             if k == 1:
                 np.add(dst, s, out=dst)
             elif k == -1:
@@ -495,7 +512,7 @@ def _fused_fn(st: _Step, ctx: Ctx) -> Fn:
     return f_progs
 
 
-def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int) -> Fn:
+def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
     m = ctx.m
     p = m.image.params
     a = st.a
@@ -575,10 +592,12 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int) -> Fn:
             if m.probe is not None:
                 m.probe(adc, np.ascontiguousarray(xb.T))
             code[...] = lut.convert(xb)
-        np.copyto(ndrv, nd_row, casting="unsafe")
+        if ndrv_live:
+            np.copyto(ndrv, nd_row, casting="unsafe")
         if mat.nch == 2:
             np.add(ch2, ch_rows, out=ch2)
             ctx.dirty = True
+            ctx.reads_since += 1
         else:
             ctx.chi += ch_rows[0].astype(np.int64)
             ctx.dirty_i = True
@@ -605,39 +624,54 @@ class Block:
     halts: bool
 
 
+def _ndrv_read_later(steps: list[_Step], k: int, halts: bool) -> bool:
+    """May NDRV as the READ at steps[k] leaves it be read? (It is dead when the
+    next READ or the run's end comes before any ACC from NDRV.)"""
+    for st in steps[k + 1:]:
+        if st.op == _ACC and st.a["src"] == Src.NDRV:
+            return True
+        if st.op == _READ:
+            return False
+        if st.op not in (_ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _NOP):
+            return True  # an instruction this pass does not know
+    return not halts
+
+
 def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
     plan = m.plan
-    fns: list[Fn] = []
-    n = cycles = lane_ops = dmem_acc = reads = conv = 0
+    steps: list[_Step] = []
     halts = False
     q = pc
     while 0 <= q < len(plan):
         st = plan[q]
         if st is None or st.err0 != Err.NONE or st.op == _LOOP:
             break
+        steps.append(st)
+        q += st.fused[0] if st.fused is not None else 1
+        if st.op == _HALT:
+            halts = True
+            break
+    if not steps:
+        return None
+    fns: list[Fn] = []
+    n = cycles = lane_ops = dmem_acc = reads = conv = 0
+    for k, st in enumerate(steps):
         if st.fused is not None:
-            k = st.fused[0]
             fns.append(_fused_fn(st, ctx))
-            n += k
-            cycles += k * st.cost
-            q += k
+            n += st.fused[0]
+            cycles += st.fused[0] * st.cost
             continue
         n += 1
         cycles += st.cost
         lane_ops += st.lane_ops
         dmem_acc += st.dmem_acc
-        q += 1
-        if st.op == _HALT:
-            halts = True
-            break
-        f = build(st, ctx, k_read=reads)
+        live = _ndrv_read_later(steps, k, halts) if st.op == _READ else True
+        f = build(st, ctx, k_read=reads, ndrv_live=live)
         if f is not None:
             fns.append(f)
         if st.op == _READ:
             reads += 1
             conv += st.a["lanes"]
-    if n == 0:
-        return None
     return Block(fns, q, n, cycles, lane_ops, dmem_acc, reads, conv, halts)
 
 
@@ -687,7 +721,9 @@ class Engine:
         return f  # type: ignore[return-value]
 
     def _finish(self, res: RunResult) -> RunResult:
-        self.ctx.fold(res.read_charge)
+        ctx = self.ctx
+        ctx.reads_since = res.reads - ctx.fold_base
+        ctx.fold(res.read_charge, zero=ctx.fold_base == 0)
         return res
 
     def _fault(self, res: RunResult, err: Err, pc: int) -> RunResult:
@@ -706,6 +742,7 @@ class Engine:
                         read_charge=np.zeros(m.batch, np.int64))
         ctx.res = res
         ctx.fold_at = FOLD_READS
+        ctx.fold_base = 0
         m._writes = None
         plan = m.plan
         n_prog = len(plan)
@@ -732,6 +769,7 @@ class Engine:
                     if res.reads >= ctx.fold_at:
                         ctx.fold(res.read_charge)
                         ctx.fold_at = res.reads + FOLD_READS
+                        ctx.fold_base = res.reads
                     if blk.halts:
                         res.pc = blk.end - 1
                         return self._finish(res)
@@ -788,6 +826,7 @@ class Engine:
                     if res.reads >= ctx.fold_at:
                         ctx.fold(res.read_charge)
                         ctx.fold_at = res.reads + FOLD_READS
+                        ctx.fold_base = res.reads
                 pc += 1
             if lp_end >= 0 and pc > lp_end:
                 if lp_left > 0:

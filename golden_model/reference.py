@@ -11,17 +11,22 @@ import numpy as np
 
 from .errors import BadInputError
 from .floatops import apply_chain
-from .ir import Conv2d, Dense, Flatten, MaxPool2d, Network, Threshold, analyze
+from .ir import Conv2d, Dense, Flatten, InputStage, MaxPool2d, Network, Threshold, analyze
 from .kernels import conv2d_nchw, int_matmul, maxpool_nchw
 
 
 def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
     """Reject inputs the ONNX graph would not take: dtype, rank, shape, NaN."""
+    check_stage_inputs(net.input, x, where)
+
+
+def check_stage_inputs(stage: InputStage, x: np.ndarray, where: str = "inputs") -> None:
+    """``check_inputs`` for an input stage."""
     if not isinstance(x, np.ndarray):
         raise BadInputError("inputs are not a numpy array", where=where)
     if x.dtype != np.float32:
         raise BadInputError(f"dtype {x.dtype}, the graph input takes float32", where=where)
-    want = tuple(net.input.shape)
+    want = tuple(stage.shape)
     if x.ndim != len(want) + 1:
         raise BadInputError(f"rank {x.ndim} (shape {x.shape}), the graph input takes "
                             f"[batch, {', '.join(map(str, want))}]", where=where)
@@ -49,7 +54,11 @@ def _count_at_least(v: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def quantize_input(net: Network, x: np.ndarray) -> np.ndarray:
     """Float32 input -> integer input tensor (int16), exactly as a float32 executor."""
-    st = net.input
+    return quantize_stage(net.input, x)
+
+
+def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
+    """``quantize_input`` for an input stage."""
     q = st.quantizer
     y = apply_chain(st.pre_ops, x, axis=1)
     if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:

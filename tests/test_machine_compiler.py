@@ -781,7 +781,8 @@ def corrupt_byte(p: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["program.bin", "wmem.npy", "dmem_init.npy", "adc_thr.npy",
-                                  "devmap_lrs.npy", "devmap_stuck.npy", "model.onnx"])
+                                  "devmap_lrs.npy", "devmap_stuck.npy", "model.onnx",
+                                  "host.json", "host.npz"])
 @pytest.mark.parametrize("how", ["tampered", "missing"])
 def test_run_rejects_tampered_or_missing(compiled_dir: tuple[Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str], name: str,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from netgen import random_network
+from test_streaming import tiny_image
 
 from cimgen.compiler import compile_network
 from cimgen.config import MAPPINGS, make_config
@@ -30,10 +31,9 @@ from golden_model import isa
 from golden_model.crossbar import DeviceParams, sample_device_map
 from golden_model.isa import Src
 from golden_model.machine import ChipImage, Machine, RunResult
-from test_streaming import tiny_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cocotb_tests"))
-import progs  # noqa: E402
+import progs
 
 BINARY_ONLY = ("BNN_III", "BNN_IV", "BNN_V")
 mk = isa.make

@@ -53,6 +53,7 @@ from ..config import XbarConfig
 from .adc import calibrated_adcs, default_adc
 from .cost import Report, static_report
 from .emit import Emitter
+from .host import HostStage
 from .layout import DmemAllocator, Tensor, hwc_order
 from .mappings import MAPPINGS, Mapping, mask_values
 from .schedule import Schedule, fits, plan
@@ -70,7 +71,7 @@ class Compiled:
     """
 
     cfg: XbarConfig
-    net: Network
+    net: Network | None  # None when loaded from a compile directory (see ``host``)
     image: ChipImage
     setup_entry: int
     infer_entry: int
@@ -82,6 +83,7 @@ class Compiled:
     batch: int = 1
     stride: int = 0
     tiles: list[Tile] = field(default_factory=list)
+    host: HostStage | None = None  # input stage and output ops (set by the compiler)
 
     # ------------------------------------------------------------- host
     def input_words(self, q: np.ndarray) -> np.ndarray:
@@ -635,7 +637,8 @@ class Compiler:
             setup_cells=sum(int(np.count_nonzero(img != 0)) for _, _, img in setup_list),
             dmem_used=top, adc_tables=len(adc_tables))
         return Compiled(cfg, net, image, 0, infer_entry, in_t, out_t, e.code, report,
-                        adc_tables, batch, slots.stride, all_tiles)
+                        adc_tables, batch, slots.stride, all_tiles,
+                        HostStage(net.input, tuple(out_t.shape), net.output_ops))
 
     def assign_residencies(self, steps: list[_Step]) -> None:
         """The residency in which each pinned layer, pool and threshold runs: the
