@@ -908,8 +908,13 @@ class Machine:
     def _adc(self, table: int) -> _AdcLookup:
         lut = self._luts.get(table)
         if lut is None:
-            lut = self._luts[table] = _AdcLookup(self.image.adc_thr[table],
+            # A lookup depends only on the image's tables: machines of one image share it.
+            shared = self.image.plan_cache.setdefault("adc", {})
+            lut = shared.get(table)
+            if lut is None:
+                lut = shared[table] = _AdcLookup(self.image.adc_thr[table],
                                                  self.image.adc_recon[table])
+            self._luts[table] = lut
         return lut
 
     def _read_noise(self, c0: int, width: int, nd: np.ndarray, counters: np.ndarray

@@ -28,6 +28,7 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -66,6 +67,8 @@ Fn = Callable[[int], None]  # an instruction: called with IB
 # at least every FOLD_READS READs: each READ adds less than 2^24 per row, so the
 # float64 sums stay exact.
 FOLD_READS = 1 << 28
+# Matrices an image keeps for the machines that run it (oldest dropped first).
+SHARED_MATRICES = 64
 
 
 def charge_shift(rows: int) -> int:
@@ -115,6 +118,7 @@ class FastMat:
     div: int  # > 0: lanes hold ADC input / div and are the ideal ADC's code (after clip)
     clip: tuple[int, int] | None  # the ideal ADC's code range, when a lane can leave it
     nch: int  # charge rows: 2 (float32: high part, low part) or 1 (float64, exact)
+    # Views of lhs by (first row, rows); lhs is never written after it is built.
     views: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
 
@@ -189,9 +193,6 @@ class Ctx:
         self.acc3 = regs.acc.reshape(p.cols, copies, B)
         self.code3 = regs.code.reshape(p.cols, copies, B)
         self.ndrv2 = regs.ndrv.reshape(copies, B)
-        self.tmp = np.empty((p.cols, copies, B), np.int64)
-        self.itmp = np.empty((p.rows, N), np.int32)
-        self.xbuf = np.empty((p.cols, N), np.int64)
         self._bufs: dict[tuple[str, type], np.ndarray] = {}
         self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
@@ -205,11 +206,15 @@ class Ctx:
         self.fold_at = self.fold_base = 0
 
     def buf(self, kind: str, dtype: type) -> np.ndarray:
+        """Scratch memory, allocated on first use: "drive" and "bits" [rows, N],
+        "prod" [cols + 3, N], "x" [cols, N], "tmp" [cols, copies, B]."""
         b = self._bufs.get((kind, dtype))
         if b is None:
             p = self.m.image.params
-            shape = (p.rows, self.N) if kind == "drive" else (p.cols + 3, self.N)
-            b = self._bufs[(kind, dtype)] = np.zeros(shape, dtype)
+            shape = {"drive": (p.rows, self.N), "bits": (p.rows, self.N),
+                     "prod": (p.cols + 3, self.N), "x": (p.cols, self.N),
+                     "tmp": (p.cols, self.copies, self.B)}[kind]
+            b = self._bufs[(kind, dtype)] = np.empty(shape, dtype)
         return b
 
     def view(self, a: int, n: int, rel: bool) -> np.ndarray:
@@ -350,7 +355,7 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
     regs = ctx.regs
     acc3 = ctx.acc3
     dst = acc3[:n]
-    tmp = ctx.tmp
+    tmp = ctx.buf("tmp", np.int64) if k not in (0, 1) else acc3  # (acc3: never used)
     if st.gain < 0:
         st.gain = m._acc_gain(st)
     gain = st.gain
@@ -538,10 +543,10 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
     lim = (p.rows - ro + 1) // 2 if pair else p.rows - ro  # IN entries with a row
     valid = regs.in_valid
     in_reg = regs.in_reg
-    itmp = ctx.itmp
+    itmp = ctx.buf("bits", np.int32) if a["bit"] != BIT_SIGNED else in_reg
     code = regs.code[:n]
     ndrv = regs.ndrv
-    xb = ctx.xbuf[:n]
+    xbox: list[np.ndarray] = []  # the int64 ADC input, for tables without a closed form
     ch2 = ctx.ch2
     xver = m._xver
     engine = ctx.engine
@@ -588,6 +593,9 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
                 np.clip(lanes, mat.clip[0], mat.clip[1], out=lanes)
             np.copyto(code, lanes, casting="unsafe")
         else:
+            if not xbox:
+                xbox.append(ctx.buf("x", np.int64)[:n])
+            xb = xbox[0]
             np.copyto(xb, lanes, casting="unsafe")
             if m.probe is not None:
                 m.probe(adc, np.ascontiguousarray(xb.T))
@@ -707,11 +715,22 @@ class Engine:
 
     def matrix(self, xbar: int, c0: int, width: int, sym: bool, adc: int) -> FastMat:
         key = (xbar, c0, width, sym, adc)
-        ver = self.m._xver[xbar]
+        m = self.m
+        ver = m._xver[xbar]
         hit = self.mats.get(key)
         if hit is None or hit[0] != ver:
-            hit = self.mats[key] = (ver, fast_matrix(self.m, xbar, c0, width, sym,
-                                                     self.m._adc(adc)))
+            # Machines of one image usually hold the same cells (after the same setup):
+            # they share matrices through the image, keyed by the cells' content.
+            shared = m.image.plan_cache.setdefault("fast_mats", {})
+            bits = m.xbar_bits[xbar]
+            skey = (*key, hashlib.blake2b(np.packbits(bits).tobytes(), digest_size=16).digest())
+            mat = shared.get(skey)
+            if mat is None:
+                mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
+                if len(shared) >= SHARED_MATRICES:
+                    del shared[next(iter(shared))]
+                shared[skey] = mat
+            hit = self.mats[key] = (ver, mat)
         return hit[1]
 
     def _single(self, pc: int, st: _Step) -> Fn | None:

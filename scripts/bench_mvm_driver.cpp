@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "helper/config.h"
+#include "oneapi/tbb/global_control.h"
 #include "xbar/crossbar.h"
 
 int main(int argc, char **argv) {
@@ -27,6 +28,8 @@ int main(int argc, char **argv) {
     const int32_t n = std::atoi(argv[3]);
     const double budget = std::atof(argv[4]);
     const unsigned seed = static_cast<unsigned>(std::atoi(argv[5]));
+    // One thread, as the emulator's Python interface sets by default.
+    tbb::global_control one(tbb::global_control::max_allowed_parallelism, 1);
     if (!CFG.load_cfg(argv[1])) {
         std::fprintf(stderr, "cannot load %s\n", argv[1]);
         return 2;
