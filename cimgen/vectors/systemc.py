@@ -301,7 +301,10 @@ def build(params: RtlParams, programs: Sequence[str] = ("replay",), *,
                 mk = bdir / f"{exe.name}.mk"
                 mk.write_text(_PROGRAM_MK.format(vtop=VTOP, exe=exe, src=src, incdir=bdir,
                                                  scdir=SC_DIR))
-                _run_logged(["make", "-C", str(obj), "-f", str(mk), str(exe)], obj,
+                # The same single-file model build as above (a split build's objects
+                # would need the precompiled header the model build did not make).
+                _run_logged(["make", "-C", str(obj), "-f", str(mk), "VM_PARALLEL_BUILDS=0",
+                             str(exe)], obj,
                             bdir / f"{exe.name}.log", env, f"compiling {src.name}")
                 pstamp.write_text(src_key)
             out[prog] = exe
