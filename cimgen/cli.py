@@ -10,9 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from golden_model.errors import CimgenError
+
+from . import __version__
+
+# Every command imports what it needs when it runs, so that `--help`, `--version`,
+# `run` on a compiled directory and `replay` start without ONNX, qonnx, matplotlib,
+# dask or cocotb (tests/test_cli_startup.py).
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -25,6 +29,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from golden_model.reference import check_inputs, forward_int, quantize_input
 
     from .fileio import check_out_dir, load_npy, save_npy_atomic
@@ -72,7 +78,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from golden_model.reference import check_inputs, quantize_input
+    import numpy as np
+
+    from golden_model.reference import check_stage_inputs, quantize_stage
 
     from .compiler.artifacts import load_compiled
     from .fileio import check_out_dir, load_npy, save_npy_atomic
@@ -80,9 +88,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out)
     comp = load_compiled(args.dir)
+    assert comp.host is not None
     x = load_npy(args.inputs)
-    check_inputs(comp.net, x, where=args.inputs)
-    q = quantize_input(comp.net, x)
+    check_stage_inputs(comp.host.input, x, where=args.inputs)
+    q = quantize_stage(comp.host.input, x)
     if args.rtl:
         from .hw.rtl_sim import run_rtl
 
@@ -105,6 +114,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from golden_model.errors import BadInputError
     from golden_model.reference import forward_int, quantize_input
 
@@ -326,6 +337,8 @@ def _cmd_basis_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_basis_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .basis.io import load_basis_dir
 
     bd = load_basis_dir(args.dir)
@@ -365,6 +378,8 @@ def _cmd_basis_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_basis_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from golden_model.basis import forward_basis, forward_materialized
     from golden_model.errors import BadInputError
     from golden_model.reference import quantize_input
@@ -402,6 +417,7 @@ def _cmd_basis_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cimgen", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"cimgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("inspect", help="summarize an ONNX BNN/TNN model")

@@ -29,13 +29,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import isa
 from .crossbar import DeviceMap
 from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
+
+if TYPE_CHECKING:
+    from .machine_fast import Engine
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,7 @@ def _mask_of(values: np.ndarray, mask: int, bit: int) -> np.ndarray:
 
 
 INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
-# Columns of a READ product from which BLAS threads pay off (below: one thread).
-WIDE_PRODUCT = 512
+# Columns of a READ product from which OpenBLAS may start threads (below: one thread).
 NARROW_PRODUCT = 8
 INT32_MAX_ADC = 2**31 - 1  # ADC threshold padding: never reached
 
@@ -137,39 +139,63 @@ class _BlasLimit:
     """Run BLAS single-threaded while a machine runs (reference counted, thread-safe).
 
     A READ's product is small (at most rows x cols x columns) and there are many
-    of them: BLAS worker threads add only wake-up latency, badly so on a shared
-    machine, unless the products are wide (``WIDE_PRODUCT`` columns: many
-    lockstep runs or a lifted loop). The results are exact integers either way;
-    this changes speed only.
-    Without threadpoolctl (a scikit-learn dependency) it does nothing.
+    of them: BLAS worker threads add wake-up latency, and on a shared machine
+    they wait for each other (a 4096-column product took 20x longer with two
+    threads than with one on a loaded 2-core host). The results are exact
+    integers either way; this changes speed only. OpenBLAS's own setter costs
+    about a microsecond, threadpoolctl's context about 20; without threadpoolctl
+    (a scikit-learn dependency) it does nothing.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._ctl: Any = None
+        self._raw: list[tuple[Any, Any]] | None = None  # (get, set) per OpenBLAS
+        self._saved: list[int] = []
         self._active: Any = None
+
+    def _setup(self) -> None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            self._ctl = ThreadpoolController()
+        except Exception:  # pragma: no cover - optional speed-up
+            self._ctl = False
+            return
+        raw = []
+        for lib in self._ctl.select(user_api="blas").lib_controllers:
+            get_sym = getattr(lib, "_get_symbol", None)
+            fns = (get_sym("openblas_get_num_threads"), get_sym("openblas_set_num_threads")) \
+                if lib.internal_api == "openblas" and get_sym is not None else (None, None)
+            if None in fns:
+                return  # not OpenBLAS or another layout: threadpoolctl's own context
+            raw.append(fns)
+        self._raw = raw
 
     def __enter__(self) -> None:
         with self._lock:
             if self._depth == 0:
                 if self._ctl is None:
-                    try:
-                        from threadpoolctl import ThreadpoolController
-
-                        self._ctl = ThreadpoolController()
-                    except Exception:  # pragma: no cover - optional speed-up
-                        self._ctl = False
-                if self._ctl:
+                    self._setup()
+                if self._raw is not None:
+                    self._saved = [get() for get, _ in self._raw]
+                    for _, put in self._raw:
+                        put(1)
+                elif self._ctl:
                     self._active = self._ctl.limit(limits=1, user_api="blas")
             self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._depth -= 1
-            if self._depth == 0 and self._active is not None:
-                self._active.restore_original_limits()
-                self._active = None
+            if self._depth == 0:
+                if self._raw is not None:
+                    for (_, put), n in zip(self._raw, self._saved, strict=True):
+                        put(n)
+                elif self._active is not None:
+                    self._active.restore_original_limits()
+                    self._active = None
 
 
 _BLAS_LIMIT = _BlasLimit()
@@ -326,39 +352,95 @@ class _Space:
 
 
 class _Regs:
-    """Vector registers, lane-major ([lanes, columns])."""
+    """Vector registers, lane-major ([lanes, columns]).
+
+    Clearing is lazy: lanes at or past ``acc_hi`` (``code_hi``) read as zero
+    whatever is stored there, and a reader first calls ``acc_lanes`` (``code_lanes``);
+    invalid IN entries are never read. While LDINs since INCLR have loaded a
+    contiguous prefix of IN (``in_exact``), the valid entries are [0, in_pref) and
+    ``in_valid`` is all False; ``valid_mask`` gives the mask in either state. ACC
+    lanes may hold values outside int32
+    while ``acc_bound`` > INT32_MAX (ACC wraps modulo 2^32, so a sum can be wrapped
+    when it is read: STA's int32 store truncates, ACT wraps first)."""
 
     def __init__(self, rows: int, cols: int, n: int) -> None:
         self.in_reg = np.zeros((rows, n), dtype=np.int32)
         self.in_valid = np.zeros(rows, dtype=bool)  # written by LDIN since INCLR
-        self.in_hi = 0  # IN[in_hi:] is known to be zero
+        self.in_exact = True  # the valid entries are exactly IN[:in_pref]
+        self.in_hi = 0  # IN[in_hi:] is invalid
+        self.in_pref = 0  # IN[:in_pref] is valid
         self.code = np.zeros((cols, n), dtype=np.int64)
+        self.code_hi = 0  # CODE[code_hi:] is zero
         self.ndrv = np.zeros(n, dtype=np.int64)
         self.acc = np.zeros((cols, n), dtype=np.int64)
-        self.acc_hi = 0  # ACC[acc_hi:] is known to be zero
+        self.acc_hi = 0  # ACC[acc_hi:] is zero
         self.acc_bound = 0  # max |ACC| is at most this (overflow checks only above 2^31)
 
     def reset(self) -> None:
         """The state a start leaves: IN invalid, ACC, CODE and NDRV zero."""
-        self.in_reg[:self.in_hi] = 0
-        self.in_hi = 0
-        self.in_valid[:] = False
-        self.code[:] = 0
-        self.ndrv[:] = 0
-        self.acc[:self.acc_hi] = 0
+        self.inclr()
+        self.code_hi = 0
+        self.ndrv.fill(0)
         self.acc_hi = 0
         self.acc_bound = 0
+
+    def inclr(self) -> None:
+        """No IN entry valid."""
+        if not self.in_exact:
+            self.in_valid[:self.in_hi] = False
+            self.in_exact = True
+        self.in_hi = self.in_pref = 0
+
+    def ldin(self, d0: int, end: int) -> None:
+        """IN[d0:end] became valid."""
+        if self.in_exact:
+            if d0 <= self.in_pref:
+                if end > self.in_pref:
+                    self.in_pref = self.in_hi = end
+                return
+            self.in_valid[:self.in_pref] = True  # a gap: keep the mask from now on
+            self.in_exact = False
+        self.in_valid[d0:end] = True
+        if end > self.in_hi:
+            self.in_hi = end
+        if d0 <= self.in_pref < end:
+            self.in_pref = end
+
+    def valid_mask(self) -> np.ndarray:
+        """bool [rows]: the IN entries loaded since INCLR."""
+        if not self.in_exact:
+            return self.in_valid
+        m = np.zeros(self.in_valid.size, bool)
+        m[:self.in_pref] = True
+        return m
+
+    def acc_lanes(self, n: int) -> None:
+        """Store zeros in the cleared lanes of ACC[:n]."""
+        if n > self.acc_hi:
+            self.acc[self.acc_hi:n] = 0
+            self.acc_hi = n
+
+    def code_lanes(self, end: int) -> None:
+        """Store zeros in the cleared lanes of CODE[:end]."""
+        if end > self.code_hi:
+            self.code[self.code_hi:end] = 0
+            self.code_hi = end
 
     def last_copy(self, lifted: _Regs, copies: int) -> None:
         """Take the registers of a lifted loop's last iteration."""
         n = self.in_reg.shape[1]
         lo = (copies - 1) * n
-        self.in_reg[:] = lifted.in_reg[:, lo:]
-        self.in_valid[:] = lifted.in_valid
-        self.in_hi = max(lifted.in_hi, 0)
-        self.code[:] = lifted.code[:, lo:]
+        self.in_reg[:lifted.in_hi] = lifted.in_reg[:lifted.in_hi, lo:]
+        self.inclr()
+        if not lifted.in_exact:
+            self.in_valid[:] = lifted.in_valid
+            self.in_exact = False
+        self.in_hi = lifted.in_hi
+        self.in_pref = lifted.in_pref
+        self.code[:lifted.code_hi] = lifted.code[:lifted.code_hi, lo:]
+        self.code_hi = lifted.code_hi
         self.ndrv[:] = lifted.ndrv[lo:]
-        self.acc[:] = lifted.acc[:, lo:]
+        self.acc[:lifted.acc_hi] = lifted.acc[:lifted.acc_hi, lo:]
         self.acc_hi = lifted.acc_hi
         self.acc_bound = lifted.acc_bound
 
@@ -376,17 +458,21 @@ class Machine:
     # Run independent loops as one pass (False: always iteration by iteration; the
     # results are the same, tests/test_streaming.py checks it).
     lift: bool = True
+    # Run through the prepared plan (golden_model/machine_fast.py); False: every
+    # instruction through ``_exec``, the definition (tests compare the two).
+    fast: bool = True
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
     _mats: dict[int, dict[tuple[int, int, bool], _ReadMat]] = field(init=False,
                                                                      default_factory=dict)
     _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
     _regs: _Regs | None = field(init=False, default=None)
-    _fns: list[Callable[[Any, np.ndarray, int, Any], None] | None] | None = field(
-        init=False, default=None)
+    _engine: Engine | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         p = self.image.params
         self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
+        # Per crossbar: changes with every PROG that changes a cell (READ caches key on it).
+        self._xver = [0] * p.num_xbars
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
@@ -429,6 +515,7 @@ class Machine:
     def _invalidate(self, xbar: int) -> None:
         self._cur.pop(xbar, None)
         self._mats.pop(xbar, None)
+        self._xver[xbar] += 1
 
     # ------------------------------------------------------------ decoding
     def _prepare(self, ins: isa.Instr | None) -> _Step | None:
@@ -499,19 +586,30 @@ class Machine:
     # ----------------------------------------------------------------- run
     def run(self, entry: int = 0, max_instructions: int = 50_000_000) -> RunResult:
         """Run from ``entry`` until HALT or a fault (every lockstep run at once)."""
-        if "widest_loop" not in self.image.plan_cache:
-            self.image.plan_cache["widest_loop"] = max(
+        cache = self.image.plan_cache
+        if "widest_loop" not in cache:
+            cache["widest_loop"] = max(
                 (st.a["count"] for st in self.plan if st is not None and st.op == _LOOP),
                 default=1)
-        if not NARROW_PRODUCT <= self.batch * self.image.plan_cache["widest_loop"] < \
-                WIDE_PRODUCT:
-            # Products this wide keep BLAS threads busy, and single columns run on one
-            # thread anyway: leave BLAS as configured (limiting it costs 0.3 ms a run).
+        if self.batch * cache["widest_loop"] < NARROW_PRODUCT:
+            # OpenBLAS runs products this narrow on one thread anyway; restoring its
+            # thread count after a run costs about 10 us.
             return self._run(entry, max_instructions)
         with _BLAS_LIMIT:
             return self._run(entry, max_instructions)
 
     def _run(self, entry: int, max_instructions: int) -> RunResult:
+        if self.fast:
+            eng = self._engine
+            if eng is None:
+                from .machine_fast import Engine
+
+                eng = self._engine = Engine(self)
+            return eng.run(entry, max_instructions)
+        return self._run_general(entry, max_instructions)
+
+    def _run_general(self, entry: int, max_instructions: int) -> RunResult:
+        """The definition: one decoded instruction at a time through ``_exec``."""
         p = self.image.params
         B = self.batch
         regs = self._regs
@@ -522,14 +620,9 @@ class Machine:
         dm = self.dmem.T
         space = _Space(dm)
         res = RunResult(0, 0, Err.NONE, -1, entry, read_charge=np.zeros(B, np.int64))
-        self._writes: np.ndarray | None = None  # per-cell state changes of this run
+        self._writes = None
         plan = self.plan
         n_prog = len(plan)
-        # This machine's instruction closures (they bind its caches and probe, so
-        # they are not shared through the image's plan cache).
-        fns = self._fns
-        if fns is None:
-            fns = self._fns = [None] * n_prog
         pc = entry
         # Loop state: body [start, end], iterations left after this one, IB, stride.
         lp_start = lp_end = -1
@@ -540,21 +633,14 @@ class Machine:
             st = plan[pc]
             if st is None:
                 return self._fault(res, Err.ILLEGAL, pc)
-            err = st.err0 if not (st.rel and ib) else self._check(self.decoded[pc], ib)
+            err = self._check(self.decoded[pc], ib)
             if st.op == _LOOP and lp_end >= 0:
                 err = Err.ILLEGAL  # loops do not nest
             if err != Err.NONE:
                 return self._fault(res, err, pc)
-            if st.fused is not None and (lp_end < 0 or pc + st.fused[0] - 1 <= lp_end) \
-                    and res.instructions + st.fused[0] <= max_instructions:
-                k = st.fused[0]
-                self._prog_many(st.fused, res)
-                res.instructions += k
-                res.cycles += k * st.cost
-                pc += k
-            elif st.op == _LOOP:
-                res.instructions += 1
-                res.cycles += st.cost
+            res.instructions += 1
+            res.cycles += st.cost
+            if st.op == _LOOP:
                 count, length = st.a["count"], st.a["len"]
                 lifted = None
                 if count > 1 and self.lift:
@@ -568,17 +654,13 @@ class Machine:
                     lp_left, ib, stride = count - 1, 0, st.a["stride"]
                     pc += 1
                 continue
-            else:
-                res.instructions += 1
-                res.cycles += st.cost
-                if st.op == _HALT:
-                    res.pc = pc
-                    return res
-                fn = fns[pc]
-                if fn is None:
-                    fn = fns[pc] = self._fast(st)
-                fn(regs, dm, ib, res)
-                pc += 1
+            if st.op == _HALT:
+                res.pc = pc
+                return res
+            res.lane_ops += st.lane_ops
+            res.dmem_accesses += st.dmem_acc
+            self._exec(st, regs, space, ib, res)
+            pc += 1
             if lp_end >= 0 and pc > lp_end:
                 if lp_left > 0:
                     lp_left -= 1
@@ -603,16 +685,16 @@ class Machine:
         op = st.op
         a = st.a
         n = a.get("lanes", 0)
-        if not space.lifted:  # a lifted loop counts its events for every iteration itself
-            res.lane_ops += st.lane_ops
-            res.dmem_accesses += st.dmem_acc
+        # Event counters are the caller's (a lifted loop counts every iteration).
         if op == _READ:
             self._read(a, regs, res, None)
         elif op == _ACC:
             k = a["mul"] << a["sh"]
+            regs.acc_lanes(n)
             dst = regs.acc[:n]
             src = a["src"]
             if src == Src.CODE:
+                regs.code_lanes(a["addr"] + n)
                 dst += k * regs.code[a["addr"]:a["addr"] + n]
             elif src == Src.NDRV:
                 dst += k * regs.ndrv
@@ -620,24 +702,20 @@ class Machine:
                 rel = bool(a["rel"])
                 dst += k * space.view(a["addr"] + (ib if rel else 0), n, rel).astype(np.int64)
             self._acc_wrap(regs, st, dst)
-            regs.acc_hi = max(regs.acc_hi, n)
         elif op == _LDIN:
             d0 = a["dst"]
             rel = bool(a["rsrc"])
             regs.in_reg[d0:d0 + n] = space.view(a["src"] + (ib if rel else 0), n, rel)
-            regs.in_valid[d0:d0 + n] = True
-            regs.in_hi = max(regs.in_hi, d0 + n)
+            regs.ldin(d0, d0 + n)
         elif op == _INCLR:
-            regs.in_reg[:regs.in_hi] = 0
-            regs.in_hi = 0
-            regs.in_valid[:] = False
+            regs.inclr()
         elif op == _ACLR:
-            regs.acc[:regs.acc_hi] = 0
             regs.acc_hi = 0
             regs.acc_bound = 0
         elif op == _STA:
             rel = bool(a["rel"])
-            space.write(a["dst"] + (ib if rel else 0), n, rel, regs.acc[:n])
+            regs.acc_lanes(n)
+            space.write(a["dst"] + (ib if rel else 0), n, rel, _wrap32(regs.acc[:n]))
         elif op == _ACT:
             self._act(a, regs, space, ib)
         elif op in (_VCOPY, _VMAX):
@@ -699,93 +777,17 @@ class Machine:
         # Lanes past this ACC's are unchanged: their bound is the old one.
         regs.acc_bound = max(old, mx, -mn)
 
-    def _fast(self, st: _Step) -> Callable[[Any, np.ndarray, int, Any], None]:
-        """The instruction as a closure over its operands, for runs outside lifted
-        loops (DMEM is the plain [words, B] array). Same semantics as ``_exec``;
-        the lifted-vs-sequential tests compare the two."""
-        op, a = st.op, st.a
-        n = a.get("lanes", 0)
-        lane_ops, dmem_acc = st.lane_ops, st.dmem_acc
-        if op == _READ:
-            read = self._read
-
-            def f_read(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                read(a, regs, res, None)
-            return f_read
-        if op == _ACC:
-            k = a["mul"] << a["sh"]
-            lo = a["addr"]
-            src = a["src"]
-            rel = bool(a["rel"])
-            wrap = self._acc_wrap
-
-            def f_acc(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                dst = regs.acc[:n]
-                if src == Src.CODE:
-                    dst += k * regs.code[lo:lo + n]
-                elif src == Src.NDRV:
-                    dst += k * regs.ndrv
-                else:
-                    s = lo + ib if rel else lo
-                    dst += k * dm[s:s + n].astype(np.int64)
-                    res.dmem_accesses += dmem_acc
-                wrap(regs, st, dst)
-                if regs.acc_hi < n:
-                    regs.acc_hi = n
-                res.lane_ops += lane_ops
-            return f_acc
-        if op == _LDIN:
-            d0, s0, rel = a["dst"], a["src"], bool(a["rsrc"])
-
-            def f_ldin(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                s = s0 + ib if rel else s0
-                regs.in_reg[d0:d0 + n] = dm[s:s + n]
-                regs.in_valid[d0:d0 + n] = True
-                if regs.in_hi < d0 + n:
-                    regs.in_hi = d0 + n
-                res.lane_ops += lane_ops
-                res.dmem_accesses += dmem_acc
-            return f_ldin
-        if op == _INCLR:
-            def f_inclr(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                regs.in_reg[:regs.in_hi] = 0
-                regs.in_hi = 0
-                regs.in_valid[:] = False
-            return f_inclr
-        if op == _ACLR:
-            def f_aclr(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                regs.acc[:regs.acc_hi] = 0
-                regs.acc_hi = 0
-                regs.acc_bound = 0
-            return f_aclr
-        if op == _STA:
-            d0, rel = a["dst"], bool(a["rel"])
-
-            def f_sta(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                d = d0 + ib if rel else d0
-                dm[d:d + n] = regs.acc[:n]
-                res.lane_ops += lane_ops
-                res.dmem_accesses += dmem_acc
-            return f_sta
-        if op == _NOP:
-            def f_nop(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-                return None
-            return f_nop
-        exec_ = self._exec
-
-        def f_general(regs: _Regs, dm: np.ndarray, ib: int, res: RunResult) -> None:
-            exec_(st, regs, _Space(dm), ib, res)
-        return f_general
-
     def _act(self, a: dict[str, int], regs: _Regs, space: _Space, ib: int) -> None:
         n, kk = a["lanes"], a["k"]
+        regs.acc_lanes(n)
+        acc = _wrap32(regs.acc[:n])
         rt, rd = bool(a["rtbl"]), bool(a["rdst"])
         tbl0 = a["tbl"] + (ib if rt else 0)
         dst0 = a["dst"] + (ib if rd else 0)
         for lo, hi in self._chunks(n, tbl0, n * (kk + 1), dst0):
             tbl = space.view(tbl0 + lo * (kk + 1), (hi - lo) * (kk + 1), rt)
             tbl = tbl.reshape(hi - lo, kk + 1, -1)
-            v = tbl[:, 0] * regs.acc[lo:hi]  # int64: sign * ACC
+            v = tbl[:, 0] * acc[lo:hi]  # int64: sign * ACC
             cnt = (v >= tbl[:, 1]).astype(np.int32)
             for j in range(2, kk + 1):
                 cnt += v >= tbl[:, j]
@@ -870,7 +872,7 @@ class Machine:
         ro, bit = a["row_off"], a["bit"]
         if a["pair"]:
             m = (p.rows - ro + 1) // 2  # IN entries whose first row is in the array
-            idx = np.flatnonzero(regs.in_valid[:m])
+            idx = np.flatnonzero(regs.valid_mask()[:m])
             vals = regs.in_reg[idx]
             rows_a = ro + 2 * idx
             parts = []
@@ -887,15 +889,27 @@ class Machine:
             return np.zeros((0, regs.in_reg.shape[1]), dtype=bool), idx[:0]
         m = p.rows - ro
         hi = min(regs.in_hi, m)
-        if hi and regs.in_valid[:hi].all():
+        if hi and regs.valid_mask()[:hi].all():
             # The common case: IN[0..hi) all loaded, rows ro..ro+hi contiguous.
             return _mask_of(regs.in_reg[:hi], a["mask_a"], bit), slice(ro, ro + hi)
-        idx = np.flatnonzero(regs.in_valid[:m])
+        idx = np.flatnonzero(regs.valid_mask()[:m])
         return _mask_of(regs.in_reg[idx], a["mask_a"], bit), ro + idx
 
     def _read(self, a: dict[str, int], regs: _Regs, res: RunResult,
               noise_counters: np.ndarray | None) -> None:
-        """One READ on lane-major state: in_reg [rows, N], code [cols, N]."""
+        """One READ on lane-major state (in_reg [rows, N], code [cols, N]) and its counts."""
+        counters = noise_counters if noise_counters is not None else \
+            np.full(1, res.reads, np.int64)
+        charge = self._read_core(a, regs, counters)
+        B = self.batch
+        res.read_charge += charge.reshape(-1, B).sum(axis=0)
+        copies = charge.size // B
+        res.reads += copies
+        res.conversions += a["lanes"] * copies
+
+    def _read_core(self, a: dict[str, int], regs: _Regs, counters: np.ndarray) -> np.ndarray:
+        """A READ's effect on the registers; returns the read charge per column
+        (int64 [N]). ``counters``: the READ counter of each column copy (read noise)."""
         p = self.image.params
         d, rows = self._drive(a, regs)
         n = a["lanes"]
@@ -912,8 +926,6 @@ class Machine:
             charge = np.zeros(d.shape[1])
         col_i, nd = prod[:-1], prod[-1]
         if mat.raw:
-            counters = noise_counters if noise_counters is not None else \
-                np.full(1, res.reads, np.int64)
             col_i = np.maximum(col_i + self._read_noise(c0, width, nd, counters).T, 0)
             x = col_i[0::2] - col_i[1::2] if sym else col_i - p.hrs_units * nd
         else:
@@ -921,18 +933,20 @@ class Machine:
         if self.probe is not None:
             self.probe(a["adc"], np.ascontiguousarray(x.T))
         regs.code[:n] = self._adc(a["adc"]).convert(x)
+        regs.code_hi = max(regs.code_hi, n)
         regs.ndrv[:] = nd
-        B = self.batch
-        res.read_charge += charge.astype(np.int64).reshape(-1, B).sum(axis=0)
-        copies = d.shape[1] // B
-        res.reads += copies
-        res.conversions += n * copies
+        return charge.astype(np.int64)
 
     def _adc(self, table: int) -> _AdcLookup:
         lut = self._luts.get(table)
         if lut is None:
-            lut = self._luts[table] = _AdcLookup(self.image.adc_thr[table],
+            # A lookup depends only on the image's tables: machines of one image share it.
+            shared = self.image.plan_cache.setdefault("adc", {})
+            lut = shared.get(table)
+            if lut is None:
+                lut = shared[table] = _AdcLookup(self.image.adc_thr[table],
                                                  self.image.adc_recon[table])
+            self._luts[table] = lut
         return lut
 
     def _read_noise(self, c0: int, width: int, nd: np.ndarray, counters: np.ndarray

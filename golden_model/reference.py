@@ -29,11 +29,16 @@ from .kernels import conv2d_nchw, int_matmul, maxpool_nchw
 
 def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
     """Reject inputs the ONNX graph would not take: dtype, rank, shape, NaN."""
+    check_stage_inputs(net.input, x, where)
+
+
+def check_stage_inputs(stage: InputStage, x: np.ndarray, where: str = "inputs") -> None:
+    """``check_inputs`` for an input stage."""
     if not isinstance(x, np.ndarray):
         raise BadInputError("inputs are not a numpy array", where=where)
     if x.dtype != np.float32:
         raise BadInputError(f"dtype {x.dtype}, the graph input takes float32", where=where)
-    want = net.input.graph_shape
+    want = stage.graph_shape
     if x.ndim != len(want) + 1:
         raise BadInputError(f"rank {x.ndim} (shape {x.shape}), the graph input takes "
                             f"[batch, {', '.join(map(str, want))}]", where=where)
@@ -71,7 +76,11 @@ def to_ir_layout(st: InputStage, x: np.ndarray) -> np.ndarray:
 
 def quantize_input(net: Network, x: np.ndarray) -> np.ndarray:
     """Float32 input -> integer input tensor (int16), exactly as a float32 executor."""
-    st = net.input
+    return quantize_stage(net.input, x)
+
+
+def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
+    """``quantize_input`` for an input stage."""
     q = st.quantizer
     # Layout first: the pre-ops and the quantizer are elementwise, so moving
     # values around before them changes no float result.

@@ -391,7 +391,7 @@ def test_nonideal_compile_is_reproducible_byte_for_byte(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         outs[name] = np.load(tmp_path / f"y_{name}.npy")
     assert same_tree(tmp_path / "a", tmp_path / "b") == [], "seed 7 twice"
-    assert len(list((tmp_path / "a").iterdir())) == 11
+    assert len(list((tmp_path / "a").iterdir())) == 13  # 12 files + manifest (format 3)
     np.testing.assert_array_equal(outs["a"], outs["b"])
     differ = same_tree(tmp_path / "a", tmp_path / "c")
     assert {"devmap_hrs.npy", "devmap_lrs.npy", "devmap_stuck.npy", "manifest.json"} <= \
@@ -786,7 +786,8 @@ def corrupt_byte(p: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["program.bin", "wmem.npy", "dmem_init.npy", "adc_thr.npy",
-                                  "devmap_lrs.npy", "devmap_stuck.npy", "model.onnx"])
+                                  "devmap_lrs.npy", "devmap_stuck.npy", "model.onnx",
+                                  "host.json", "host.npz"])
 @pytest.mark.parametrize("how", ["tampered", "missing"])
 def test_run_rejects_tampered_or_missing(compiled_dir: tuple[Path, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str], name: str,

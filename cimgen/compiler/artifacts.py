@@ -2,7 +2,10 @@
 
 Layout of ``cimgen compile ... -o DIR`` (all deterministic, byte for byte):
 
-    model.onnx          the source model (the host's input quantizer lives in it)
+    model.onnx          the source model (kept for provenance; ``run`` does not read it)
+    host.json           the host's stage: input pre-ops, quantizer, level map and shape,
+                        output shape and ops (``host``); its arrays are in host.npz
+    host.npz            float32 arrays of the host stage (constants, scales, thresholds)
     program.bin         64-bit little-endian instruction words (setup, then inference)
     program.lst         readable listing: address, word, disassembly, comment
     wmem.npy            uint8 [n, cols] crossbar row images programmed by PROG
@@ -33,18 +36,19 @@ import numpy as np
 from golden_model import isa
 from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError
-from golden_model.ir import Network, analyze
 from golden_model.machine import ChipImage
 
 from .. import __version__
 from ..config import XbarConfig, make_config
-from ..frontend.onnx_import import load_model
 from .codegen import Compiled, Report, machine_params
+from .host import HostStage, host_files, load_host
 from .layout import Tensor, hwc_order
 
-FORMAT_VERSION = 2
-FILES = ("model.onnx", "program.bin", "program.lst", "wmem.npy", "dmem_init.npy", "adc_thr.npy",
-         "adc_recon.npy", "devmap_hrs.npy", "devmap_lrs.npy", "devmap_stuck.npy")
+# 3: host.json / host.npz (the host stage), so running needs no ONNX import.
+FORMAT_VERSION = 3
+FILES = ("model.onnx", "host.json", "host.npz", "program.bin", "program.lst", "wmem.npy",
+         "dmem_init.npy", "adc_thr.npy", "adc_recon.npy", "devmap_hrs.npy", "devmap_lrs.npy",
+         "devmap_stuck.npy")
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -66,8 +70,12 @@ def listing_text(comp: Compiled) -> str:
 
 def file_contents(comp: Compiled, model_bytes: bytes) -> dict[str, bytes]:
     img = comp.image
+    assert comp.host is not None
+    host_doc, host_npz = host_files(comp.host)
     files = {
         "model.onnx": model_bytes,
+        "host.json": (json.dumps(host_doc, indent=2, sort_keys=True) + "\n").encode(),
+        "host.npz": host_npz,
         "program.bin": isa.to_bytes(list(img.program)),
         "program.lst": listing_text(comp).encode(),
         "wmem.npy": _npy(img.wmem.astype(np.uint8)),
@@ -190,26 +198,32 @@ def load_compiled(dir_path: str | os.PathLike[str]) -> Compiled:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BadInputError(f"malformed manifest ({type(e).__name__}: {e})",
                             where=str(mpath)) from None
-    net = load_model(d / "model.onnx")
+    try:
+        host_doc = json.loads((d / "host.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInputError(f"not valid JSON ({e})", where=str(d / "host.json")) from None
+    if not isinstance(host_doc, dict):
+        raise BadInputError("not a JSON object", where=str(d / "host.json"))
+    host = load_host(host_doc, (d / "host.npz").read_bytes(), str(d / "host.json"))
     words = isa.from_bytes((d / "program.bin").read_bytes())
     dev = DeviceMap(_load_npy(d / "devmap_hrs.npy"), _load_npy(d / "devmap_lrs.npy"),
                     _load_npy(d / "devmap_stuck.npy"))
     image = ChipImage(machine_params(cfg), tuple(words), _load_npy(d / "wmem.npy"),
                       _load_npy(d / "dmem_init.npy"), _load_npy(d / "adc_thr.npy"),
                       _load_npy(d / "adc_recon.npy"), dev)
-    _check_consistent(cfg, report, image, net, ishape, oshape, ibase, obase, setup_entry,
+    _check_consistent(cfg, report, image, host, ishape, oshape, ibase, obase, setup_entry,
                       infer_entry, batch, stride, str(mpath))
     listing = []
     for w in words:
         ins = isa.decode(w)
         listing.append((ins if ins is not None else isa.make("NOP"), ""))
-    return Compiled(cfg, net, image, setup_entry, infer_entry,
+    return Compiled(cfg, None, image, setup_entry, infer_entry,
                     Tensor(ibase, ishape, hwc_order(ishape)),
                     Tensor(obase, oshape, hwc_order(oshape)), listing, report, batch=batch,
-                    stride=stride)
+                    stride=stride, host=host)
 
 
-def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, net: Network,
+def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, host: HostStage,
                       ishape: tuple[int, ...], oshape: tuple[int, ...], ibase: int, obase: int,
                       setup_entry: int, infer_entry: int, batch: int, stride: int, where: str
                       ) -> None:
@@ -239,10 +253,11 @@ def _check_consistent(cfg: XbarConfig, report: Report, image: ChipImage, net: Ne
     n = len(image.program)
     if n > cfg.prog_words or not (0 <= setup_entry < n and 0 <= infer_entry < n):
         raise bad(f"entries {setup_entry}/{infer_entry} outside the {n}-word program")
-    if ishape != tuple(net.input.shape):
-        raise bad(f"input shape {list(ishape)} != model input {list(net.input.shape)}")
-    if oshape != analyze(net)[-1].out_shape:
-        raise bad(f"output shape {list(oshape)} != model output")
+    if ishape != tuple(host.input.shape):
+        raise bad(f"input shape {list(ishape)} != host stage input {list(host.input.shape)}")
+    if oshape != host.output_shape:
+        raise bad(f"output shape {list(oshape)} != host stage output "
+                  f"{list(host.output_shape)}")
     if batch < 1 or batch != report.batch or (batch > 1 and stride < 1):
         raise bad(f"batch {batch} / stride {stride} (report batch {report.batch})")
     for what, base, shape in (("input", ibase, ishape), ("output", obase, oshape)):

@@ -56,6 +56,7 @@ from .cost import Report, static_report
 from .dataflow import Dataflow, Step
 from .dataflow import build as build_dataflow
 from .emit import Emitter
+from .host import HostStage
 from .layout import DmemAllocator, Tensor
 from .mappings import MAPPINGS, Mapping, mask_values
 from .schedule import Schedule, fits, plan
@@ -73,7 +74,7 @@ class Compiled:
     """
 
     cfg: XbarConfig
-    net: Network
+    net: Network | None  # None when loaded from a compile directory (see ``host``)
     image: ChipImage
     setup_entry: int
     infer_entry: int
@@ -85,6 +86,7 @@ class Compiled:
     batch: int = 1
     stride: int = 0
     tiles: list[Tile] = field(default_factory=list)
+    host: HostStage | None = None  # input stage and output ops (set by the compiler)
 
     # ------------------------------------------------------------- host
     def input_words(self, q: np.ndarray) -> np.ndarray:
@@ -843,7 +845,8 @@ class Compiler:
             setup_cells=sum(int(np.count_nonzero(img != 0)) for _, _, img in setup_list),
             dmem_used=top, adc_tables=len(adc_tables))
         return Compiled(cfg, net, image, 0, infer_entry, in_t, out_t, e.code, report,
-                        adc_tables, batch, slots.stride, all_tiles)
+                        adc_tables, batch, slots.stride, all_tiles,
+                        HostStage(net.input, tuple(out_t.shape), net.output_ops))
 
     def assign_residencies(self, steps: list[Step]) -> None:
         """The residency in which each step runs: a pinned layer, pool, threshold,

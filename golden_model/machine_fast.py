@@ -1,0 +1,906 @@
+"""The golden machine's prepared execution: what a static program costs once.
+
+``Machine._exec`` interprets one decoded instruction at a time; it is the
+definition. This module runs the same program faster without changing any
+result (tests/test_machine_fast.py runs both on seeded random programs, with
+loops, faults, read noise and instruction limits, and compares every DMEM word,
+cell and counter):
+
+- Straight-line code outside loops is cut into blocks once per machine: the
+  instructions of a block become closures bound to this machine's registers,
+  DMEM views and scratch buffers, and the block's cycles, instructions and
+  event counts are added in one step. A block ends before a LOOP, an invalid
+  word or an instruction whose range check fails, and after a HALT.
+- A READ keeps, per crossbar, column window and ADC step, one product matrix
+  (lanes, a row of ones for NDRV and two rows that give the read charge) that
+  is rebuilt only when a PROG changes that crossbar. When an ideal ADC's step
+  divides every entry (ideal or stuck cells), the lanes are stored divided by
+  it, so the product is the ADC code itself. The driven rows are a view of the
+  matrix when IN holds a contiguous prefix; any other IN state, and read
+  noise, go through ``Machine._read_core``.
+- A lifted loop (``Machine._liftable``) runs its body once as closures over
+  registers with ``iterations x runs`` columns and strided DMEM windows, kept
+  per loop between runs.
+
+Every exact-integer float product keeps its partial sums below 2^24 (float32)
+or 2^53 (float64), so BLAS's summation order does not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
+from .machine import (
+    _ACC,
+    _ACLR,
+    _ACT,
+    _HALT,
+    _INCLR,
+    _LDIN,
+    _LOOP,
+    _NOP,
+    _PROG,
+    _READ,
+    _STA,
+    _VCOPY,
+    _VMAX,
+    INT32_MAX,
+    RunResult,
+    _AdcLookup,
+    _Regs,
+    _Space,
+    _Step,
+    _wrap32,
+)
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+Fn = Callable[[int], None]  # an instruction: called with IB
+# The read charge is accumulated in float64 and folded into the int64 counter
+# at least every FOLD_READS READs: each READ adds less than 2^24 per row, so the
+# float64 sums stay exact.
+FOLD_READS = 1 << 28
+# Matrices an image keeps for the machines that run it (oldest dropped first).
+SHARED_MATRICES = 64
+
+
+def charge_shift(rows: int) -> int:
+    """Bits in the low charge row: ``rows`` values below 2^s sum below 2^24."""
+    return 24 - max(rows, 1).bit_length()
+
+
+def _driver(mask: int, bit: int) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """out = 1.0 where an IN value drives its row under ``mask`` (``_mask_of``), else 0.
+
+    Called as f(values int32, out float, scratch int32 of values' shape).
+    """
+    if bit == BIT_SIGNED:
+        ufunc = {MASK_POS: np.greater, MASK_NEG: np.less, MASK_ZERO: np.equal,
+                 MASK_POS | MASK_NEG: np.not_equal, MASK_POS | MASK_ZERO: np.greater_equal,
+                 MASK_NEG | MASK_ZERO: np.less_equal}.get(mask)
+        if ufunc is not None:
+            def signed(v: np.ndarray, out: np.ndarray, _t: np.ndarray) -> None:
+                ufunc(v, 0, out=out)
+            return signed
+        fill = 1.0 if mask == MASK_POS | MASK_NEG | MASK_ZERO else 0.0
+    else:
+        # A bit-plane value is 0 or 1: POS picks 1, ZERO picks 0, NEG nothing.
+        pos, zero = bool(mask & MASK_POS), bool(mask & MASK_ZERO)
+        if pos != zero:
+            def plane(v: np.ndarray, out: np.ndarray, t: np.ndarray) -> None:
+                np.right_shift(v, bit, out=t)
+                if pos:
+                    np.bitwise_and(t, 1, out=out)
+                else:
+                    np.bitwise_and(t, 1, out=t)
+                    np.equal(t, 0, out=out)
+            return plane
+        fill = 1.0 if pos else 0.0
+
+    def const(_v: np.ndarray, out: np.ndarray, _t: np.ndarray) -> None:
+        out.fill(fill)
+    return const
+
+
+@dataclass
+class FastMat:
+    """A READ's product matrix over all physical rows of one column window."""
+
+    lhs: np.ndarray  # [lanes + 1 + nch, rows]: lanes, ones (NDRV), charge rows
+    lanes: int
+    div: int  # > 0: lanes hold ADC input / div and are the ideal ADC's code (after clip)
+    clip: tuple[int, int] | None  # the ideal ADC's code range, when a lane can leave it
+    nch: int  # charge rows: 2 (float32: high part, low part) or 1 (float64, exact)
+    # Views of lhs by (first row, rows); lhs is never written after it is built.
+    views: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+
+
+def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _AdcLookup
+                ) -> FastMat:
+    """The matrix of ``Machine._matrix`` in the form the prepared READ uses, for
+    one ADC table."""
+    p = m.image.params
+    step = lut.step
+    cur = m.currents(xbar)[:, c0:c0 + width]
+    if sym:
+        w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
+    else:
+        w = cur.astype(np.int64) - p.hrs_units
+    div = 0
+    clip = None
+    if step:
+        g = int(np.gcd.reduce(w, axis=None)) if w.size else 0
+        if g % step == 0:
+            div = step
+            w //= step
+            neg = np.minimum(w, 0).sum(axis=0).min(initial=0)
+            pos = np.maximum(w, 0).sum(axis=0).max(initial=0)
+            if neg < lut.lo or pos > lut.hi:
+                clip = (lut.lo, lut.hi)
+    lanes = w.shape[1]
+    colsum = int(np.abs(w).sum(axis=0).max(initial=0))
+    rowsum = cur.sum(axis=1, dtype=np.int64)
+    s = charge_shift(p.rows)
+    hi_part, lo_part = rowsum >> s, rowsum & ((1 << s) - 1)
+    f32 = max(colsum, p.rows, int(hi_part.sum()), int(lo_part.sum())) < 2**24
+    if f32:
+        lhs = np.empty((lanes + 3, p.rows), np.float32)
+        lhs[lanes + 1] = hi_part
+        lhs[lanes + 2] = lo_part
+    else:
+        lhs = np.empty((lanes + 2, p.rows), np.float64)
+        lhs[lanes + 1] = rowsum
+    lhs[:lanes] = w.T
+    lhs[lanes] = 1
+    return FastMat(lhs, lanes, div, clip, 2 if f32 else 1)
+
+
+def vec_chunks(n: int, src: int, src_len: int, dst: int, vw: int
+               ) -> tuple[tuple[int, int], ...]:
+    """``Machine._chunks``: one step unless source and destination overlap."""
+    if src + src_len <= dst or dst + n <= src:
+        return ((0, n),)
+    return tuple((lo, min(n, lo + vw)) for lo in range(0, n, vw))
+
+
+class Ctx:
+    """Registers, DMEM views and scratch buffers one set of closures runs on: the
+    machine's own (one copy) or a lifted loop's (one copy per iteration)."""
+
+    def __init__(self, engine: Engine, regs: _Regs, copies: int, space: _Space | None
+                 ) -> None:
+        m = engine.m
+        p = m.image.params
+        B = m.batch
+        self.engine = engine
+        self.m = m
+        self.regs = regs
+        self.copies = copies
+        self.B = B
+        self.N = N = copies * B
+        self.dm = m.dmem.T  # [words, B]
+        self.win = space.win if space is not None and space.lifted else None
+        self.lo = space.lo if space is not None else 0
+        self.space = space if space is not None else _Space(self.dm)
+        self.in3 = regs.in_reg.reshape(p.rows, copies, B)
+        self.acc3 = regs.acc.reshape(p.cols, copies, B)
+        self.code3 = regs.code.reshape(p.cols, copies, B)
+        self.ndrv2 = regs.ndrv.reshape(copies, B)
+        self._bufs: dict[tuple[str, type], np.ndarray] = {}
+        self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
+        self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
+        self.dirty = self.dirty_i = False  # ch2, chi hold something
+        self.shift = charge_shift(p.rows)
+        # READs after which hi * 2^s + lo may pass 2^53 (each READ adds < 2^24 to both).
+        self.float_fold = 1 << max(0, 28 - self.shift)
+        self.reads_since = 0
+        self.res: RunResult = RunResult(0, 0, Err.NONE, -1, 0)
+        self.read_base = 0
+        self.fold_at = self.fold_base = 0
+
+    def buf(self, kind: str, dtype: type) -> np.ndarray:
+        """Scratch memory, allocated on first use: "drive" and "bits" [rows, N],
+        "prod" [cols + 3, N], "x" [cols, N], "tmp" [cols, copies, B]."""
+        b = self._bufs.get((kind, dtype))
+        if b is None:
+            p = self.m.image.params
+            shape = {"drive": (p.rows, self.N), "bits": (p.rows, self.N),
+                     "prod": (p.cols + 3, self.N), "x": (p.cols, self.N),
+                     "tmp": (p.cols, self.copies, self.B)}[kind]
+            b = self._bufs[(kind, dtype)] = np.empty(shape, dtype)
+        return b
+
+    def view(self, a: int, n: int, rel: bool) -> np.ndarray:
+        """DMEM words [a, a + n) as [n, copies or 1, B] (``a`` includes IB)."""
+        if rel and self.win is not None:
+            o = a - self.lo
+            return self.win[:, o:o + n].transpose(1, 0, 2)
+        return self.dm[a:a + n, None, :]
+
+    def fold(self, into: np.ndarray, zero: bool = False) -> None:
+        """Add the read charge per column since the last fold to ``into`` (int64
+        [B], summed over copies) and restart. ``zero``: ``into`` holds zeros."""
+        if self.dirty:
+            ch = self.ch2
+            if zero and self.copies == 1 and self.reads_since < self.float_fold:
+                # hi * 2^s + lo is below 2^53: exact in float64.
+                t = ch[0] * float(1 << self.shift)
+                np.add(t, ch[1], out=into, casting="unsafe")
+            else:
+                h = ch.astype(np.int64)
+                h[0] <<= self.shift
+                if self.copies == 1:
+                    into += h[0]
+                    into += h[1]
+                else:
+                    into += h.reshape(2 * self.copies, -1).sum(axis=0)
+            ch.fill(0)
+            self.dirty = False
+        self.reads_since = 0
+        if self.dirty_i:
+            c = self.chi
+            into += c if self.copies == 1 else c.reshape(self.copies, -1).sum(axis=0)
+            self.chi.fill(0)
+            self.dirty_i = False
+
+
+# ------------------------------------------------------------------ closures
+
+
+def build(st: _Step, ctx: Ctx, k_read: int = 0, rpi: int = 0, ndrv_live: bool = True
+          ) -> Fn | None:
+    """The instruction of ``st`` as a closure over ``ctx`` (None: nothing to do).
+
+    ``k_read``: READs of the enclosing block or loop body before this one;
+    ``rpi``: READs per iteration of a lifted body (read-noise counters);
+    ``ndrv_live``: a READ's NDRV may be read (False: the run ends first)."""
+    op = st.op
+    if op in (_NOP, _HALT):
+        return None
+    if op == _READ:
+        return _read_fn(st, ctx, k_read, rpi, ndrv_live)
+    if op == _ACC:
+        return _acc_fn(st, ctx)
+    if op == _LDIN:
+        return _ldin_fn(st, ctx)
+    if op == _INCLR:
+        return _inclr_fn(ctx)
+    if op == _ACLR:
+        return _aclr_fn(ctx)
+    if op == _STA:
+        return _sta_fn(st, ctx)
+    if op == _ACT:
+        return _act_fn(st, ctx)
+    if op in (_VCOPY, _VMAX):
+        return _vmove_fn(st, ctx)
+    if op == _PROG:
+        return _prog_fn(st, ctx)
+    m = ctx.m
+    space = ctx.space
+
+    def f_general(ib: int) -> None:
+        m._exec(st, ctx.regs, space, ib, ctx.res)
+    return f_general
+
+
+def _dmem_operand(ctx: Ctx, addr: int, n: int, rel: bool) -> Callable[[int], np.ndarray]:
+    """IB -> the operand's DMEM view; computed once unless it moves with IB."""
+    v0 = ctx.view(addr, n, rel)
+    if not rel or ctx.win is not None:
+        return lambda ib: v0
+    view = ctx.view
+    return lambda ib: v0 if ib == 0 else view(addr + ib, n, rel)
+
+
+def _ldin_fn(st: _Step, ctx: Ctx) -> Fn:
+    a = st.a
+    n, d0 = a["lanes"], a["dst"]
+    end = d0 + n
+    src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
+    dst = ctx.in3[d0:end]
+    regs = ctx.regs
+    mark = regs.ldin
+
+    def f_ldin(ib: int) -> None:
+        np.copyto(dst, src(ib))
+        if regs.in_exact and d0 <= regs.in_pref:
+            if end > regs.in_pref:
+                regs.in_pref = regs.in_hi = end
+        else:
+            mark(d0, end)
+    return f_ldin
+
+
+def _inclr_fn(ctx: Ctx) -> Fn:
+    regs = ctx.regs
+    inclr = regs.inclr
+
+    def f_inclr(ib: int) -> None:
+        # The values of invalid entries are never read, so they are not cleared.
+        if regs.in_exact:
+            regs.in_hi = regs.in_pref = 0
+        else:
+            inclr()
+    return f_inclr
+
+
+def _aclr_fn(ctx: Ctx) -> Fn:
+    regs = ctx.regs
+
+    def f_aclr(ib: int) -> None:
+        regs.acc_hi = 0  # lazily: the next ACC assigns these lanes
+        regs.acc_bound = 0
+    return f_aclr
+
+
+# |ACC| may grow to this before its lanes are wrapped (int64 headroom for one more ACC).
+ACC_HEADROOM = 1 << 62
+
+
+def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
+    """ACC[l] += k * S[l]. Lanes past acc_hi are cleared: they are assigned, not
+    added to. The sum is not wrapped to 32 bits here (see ``_Regs``)."""
+    a = st.a
+    m = ctx.m
+    n = a["lanes"]
+    k = a["mul"] << a["sh"]
+    src_kind = a["src"]
+    regs = ctx.regs
+    acc3 = ctx.acc3
+    dst = acc3[:n]
+    tmp = ctx.buf("tmp", np.int64) if k not in (0, 1) else acc3  # (acc3: never used)
+    if st.gain < 0:
+        st.gain = m._acc_gain(st)
+    gain = st.gain
+    if src_kind == Src.CODE:
+        c0 = a["addr"]
+        code_src = ctx.code3[c0:c0 + n]
+        operand = None
+    elif src_kind == Src.NDRV:
+        code_src = None
+        nd = ctx.ndrv2
+        operand = lambda ib: nd  # noqa: E731
+    else:
+        code_src = None
+        operand = _dmem_operand(ctx, a["addr"], n, bool(a["rel"]))
+    # Split points of the lanes by acc_hi -> (add part, assign part) views.
+    parts: dict[int, tuple[np.ndarray, np.ndarray, slice]] = {}
+
+    def f_acc(ib: int) -> None:
+        if code_src is not None:
+            if regs.code_hi < c0 + n:
+                regs.code_lanes(c0 + n)
+            s = code_src
+        else:
+            s = operand(ib)  # type: ignore[misc]
+        h = regs.acc_hi
+        if h == 0:
+            np.multiply(s, k, out=dst, dtype=np.int64)
+            regs.acc_hi = n
+        elif h >= n:
+            if k == 1:
+                np.add(dst, s, out=dst)
+            elif k == -1:
+                np.subtract(dst, s, out=dst)
+            elif k:
+                t = tmp[:n]
+                np.multiply(s, k, out=t, dtype=np.int64)
+                np.add(dst, t, out=dst)
+        else:
+            pr = parts.get(h)
+            if pr is None:
+                pr = parts[h] = (acc3[:h], acc3[h:n], slice(h, n))
+            add, new, sl = pr
+            if s.ndim == 3 and s.shape[0] == n:
+                s_add, s_new = s[:h], s[sl]
+            else:
+                s_add = s_new = s  # NDRV: the same value on every lane
+            np.multiply(s_new, k, out=new, dtype=np.int64)
+            if h:
+                if k == 1:
+                    np.add(add, s_add, out=add)
+                elif k:
+                    t = tmp[:h]
+                    np.multiply(s_add, k, out=t, dtype=np.int64)
+                    np.add(add, t, out=add)
+            regs.acc_hi = n
+        b = regs.acc_bound + gain
+        if b > ACC_HEADROOM:
+            hi = regs.acc_hi
+            regs.acc[:hi] = _wrap32(regs.acc[:hi])
+            b = 1 << 31
+        regs.acc_bound = b
+    return f_acc
+
+
+def _acc_read(ctx: Ctx, n: int) -> Callable[[], np.ndarray]:
+    """ACC[:n] as [n, copies, B] with values in int32 range (clearing lazily
+    cleared lanes and wrapping first when needed)."""
+    regs = ctx.regs
+    a3 = ctx.acc3[:n]
+
+    def get() -> np.ndarray:
+        if regs.acc_hi < n:
+            regs.acc_lanes(n)
+        if regs.acc_bound > INT32_MAX:
+            return _wrap32(a3)
+        return a3
+    return get
+
+
+def _sta_fn(st: _Step, ctx: Ctx) -> Fn:
+    a = st.a
+    n = a["lanes"]
+    dst = _dmem_operand(ctx, a["dst"], n, bool(a["rel"]))
+    regs = ctx.regs
+    src = ctx.acc3[:n]
+
+    def f_sta(ib: int) -> None:
+        if regs.acc_hi < n:
+            regs.acc_lanes(n)
+        # The int32 store truncates: two's complement wrap of an unwrapped sum.
+        np.copyto(dst(ib), src, casting="unsafe")
+    return f_sta
+
+
+def _act_fn(st: _Step, ctx: Ctx) -> Fn:
+    a = st.a
+    n, k1 = a["lanes"], a["k"] + 1
+    rt, rd = bool(a["rtbl"]), bool(a["rdst"])
+    tbl, dst = a["tbl"], a["dst"]
+    obias, oscale = a["obias"], a["oscale"]
+    vw = ctx.m.image.params.vec_width
+    view = ctx.view
+    acc = _acc_read(ctx, n)
+
+    def f_act(ib: int) -> None:
+        t0 = tbl + ib if rt else tbl
+        d0 = dst + ib if rd else dst
+        acc3 = acc()
+        for lo, hi in vec_chunks(n, t0, n * k1, d0, vw):
+            tv = view(t0 + lo * k1, (hi - lo) * k1, rt)
+            tv = tv.reshape(hi - lo, k1, *tv.shape[1:])
+            v = tv[:, 0] * acc3[lo:hi]  # int64: sign * ACC
+            cnt = (v >= tv[:, 1]).astype(np.int32)
+            for j in range(2, k1):
+                cnt += v >= tv[:, j]
+            view(d0 + lo, hi - lo, rd)[...] = obias + oscale * cnt
+    return f_act
+
+
+def _vmove_fn(st: _Step, ctx: Ctx) -> Fn:
+    a = st.a
+    n = a["lanes"]
+    rs, rd = bool(a["rsrc"]), bool(a["rdst"])
+    src, dst = a["src"], a["dst"]
+    copy = st.op == _VCOPY
+    vw = ctx.m.image.params.vec_width
+    view = ctx.view
+
+    def f_vmove(ib: int) -> None:
+        s0 = src + ib if rs else src
+        d0 = dst + ib if rd else dst
+        for lo, hi in vec_chunks(n, s0, n, d0, vw):
+            sv = view(s0 + lo, hi - lo, rs)
+            dv = view(d0 + lo, hi - lo, rd)
+            if copy:
+                dv[...] = sv
+            else:
+                np.maximum(dv, sv, out=dv)
+    return f_vmove
+
+
+def _prog_fn(st: _Step, ctx: Ctx) -> Fn:
+    m = ctx.m
+    a = st.a
+    one = (1, np.array([a["xbar"]]), np.array([a["row"]]), np.array([a["wsrc"]]))
+
+    def f_prog(ib: int) -> None:
+        m._prog_many(one, ctx.res)
+    return f_prog
+
+
+def _fused_fn(st: _Step, ctx: Ctx) -> Fn:
+    m = ctx.m
+    fused = st.fused
+    assert fused is not None
+
+    def f_progs(ib: int) -> None:
+        m._prog_many(fused, ctx.res)
+    return f_progs
+
+
+def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
+    m = ctx.m
+    p = m.image.params
+    a = st.a
+    regs = ctx.regs
+    n = a["lanes"]
+    sym = a["sense"] == Sense.SYM
+    width = 2 * n if sym else n
+    xbar, c0, ro, adc = a["xbar"], a["col"], a["row_off"], a["adc"]
+    copies = ctx.copies
+    spread = rpi * np.arange(copies, dtype=np.int64)
+
+    def f_slow(ib: int) -> None:
+        counters = ctx.read_base + k_read + spread
+        ctx.chi += m._read_core(a, regs, counters)
+        ctx.dirty_i = True
+
+    if p.read_sigma_units > 0:
+        return f_slow
+    lut = m._adc(adc)
+    pair = bool(a["pair"])
+    drive_a = _driver(a["mask_a"], a["bit"])
+    drive_b = _driver(a["mask_b"], a["bit"])
+    lim = (p.rows - ro + 1) // 2 if pair else p.rows - ro  # IN entries with a row
+    valid = regs.in_valid
+    in_reg = regs.in_reg
+    itmp = ctx.buf("bits", np.int32) if a["bit"] != BIT_SIGNED else in_reg
+    code = regs.code[:n]
+    ndrv = regs.ndrv
+    xbox: list[np.ndarray] = []  # the int64 ADC input, for tables without a closed form
+    ch2 = ctx.ch2
+    xver = m._xver
+    engine = ctx.engine
+    # (crossbar version, driven IN entries) -> what the product needs.
+    key: list[int] = [-1, -1]
+    prep: list = []
+
+    def refresh(ver: int, hi: int) -> None:
+        mat = engine.matrix(xbar, c0, width, sym, adc)
+        nrows = min(2 * hi, p.rows - ro) if pair else hi
+        lv = mat.views.get((ro, nrows))
+        if lv is None:
+            lv = mat.views[(ro, nrows)] = mat.lhs[:, ro:ro + nrows]
+        dt = mat.lhs.dtype.type
+        L = mat.lanes
+        prod = ctx.buf("prod", dt)[:L + 1 + mat.nch]
+        prep[:] = [mat, lv, ctx.buf("drive", dt)[:nrows], prod, prod[:L], prod[L],
+                   prod[L + 1:], nrows // 2]
+        key[0], key[1] = ver, hi
+
+    def f_read(ib: int) -> None:
+        hi = regs.in_hi
+        if hi > lim:
+            hi = lim
+        if hi == 0 or (regs.in_pref < hi and not valid[:hi].all()):
+            f_slow(ib)  # no driven row, or a gap in IN: gather the driven rows
+            return
+        ver = xver[xbar]
+        if key[0] != ver or key[1] != hi:
+            refresh(ver, hi)
+        mat, lv, d, prod, lanes, nd_row, ch_rows, nb = prep
+        if pair:
+            drive_a(in_reg[:hi], d[0::2], itmp[:hi])
+            drive_b(in_reg[:nb], d[1::2], itmp[:nb])
+        else:
+            drive_a(in_reg[:hi], d, itmp[:hi])
+        np.matmul(lv, d, out=prod)
+        if mat.div:
+            if m.probe is not None:
+                x = lanes.astype(np.int64)
+                x *= mat.div
+                m.probe(adc, np.ascontiguousarray(x.T))
+            if mat.clip is not None:
+                np.clip(lanes, mat.clip[0], mat.clip[1], out=lanes)
+            np.copyto(code, lanes, casting="unsafe")
+        else:
+            if not xbox:
+                xbox.append(ctx.buf("x", np.int64)[:n])
+            xb = xbox[0]
+            np.copyto(xb, lanes, casting="unsafe")
+            if m.probe is not None:
+                m.probe(adc, np.ascontiguousarray(xb.T))
+            code[...] = lut.convert(xb)
+        if ndrv_live:
+            np.copyto(ndrv, nd_row, casting="unsafe")
+        if mat.nch == 2:
+            np.add(ch2, ch_rows, out=ch2)
+            ctx.dirty = True
+            ctx.reads_since += 1
+        else:
+            ctx.chi += ch_rows[0].astype(np.int64)
+            ctx.dirty_i = True
+        if regs.code_hi < n:
+            regs.code_hi = n
+    return f_read
+
+
+# ------------------------------------------------------------------ blocks
+
+
+@dataclass
+class Block:
+    """Straight-line instructions from one pc, run as one step."""
+
+    fns: list[Fn]
+    end: int  # pc after the block
+    n: int  # instructions
+    cycles: int
+    lane_ops: int
+    dmem_acc: int
+    reads: int
+    conversions: int
+    halts: bool
+
+
+def _ndrv_read_later(steps: list[_Step], k: int, halts: bool) -> bool:
+    """May NDRV as the READ at steps[k] leaves it be read? (It is dead when the
+    next READ or the run's end comes before any ACC from NDRV.)"""
+    for st in steps[k + 1:]:
+        if st.op == _ACC and st.a["src"] == Src.NDRV:
+            return True
+        if st.op == _READ:
+            return False
+        if st.op not in (_ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _NOP):
+            return True  # an instruction this pass does not know
+    return not halts
+
+
+def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
+    plan = m.plan
+    steps: list[_Step] = []
+    halts = False
+    q = pc
+    while 0 <= q < len(plan):
+        st = plan[q]
+        if st is None or st.err0 != Err.NONE or st.op == _LOOP:
+            break
+        steps.append(st)
+        q += st.fused[0] if st.fused is not None else 1
+        if st.op == _HALT:
+            halts = True
+            break
+    if not steps:
+        return None
+    fns: list[Fn] = []
+    n = cycles = lane_ops = dmem_acc = reads = conv = 0
+    for k, st in enumerate(steps):
+        if st.fused is not None:
+            fns.append(_fused_fn(st, ctx))
+            n += st.fused[0]
+            cycles += st.fused[0] * st.cost
+            continue
+        n += 1
+        cycles += st.cost
+        lane_ops += st.lane_ops
+        dmem_acc += st.dmem_acc
+        live = _ndrv_read_later(steps, k, halts) if st.op == _READ else True
+        f = build(st, ctx, k_read=reads, ndrv_live=live)
+        if f is not None:
+            fns.append(f)
+        if st.op == _READ:
+            reads += 1
+            conv += st.a["lanes"]
+    return Block(fns, q, n, cycles, lane_ops, dmem_acc, reads, conv, halts)
+
+
+@dataclass
+class Lifted:
+    """A lifted loop body over its own context (kept between runs)."""
+
+    ctx: Ctx
+    fns: list[Fn]
+    cycles: int
+    lane_ops: int
+    dmem_acc: int
+    reads: int
+    conversions: int
+
+
+class Engine:
+    """Runs a machine's program through blocks and lifted loops."""
+
+    def __init__(self, m: Machine) -> None:
+        self.m = m
+        p = m.image.params
+        regs = m._regs
+        if regs is None:
+            regs = m._regs = _Regs(p.rows, p.cols, m.batch)
+        self.ctx = Ctx(self, regs, 1, None)
+        n = len(m.plan)
+        self.blocks: list[Block | bool | None] = [False] * n  # False: not built yet
+        self.singles: list[Fn | bool | None] = [False] * n
+        self.lifted: dict[tuple[int, int], Lifted] = {}
+        # (xbar, first column, width, SYM, ADC table) -> (crossbar version, matrix)
+        self.mats: dict[tuple[int, int, int, bool, int], tuple[int, FastMat]] = {}
+
+    def matrix(self, xbar: int, c0: int, width: int, sym: bool, adc: int) -> FastMat:
+        key = (xbar, c0, width, sym, adc)
+        m = self.m
+        ver = m._xver[xbar]
+        hit = self.mats.get(key)
+        if hit is None or hit[0] != ver:
+            # Machines of one image usually hold the same cells (after the same setup):
+            # they share matrices through the image, keyed by the cells' content.
+            shared = m.image.plan_cache.setdefault("fast_mats", {})
+            bits = m.xbar_bits[xbar]
+            skey = (*key, hashlib.blake2b(np.packbits(bits).tobytes(), digest_size=16).digest())
+            mat = shared.get(skey)
+            if mat is None:
+                mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
+                if len(shared) >= SHARED_MATRICES:
+                    del shared[next(iter(shared))]
+                shared[skey] = mat
+            hit = self.mats[key] = (ver, mat)
+        return hit[1]
+
+    def _single(self, pc: int, st: _Step) -> Fn | None:
+        f = self.singles[pc]
+        if f is False:
+            f = self.singles[pc] = build(st, self.ctx)
+        return f  # type: ignore[return-value]
+
+    def _finish(self, res: RunResult) -> RunResult:
+        ctx = self.ctx
+        ctx.reads_since = res.reads - ctx.fold_base
+        ctx.fold(res.read_charge, zero=ctx.fold_base == 0)
+        return res
+
+    def _fault(self, res: RunResult, err: Err, pc: int) -> RunResult:
+        res.cycles += 1
+        res.error = err
+        res.fault_pc = pc
+        res.pc = pc
+        return self._finish(res)
+
+    def run(self, entry: int, max_instructions: int) -> RunResult:
+        m = self.m
+        ctx = self.ctx
+        regs = ctx.regs
+        regs.reset()
+        res = RunResult(0, 0, Err.NONE, -1, entry,
+                        read_charge=np.zeros(m.batch, np.int64))
+        ctx.res = res
+        ctx.fold_at = FOLD_READS
+        ctx.fold_base = 0
+        m._writes = None
+        plan = m.plan
+        n_prog = len(plan)
+        blocks = self.blocks
+        pc = entry
+        lp_start = lp_end = -1
+        lp_left = ib = stride = 0
+        while res.instructions < max_instructions:
+            if lp_end < 0 and 0 <= pc < n_prog:
+                blk = blocks[pc]
+                if blk is False:
+                    blk = blocks[pc] = build_block(m, ctx, pc)
+                if blk is not None and res.instructions + blk.n <= max_instructions:
+                    assert isinstance(blk, Block)
+                    ctx.read_base = res.reads
+                    for f in blk.fns:
+                        f(0)
+                    res.instructions += blk.n
+                    res.cycles += blk.cycles
+                    res.lane_ops += blk.lane_ops
+                    res.dmem_accesses += blk.dmem_acc
+                    res.reads += blk.reads
+                    res.conversions += blk.conversions
+                    if res.reads >= ctx.fold_at:
+                        ctx.fold(res.read_charge)
+                        ctx.fold_at = res.reads + FOLD_READS
+                        ctx.fold_base = res.reads
+                    if blk.halts:
+                        res.pc = blk.end - 1
+                        return self._finish(res)
+                    pc = blk.end
+                    continue
+            if not 0 <= pc < n_prog:
+                return self._fault(res, Err.PC_RANGE, pc)
+            st = plan[pc]
+            if st is None:
+                return self._fault(res, Err.ILLEGAL, pc)
+            err = st.err0 if not (st.rel and ib) else m._check(m.decoded[pc], ib)
+            if st.op == _LOOP and lp_end >= 0:
+                err = Err.ILLEGAL  # loops do not nest
+            if err != Err.NONE:
+                return self._fault(res, err, pc)
+            if st.fused is not None and (lp_end < 0 or pc + st.fused[0] - 1 <= lp_end) \
+                    and res.instructions + st.fused[0] <= max_instructions:
+                k = st.fused[0]
+                m._prog_many(st.fused, res)
+                res.instructions += k
+                res.cycles += k * st.cost
+                pc += k
+            elif st.op == _LOOP:
+                res.instructions += 1
+                res.cycles += st.cost
+                count, length = st.a["count"], st.a["len"]
+                window = None
+                if count > 1 and m.lift:
+                    window = m._liftable(pc, length, st.a["stride"], count)
+                if window is not None and \
+                        res.instructions + count * length <= max_instructions:
+                    self._run_lifted(pc, count, window, res)
+                    pc += 1 + length
+                else:
+                    lp_start, lp_end = pc + 1, pc + length
+                    lp_left, ib, stride = count - 1, 0, st.a["stride"]
+                    pc += 1
+                continue
+            else:
+                res.instructions += 1
+                res.cycles += st.cost
+                if st.op == _HALT:
+                    res.pc = pc
+                    return self._finish(res)
+                f = self._single(pc, st)
+                if f is not None:
+                    ctx.read_base = res.reads
+                    f(ib)
+                res.lane_ops += st.lane_ops
+                res.dmem_accesses += st.dmem_acc
+                if st.op == _READ:
+                    res.reads += 1
+                    res.conversions += st.a["lanes"]
+                    if res.reads >= ctx.fold_at:
+                        ctx.fold(res.read_charge)
+                        ctx.fold_at = res.reads + FOLD_READS
+                        ctx.fold_base = res.reads
+                pc += 1
+            if lp_end >= 0 and pc > lp_end:
+                if lp_left > 0:
+                    lp_left -= 1
+                    ib += stride
+                    pc = lp_start
+                else:
+                    lp_start = lp_end = -1
+                    ib = 0
+        return self._fault(res, Err.PC_RANGE, pc)
+
+    def _lifted_body(self, pc: int, count: int, window: tuple[int, int]) -> Lifted:
+        m = self.m
+        p = m.image.params
+        st = m.plan[pc]
+        assert st is not None
+        length, stride = st.a["len"], st.a["stride"]
+        lo, hi = window
+        space = _Space(m.dmem.T, lo, stride, count, hi - lo)
+        ctx = Ctx(self, _Regs(p.rows, p.cols, count * m.batch), count, space)
+        body = [m.plan[pc + 1 + k] for k in range(length)]
+        rpi = sum(1 for b in body if b is not None and b.op == _READ)
+        fns: list[Fn] = []
+        cycles = lane_ops = dmem_acc = reads = conv = 0
+        for b in body:
+            assert b is not None
+            f = build(b, ctx, k_read=reads, rpi=rpi)
+            if f is not None:
+                fns.append(f)
+            cycles += b.cost
+            lane_ops += b.lane_ops
+            dmem_acc += b.dmem_acc
+            if b.op == _READ:
+                reads += 1
+                conv += b.a["lanes"]
+        return Lifted(ctx, fns, cycles, lane_ops, dmem_acc, reads, conv)
+
+    def _run_lifted(self, pc: int, count: int, window: tuple[int, int],
+                    res: RunResult) -> None:
+        key = (pc, count)
+        lf = self.lifted.get(key)
+        if lf is None:
+            lf = self.lifted[key] = self._lifted_body(pc, count, window)
+        st = self.m.plan[pc]
+        assert st is not None
+        ctx = lf.ctx
+        ctx.res = res
+        ctx.read_base = res.reads
+        for f in lf.fns:
+            f(0)
+        res.instructions += count * st.a["len"]
+        res.cycles += count * lf.cycles
+        res.lane_ops += count * lf.lane_ops
+        res.dmem_accesses += count * lf.dmem_acc
+        res.reads += count * lf.reads
+        res.conversions += count * lf.conversions
+        ctx.fold(res.read_charge)
+        self.ctx.regs.last_copy(ctx.regs, count)

@@ -1,0 +1,190 @@
+"""The golden machine's prepared execution (blocks, prepared READs, lifted loops)
+against its definition (``Machine(fast=False)``: one instruction at a time
+through ``_exec``, no lifting), byte for byte.
+
+- Seeded random programs of the RTL tests (cocotb_tests/progs.py): valid and
+  invalid words, loops with relative operands, faults, overlapping vector moves,
+  32-bit ACC wrap, a chip with variability and stuck cells; several lockstep
+  runs with different data; instruction limits that cut blocks and loops;
+  read noise.
+- Compiled random networks for every mapping, ideal and non-ideal (ADC bits,
+  variability, stuck cells, read noise), batches as lifted loops: every DMEM
+  word, every counter, the read charge and what the calibration probe sees.
+- Hand-made programs for the corners: ACC lanes cleared lazily then read by
+  STA/ACT/ACC, IN with gaps, paired rows that run past the array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from netgen import random_network
+from test_streaming import tiny_image
+
+from cimgen.compiler import compile_network
+from cimgen.config import MAPPINGS, make_config
+from golden_model import isa
+from golden_model.crossbar import DeviceParams, sample_device_map
+from golden_model.isa import Src
+from golden_model.machine import ChipImage, Machine, RunResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cocotb_tests"))
+import progs
+
+BINARY_ONLY = ("BNN_III", "BNN_IV", "BNN_V")
+mk = isa.make
+
+
+def result_tuple(r: RunResult) -> tuple[object, ...]:
+    return (r.cycles, r.instructions, int(r.error), r.fault_pc, r.pc, r.cells_written, r.progs,
+            r.reads, r.conversions, r.lane_ops, r.dmem_accesses, r.max_cell_writes,
+            r.read_charge.tolist())
+
+
+def machines(img: ChipImage, batch: int, **kw: object) -> list[Machine]:
+    """The prepared machine (lifted and not) and the definition, each on its own
+    copy of the image's plan cache."""
+    out = []
+    for fast, lift in ((True, True), (True, False), (False, False)):
+        own = dataclasses.replace(img, plan_cache={})
+        out.append(Machine(own, batch, fast=fast, lift=lift, **kw))  # type: ignore[arg-type]
+    return out
+
+
+def same_runs(ms: list[Machine], entry: int, what: str, limit: int = 50_000_000) -> None:
+    rs = [m.run(entry, limit) for m in ms]
+    want = result_tuple(rs[-1])
+    for m, r in zip(ms[:-1], rs[:-1], strict=True):
+        assert result_tuple(r) == want, f"{what} fast={m.fast} lift={m.lift}"
+        np.testing.assert_array_equal(m.dmem, ms[-1].dmem, err_msg=what)
+        np.testing.assert_array_equal(m.xbar_bits, ms[-1].xbar_bits, err_msg=what)
+
+
+@pytest.mark.parametrize("noise", [0.0, 40.0], ids=["no-noise", "read-noise"])
+@pytest.mark.parametrize("chunk", range(6))
+def test_random_programs_fast_equals_definition(chunk: int, noise: float) -> None:
+    p = dataclasses.replace(progs.RANDOM_PARAMS, read_sigma_units=noise, seed=chunk)
+    dev = progs.random_devmap(p, 1000 + chunk)
+    for seed in range(chunk * 40, chunk * 40 + 40):
+        print("seed", seed)
+        gen = progs.ProgramGen(p, seed)
+        img, entry = gen.image(dev)
+        ms = machines(img, 3)
+        rng = np.random.default_rng(seed)
+        for m in ms:  # the lockstep runs differ
+            m.dmem[1:] += np.arange(1, 3, dtype=np.int32)[:, None]
+        what = f"seed {seed} entry {entry}"
+        same_runs(ms, entry, what)
+        same_runs(ms, entry, what + " second run")  # cells and register state carried
+        limit = int(rng.integers(1, 60))
+        same_runs(ms, entry, what + f" limit {limit}", limit)
+
+
+def network_case(mapping: str, seed: int, over: dict[str, object]) -> tuple[Machine, ...]:
+    net = random_network(seed, ternary=False if mapping in BINARY_ONLY else None)
+    rng = np.random.default_rng(seed)
+    q = rng.choice(np.array(net.input.values.values), size=(7, *net.input.shape)
+                   ).astype(np.int16)
+    cfg = make_config(None, {"mapping": mapping, "rows": 24, "cols": 20, "num_xbars": 6,
+                             "seed": seed, "batch": 3, **over})
+    comp = compile_network(net, cfg)
+    seen: list[list[tuple[int, np.ndarray]]] = [[], [], []]
+    ms = machines(comp.image, comp.runs(q.shape[0]))
+    for m, s in zip(ms, seen, strict=True):
+        m.probe = lambda t, x, s=s: s.append((t, x.copy()))
+    what = f"random_network({seed}) {mapping} {over}"
+    same_runs(ms, comp.setup_entry, what + " setup")
+    for m in ms:
+        comp.load_inputs(m, q)
+    same_runs(ms, comp.infer_entry, what)
+    same_runs(ms, comp.infer_entry, what + " again")
+    # Sequential runs probe READ by READ, in order, as the definition does; a lifted
+    # loop probes all its iterations at once, so there the values per table are compared.
+    assert len(seen[1]) == len(seen[2]), what
+    for (t, x), (t2, x2) in zip(seen[1], seen[2], strict=True):
+        assert t == t2, what
+        np.testing.assert_array_equal(x, x2, err_msg=what)
+
+    def per_table(s: list[tuple[int, np.ndarray]]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for t, x in s:
+            out.setdefault(t, []).extend(x.ravel().tolist())
+        return {t: sorted(v) for t, v in out.items()}
+    assert per_table(seen[0]) == per_table(seen[2]), what
+    return tuple(ms)
+
+
+CONFIGS = [
+    {},
+    {"adc_bits": 3},
+    {"sigma_hrs_ua": 2.0, "sigma_lrs_ua": 5.0, "adc_bits": 5},
+    {"stuck_lrs_rate": 0.05, "stuck_hrs_rate": 0.05},
+    {"sigma_read_ua": 1.5},
+    {"num_xbars": 1},  # streamed: PROGs between lifted loops
+]
+
+
+@pytest.mark.parametrize("over", CONFIGS, ids=lambda o: ",".join(o) or "ideal")
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_compiled_networks_fast_equals_definition(mapping: str, over: dict[str, object]
+                                                  ) -> None:
+    for seed in range(3):
+        print("seed", seed)
+        network_case(mapping, seed, over)
+
+
+def test_lazy_acc_lanes_and_wrap() -> None:
+    """ACLR clears lazily: a shorter ACC then a longer STA/ACT reads zeros past it;
+    sums past 2^31 wrap at STA and ACT; CODE lanes past the last READ read zero."""
+    dmem = np.zeros(256, np.int64)
+    dmem[:8] = [2**31 - 1, -(2**31), 7, -5, 3, 2**30, -(2**30), 1]
+    dmem[40:52] = [1, 0, 3] * 4  # ACT tables: sign, t1 per lane (k = 1)
+    prog = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=3, addr=0, lanes=8),
+            mk("STA", dst=100, lanes=8),
+            mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=127, sh=15, addr=0, lanes=3),
+            mk("ACC", src=int(Src.DMEM), mul=-128, sh=15, addr=0, lanes=5),
+            mk("STA", dst=110, lanes=8), mk("ACT", k=1, oscale=2, obias=-1, tbl=40, dst=120,
+                                             lanes=6),
+            mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=5, addr=2, lanes=4),
+            mk("ACC", src=int(Src.NDRV), mul=-3, lanes=6), mk("STA", dst=130, lanes=8),
+            mk("HALT")]
+    img = tiny_image(prog, dmem)
+    for entry in (0, 3):
+        ms = machines(img, 2)
+        for m in ms:
+            m.dmem[1, :8] = [5, -7, 2**31 - 1, -(2**31), 0, 1, 2, 3]
+        same_runs(ms, entry, f"entry {entry}")
+        same_runs(ms, entry, f"entry {entry} again")
+        if entry == 0:  # independent of both: 3 * DMEM wrapped by hand
+            want = (3 * dmem[:8] + 2**31) % 2**32 - 2**31
+            np.testing.assert_array_equal(ms[0].dmem[0, 100:108], want)
+
+
+def test_in_gaps_and_pairs_past_the_array() -> None:
+    """IN loaded with gaps (the gather path), prefixes, and paired rows whose
+    second row lies past the array, on ideal and variable cells."""
+    dmem = np.array([1, -1, 0, 1, 1, -1, 1, 0, -1, 1, 1, 1] * 4)
+    body = []
+    for pair in (0, 1):
+        for ro in (0, 3, 7):
+            body += [mk("READ", xbar=0, row_off=ro, mask_a=isa.MASK_POS,
+                        mask_b=isa.MASK_NEG | isa.MASK_ZERO, pair=pair, sense=s, adc=0,
+                        bit=isa.BIT_SIGNED, lanes=3) for s in (0, 1)]
+            body += [mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, lanes=3),
+                     mk("ACC", src=int(Src.NDRV), mul=7, lanes=3),
+                     mk("STA", dst=60 + 4 * len(body), lanes=3)]
+    prog = [mk("PROG", xbar=0, row=r, wsrc=0) for r in range(8)]
+    prog += [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=5), *body,  # prefix
+             mk("LDIN", dst=6, src=5, lanes=2), *body,  # a gap at IN[5]
+             mk("INCLR"), mk("LDIN", dst=2, src=3, lanes=6), *body,  # no prefix
+             mk("LDIN", dst=0, src=8, lanes=2), *body, mk("HALT")]  # prefix again
+    img = tiny_image(prog, dmem, dmem_words=1024)
+    img.wmem[0] = [1, 0, 1, 1, 0, 0, 1, 0]
+    same_runs(machines(img, 2), 0, "ideal cells")
+    dev = sample_device_map(DeviceParams(8, 8, 1, 5.0, 50.0, 0.05, sigma_hrs_ua=2.0,
+                                         sigma_lrs_ua=6.0, seed=3))
+    same_runs(machines(dataclasses.replace(img, devmap=dev), 2), 0, "variable cells")
