@@ -114,8 +114,23 @@ class CimTB:
         for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel):
             ch.set_pause_generator(gen())
 
+    def _bus_budget_ns(self, n_bytes: int) -> int:
+        """Watchdog of one host access: 64 cycles per word plus 1000 (a word
+        takes a few cycles even under backpressure)."""
+        return (64 * (n_bytes // 4 + 1) + 1000) * self.clock_ns
+
+    async def _guard(self, what: str, n_bytes: int, coro: Any) -> Any:
+        try:
+            return await with_timeout(coro, self._bus_budget_ns(n_bytes), "ns")
+        except Exception as e:  # cocotb's SimTimeoutError
+            if type(e).__name__ == "SimTimeoutError":
+                raise AxiError(f"{what}: no response within "
+                               f"{self._bus_budget_ns(n_bytes) // self.clock_ns} cycles: "
+                               "bus hang") from None
+            raise
+
     async def write(self, addr: int, data: bytes, check: bool = True) -> AxiResp:
-        resp = await self.axil.write(addr, data)
+        resp = await self._guard(f"write 0x{addr:08x}", len(data), self.axil.write(addr, data))
         if check and resp.resp != AxiResp.OKAY:
             raise AxiError(f"write 0x{addr:08x} ({len(data)} bytes): {resp.resp!r}")
         return resp.resp
@@ -124,7 +139,7 @@ class CimTB:
         return await self.write(addr, int(value & 0xFFFFFFFF).to_bytes(4, "little"), check)
 
     async def read(self, addr: int, n_bytes: int) -> tuple[bytes, AxiResp]:
-        resp = await self.axil.read(addr, n_bytes)
+        resp = await self._guard(f"read 0x{addr:08x}", n_bytes, self.axil.read(addr, n_bytes))
         return bytes(resp.data), resp.resp
 
     async def read32(self, addr: int, check: bool = True) -> int:

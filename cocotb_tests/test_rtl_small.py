@@ -1,0 +1,30 @@
+"""RTL tests on the small random-program chip (12x10x3, one Verilator build
+shared with test_rtl_random.py): the register map and random programs under
+AXI backpressure. With test_rtl_random.py they form the ``fast`` subset of
+``cimgen mutate`` (cimgen/hw/mutate.py), so they also serve as its killers."""
+
+from __future__ import annotations
+
+import pytest
+from progs import RANDOM_PARAMS
+from scoreboard import check_sim
+from test_rtl_random import _suite
+
+from cimgen.hw import rtl_sim
+from cimgen.hw.rtl_sim import RtlParams
+
+pytestmark = pytest.mark.rtl
+
+PARAMS = RtlParams.from_machine(RANDOM_PARAMS, 1024)
+
+
+def test_register_map_small_chip() -> None:
+    rtl_sim.run_testcase("regmap", PARAMS, "regmap-small")
+
+
+def test_random_programs_backpressure() -> None:
+    """Random pauses on all five channels while random programs load, run and
+    are read back (seed 7)."""
+    sessions = _suite(8, seed=7)
+    _, sb = check_sim(sessions, name="random-bp-8-7", params=PARAMS, backpressure=True, seed=7)
+    assert sb.runs >= 8
