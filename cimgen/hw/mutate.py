@@ -575,7 +575,7 @@ def main(req: Request, log: Callable[[str], None] | None = None,
     if shutil.which("ccache"):
         env["CIMGEN_OBJCACHE"] = "ccache"
     cfg = Config(root=root, rtl_dir=rtl_dir, tests=tuple(tests), subset=req.subset, jobs=jobs,
-                 budget_s=req.budget_s or 1.0, keep=req.keep, env=env)
+                 budget_s=req.budget_s or 3600.0, keep=req.keep, env=env)
     base_s = None
     if not req.budget_s:
         say(f"mutate: baseline run of the subset on the unmutated RTL ({', '.join(tests)})")
