@@ -57,6 +57,9 @@ TOPLEVEL = "cim_top"
 # through VPI every half period (scripts/bench_rtl.py).
 SIM_TOPLEVEL = "cim_cocotb_top"
 SIM_WRAPPER = TB_DIR / "hdl" / f"{SIM_TOPLEVEL}.sv"
+# Testbench-only monitors bound into the RTL: the trace functional coverage is
+# binned from (cimgen.hw.coverage).
+COV_MONITOR = TB_DIR / "hdl" / "cim_cov_monitor.sv"
 TB_MODULE = "cim_tb"
 RTL_SOURCES = ("cim_isa_pkg.sv", "cim_pkg.sv", "cim_ram.sv", "cim_dmem.sv", "cim_ctrl.sv",
                "cim_vpu.sv", "cim_xbar.sv", "cim_adc.sv", "cim_axil_regs.sv", "cim_top.sv")
@@ -210,7 +213,7 @@ _BUILT: dict[tuple[RtlParams, str], Path] = {}
 
 
 def _sim_sources() -> list[Path]:
-    return [RTL_DIR / s for s in RTL_SOURCES] + sva_sources() + [SIM_WRAPPER]
+    return [RTL_DIR / s for s in RTL_SOURCES] + sva_sources() + [COV_MONITOR, SIM_WRAPPER]
 
 
 def _sources_digest() -> str:
@@ -494,7 +497,8 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
             runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOPLEVEL, testcase="run_job",
                         hdl_toplevel_lang="verilog",
                         build_dir=bdir, test_dir=tdir, waves=waves,
-                        plusargs=[f"+CIM_DEVMAP={dev}", f"+CIM_JOB={job_path}"],
+                        plusargs=[f"+CIM_DEVMAP={dev}", f"+CIM_JOB={job_path}",
+                                  *_trace_plusargs(tdir)],
                         extra_env={"COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL",
                                                                       "WARNING")},
                         log_file=log if quiet else None)
@@ -508,6 +512,7 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
             why = "assertion failed: " + "; ".join(fired)
         raise CimgenError(f"RTL simulation failed ({why}); log: {log}", where="rtl") from None
     wall = time.time() - t0
+    _collect_coverage(tdir, params, name)
     if not res_path.is_file():
         raise CimgenError(f"RTL simulation produced no result; log: {log}", where="rtl")
     with open(res_path, "rb") as f:
@@ -528,6 +533,27 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
              "tb_wall_s": raw.get("tb_wall_s"), "load_s": raw.get("load_s"),
              "build_s": _read_float(bdir / "cimgen.build_seconds"), "log": str(log)}
     return SimResult(out, params, bdir, tdir, wave_path, stats)
+
+
+def coverage_enabled() -> bool:
+    """Functional coverage traces are written unless CIMGEN_COVERAGE=0."""
+    return os.environ.get("CIMGEN_COVERAGE", "1").lower() not in ("0", "false", "no", "off")
+
+
+def _trace_plusargs(tdir: Path) -> list[str]:
+    if not coverage_enabled():
+        return []
+    for old in tdir.glob("trace.*"):
+        old.unlink(missing_ok=True)
+    (tdir / "coverage.json").unlink(missing_ok=True)
+    return [f"+CIM_TRACE={tdir / 'trace'}"]
+
+
+def _collect_coverage(tdir: Path, params: RtlParams, name: str) -> None:
+    if coverage_enabled() and (tdir / "trace.ctrl").is_file():
+        from .coverage import collect
+
+        collect(tdir / "trace", params, name=name)
 
 
 _ASSERT_LINE = re.compile(r"%Error: (\S+): Assertion failed in (\S+): (.*)$")
@@ -579,13 +605,14 @@ def run_testcase(testcase: str, params: RtlParams, name: str,
             runner = get_runner("verilator")
             runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOPLEVEL, testcase=testcase,
                         hdl_toplevel_lang="verilog", build_dir=bdir, test_dir=tdir,
-                        plusargs=[f"+CIM_JOB={job_path}"], log_file=log,
-                        results_xml=str(results))
+                        plusargs=[f"+CIM_JOB={job_path}", *_trace_plusargs(tdir)],
+                        log_file=log, results_xml=str(results))
         from cocotb_tools.check_results import get_results
 
         failed = get_results(results)[1]
     except (SystemExit, RuntimeError):
         failed = 1
+    _collect_coverage(tdir, params, name)
     if failed:
         tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
         fired = assertion_failures(log)
