@@ -571,7 +571,7 @@ def main(req: Request, log: Callable[[str], None] | None = None,
         echo(f"{len(chosen)} of {len(everything)} mutants")
         return 0
     jobs = req.jobs or (os.cpu_count() or 1)
-    env = {"CIMGEN_RTL_OPT": "-O0"}
+    env = {"CIMGEN_RTL_OPT": "-O0", "CIMGEN_WAVES_RERUN": "0", "CIMGEN_COVERAGE": "0"}
     if shutil.which("ccache"):
         env["CIMGEN_OBJCACHE"] = "ccache"
     cfg = Config(root=root, rtl_dir=rtl_dir, tests=tuple(tests), subset=req.subset, jobs=jobs,
