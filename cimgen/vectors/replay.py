@@ -218,9 +218,9 @@ def _rtl_files() -> list[Path]:
     return [RTL_DIR / s for s in RTL_SOURCES]
 
 
-def _digest(tb_text: bytes, sim: str, extra: list[str]) -> str:
+def _digest(tb_text: bytes, sim: str, extra: list[str], files: list[Path]) -> str:
     h = hashlib.sha1(sim.encode())
-    for p in _rtl_files():
+    for p in files:
         h.update(p.read_bytes())
     h.update(tb_text)
     h.update(" ".join(extra).encode())
@@ -232,8 +232,11 @@ def _jobs() -> str:
     return os.environ.get("CIMGEN_BUILD_JOBS", "2")
 
 
-def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, float]:
-    """Build (or reuse) the Verilator binary of one testbench; returns (exe, seconds)."""
+def build_verilator(tb: Path, top: str, log: Callable[[str], None],
+                    files: list[Path] | None = None) -> tuple[Path, float]:
+    """Build (or reuse) the Verilator binary of one testbench; returns (exe, seconds).
+    ``files``: the DUT's files (default: the RTL)."""
+    files = files or _rtl_files()
     root = setup_verilator()
     opt = os.environ.get("CIMGEN_REPLAY_OPT", "-O0")
     flags = ["--binary", "-Wno-fatal", "-Wno-lint", "-Wno-style", "+1364-2001ext+v",
@@ -241,7 +244,7 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Pat
              *(f for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")
                for f in ("-MAKEFLAGS", f"{v}={opt}"))]
     tb_text = tb.read_bytes()
-    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'verilator', flags)}"
+    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'verilator', flags, files)}"
     exe = bdir / f"V{top}"
     with _lock(bdir.parent / f".{bdir.name}.lock"):
         if exe.is_file() and (bdir / "cimgen.stamp").is_file():
@@ -250,7 +253,7 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Pat
         bdir.mkdir(parents=True)
         (bdir / f"{top}.v").write_bytes(tb_text)
         cmd = ["verilator", *flags, "-j", _jobs(), "-Mdir", str(bdir / "obj"), "-o", str(exe),
-               *[str(p) for p in _rtl_files()], str(bdir / f"{top}.v")]
+               *[str(p) for p in files], str(bdir / f"{top}.v")]
         log(f"replay: building {top} with Verilator")
         t0 = time.time()
         res = subprocess.run(cmd, cwd=bdir, capture_output=True, text=True)
@@ -264,13 +267,15 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Pat
     return exe, secs
 
 
-def build_icarus(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, float]:
+def build_icarus(tb: Path, top: str, log: Callable[[str], None],
+                 files: list[Path] | None = None) -> tuple[Path, float]:
+    files = files or _rtl_files()
     if shutil.which("iverilog") is None or shutil.which("vvp") is None:
         raise SkippedError("skipped: iverilog not installed (Icarus Verilog: e.g. "
                            "apt-get install iverilog)")
     tb_text = tb.read_bytes()
     flags = ["-g2012"]
-    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'icarus', flags)}"
+    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'icarus', flags, files)}"
     out = bdir / f"{top}.vvp"
     with _lock(bdir.parent / f".{bdir.name}.lock"):
         if out.is_file():
@@ -278,7 +283,7 @@ def build_icarus(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, 
         bdir.mkdir(parents=True, exist_ok=True)
         (bdir / f"{top}.v").write_bytes(tb_text)
         cmd = ["iverilog", *flags, "-o", str(out), "-s", top,
-               *[str(p) for p in _rtl_files()], str(bdir / f"{top}.v")]
+               *[str(p) for p in files], str(bdir / f"{top}.v")]
         log(f"replay: building {top} with Icarus Verilog")
         t0 = time.time()
         res = subprocess.run(cmd, cwd=bdir, capture_output=True, text=True)
@@ -289,8 +294,8 @@ def build_icarus(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, 
             out.unlink(missing_ok=True)
             raise SkippedError(
                 "skipped: Icarus Verilog cannot compile the DUT (its SystemVerilog: packages, "
-                f"typed parameters, enums, casts); first message: {first}; log "
-                f"{bdir / 'build.log'}")
+                f"typed parameters, enums, casts, unpacked-array ports); first message: "
+                f"{first}; log {bdir / 'build.log'}")
         return out, time.time() - t0
 
 
@@ -311,10 +316,28 @@ def _run(cmd: list[str], cwd: Path, log_path: Path, echo: Callable[[str], None] 
     return rc, lines
 
 
+def _netlist_files(dut: dict[str, Any], say: Callable[[str], None]) -> list[Path]:
+    from dataclasses import fields
+
+    from ..hw.rtl_sim import RtlParams
+    from ..hw.synth import netlist_sources
+
+    names = {f.name for f in fields(RtlParams)}
+    params = RtlParams(**{k: v for k, v in dut["params"].items() if k in names})
+    say(f"replay: synthesizing the controller and bus slave of {dut['name']} with Yosys")
+    files, nets = netlist_sources(params, RTL_DIR, RTL_SOURCES)
+    for n in nets:
+        say(f"replay: {n.module}: {n.cells} cells ({n.flops} flip-flops), {n.path}")
+    return files
+
+
 def replay(set_dir: str | os.PathLike[str], sim: str = "verilator", *,
            echo: Callable[[str], None] | None = None, dump: bool = False,
-           log: Callable[[str], None] | None = None, verify: bool = True) -> ReplayResult:
-    """Verify the set, then run every DUT group's testbench on ``sim``."""
+           log: Callable[[str], None] | None = None, verify: bool = True,
+           netlist: bool = False) -> ReplayResult:
+    """Verify the set, then run every DUT group's testbench on ``sim``.
+    ``netlist``: the controller and the bus slave as Yosys gate netlists of
+    the group's parameters (cimgen.hw.synth), the rest of the DUT as RTL."""
     if sim not in SIMULATORS:
         raise BadInputError(f"unknown simulator '{sim}' ({', '.join(SIMULATORS)})", where="--sim")
     d = Path(set_dir).resolve()
@@ -326,11 +349,14 @@ def replay(set_dir: str | os.PathLike[str], sim: str = "verilator", *,
     for dut in man["duts"]:
         top = dut["top"]
         tb = d / dut["testbench"]
+        files = None
+        if netlist:
+            files = _netlist_files(dut, say)
         if sim == "verilator":
-            exe, build_s = build_verilator(tb, top, say)
+            exe, build_s = build_verilator(tb, top, say, files)
             cmd = [str(exe)]
         else:
-            exe, build_s = build_icarus(tb, top, say)
+            exe, build_s = build_icarus(tb, top, say, files)
             cmd = ["vvp", "-N", str(exe)]
         cmd.append(f"+CIM_DEVMAP={dut['devmap']}")
         tag = hashlib.sha1(str(d).encode()).hexdigest()[:8]
