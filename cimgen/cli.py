@@ -356,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=float, default=0.0,
                    help="seconds per mutant (default: 3 x a baseline run + 120)")
     s.add_argument("--only", action="append", help="run these mutant ids (comma-separated)")
-    s.add_argument("--resume", action="store_true", help="skip mutants already in --out")
+    s.add_argument("--resume", action="store_true",
+                   help="keep the killed and invalid mutants of --out, run the rest")
     s.add_argument("--list", action="store_true", help="list the selected mutants and exit")
     s.add_argument("--keep", action="store_true", help="keep each mutant's folder")
     s.add_argument("--min-score", type=float, default=0.95)

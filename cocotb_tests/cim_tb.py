@@ -509,3 +509,38 @@ async def axil_violation(dut: Any) -> None:
     else:
         raise ValueError(f"unknown violation kind {kind}")
     await raw.edge(4)
+
+
+@cocotb.test()
+async def windows(dut: Any) -> None:
+    """Every memory window's bounds: the last legal word answers OKAY, the
+    first word past the memory, past a weight row's chunks or past a table's
+    entries answers SLVERR (and, for DMEM, does not wrap onto word 0)."""
+    with open(cocotb.plusargs["CIM_JOB"], "rb") as f:
+        p = RtlParams(**pickle.load(f)["params"])
+    tb = CimTB(dut, p)
+    await tb.reset()
+    chunks = -(-p.COLS // 32)
+    ok, bad = AxiResp.OKAY, AxiResp.SLVERR
+    cases = [(WIN_PROG, 2 * p.PROG_WORDS - 1, ok), (WIN_PROG, 2 * p.PROG_WORDS, bad),
+             (WIN_DMEM, p.DMEM_WORDS - 1, ok), (WIN_DMEM, p.DMEM_WORDS, bad),
+             (WIN_WMEM, (p.WMEM_WORDS - 1) * p.wmem_stride + chunks - 1, ok),
+             (WIN_WMEM, p.WMEM_WORDS * p.wmem_stride, bad),
+             (WIN_ADC_THR, (p.ADC_TABLES - 1) * p.thr_stride + 2 * p.ROWS - 1, ok),
+             (WIN_ADC_THR, p.ADC_TABLES * p.thr_stride, bad),
+             (WIN_ADC_REC, (p.ADC_TABLES - 1) * p.rec_stride + 2 * p.ROWS, ok),
+             (WIN_ADC_REC, p.ADC_TABLES * p.rec_stride, bad)]
+    if chunks < p.wmem_stride:
+        cases.append((WIN_WMEM, chunks, bad))
+    if p.thr_stride > 2 * p.ROWS:
+        cases.append((WIN_ADC_THR, 2 * p.ROWS, bad))
+    if p.rec_stride > 2 * p.ROWS + 1:
+        cases.append((WIN_ADC_REC, 2 * p.ROWS + 1, bad))
+    await tb.write32(WIN_DMEM, 0x5A5A5A5A)
+    for base, word, want in cases:
+        got = await tb.write32(base + 4 * word, 0x0F0F0F0F, check=False)
+        assert got == want, f"write 0x{base + 4 * word:08x} (word {word}): {got!r} != {want!r}"
+    assert await tb.read32(WIN_DMEM + 4 * (p.DMEM_WORDS - 1)) == 0x0F0F0F0F
+    _, resp = await tb.read(WIN_DMEM + 4 * p.DMEM_WORDS, 4)
+    assert resp == bad, resp
+    assert await tb.read32(WIN_DMEM) == 0x5A5A5A5A  # no wrap-around onto word 0

@@ -28,3 +28,28 @@ def test_random_programs_backpressure() -> None:
     sessions = _suite(8, seed=7)
     _, sb = check_sim(sessions, name="random-bp-8-7", params=PARAMS, backpressure=True, seed=7)
     assert sb.runs >= 8
+
+
+def test_boundary_programs() -> None:
+    """Every range check at its last legal and first illegal value, direct and
+    IB-relative (progs.boundary_cases), against the golden machine; both
+    outcomes must occur for the test to mean anything."""
+    from progs import boundary_sessions, random_devmap
+
+    from golden_model.isa import Err
+
+    sessions = boundary_sessions(RANDOM_PARAMS, random_devmap(RANDOM_PARAMS, 5))
+    from scoreboard import golden
+
+    outcomes = {r.error for s in golden(sessions) for r in s}
+    assert Err.NONE in outcomes and {Err.DMEM_RANGE, Err.XBAR_RANGE, Err.VEC_RANGE,
+                                     Err.WMEM_RANGE, Err.ADC_RANGE, Err.ILLEGAL} <= outcomes
+    _, sb = check_sim(sessions, name="boundary", params=PARAMS)
+    assert sb.runs == len(sessions)
+
+
+def test_window_bounds() -> None:
+    """Each AXI window's last word answers OKAY and the first word past it
+    (past the memory, a row's chunks or a table's entries) SLVERR (cocotb
+    test ``windows``)."""
+    rtl_sim.run_testcase("windows", PARAMS, "windows-small")

@@ -481,7 +481,9 @@ def run(cfg: Config, mutants: Sequence[Mutant], out: Path, meta: dict[str, Any],
     say = log or (lambda s: print(s, file=sys.stderr))
     done: dict[str, Outcome] = {}
     if resume and out.is_file():
-        done = {o.id: o for o in load_outcomes(out) if o.status != "timeout"}
+        # Killed and invalid mutants stay; survivors and timeouts run again
+        # (the tests may have changed since).
+        done = {o.id: o for o in load_outcomes(out) if o.status in ("killed", "invalid")}
     todo = [m for m in mutants if m.id not in done]
     wanted = {m.id for m in mutants}
     results = [o for i, o in done.items() if i in wanted]
