@@ -61,12 +61,14 @@ from . import rtl_sim
 
 #: Named test subsets (pytest node ids, relative to the repository root).
 SUBSETS: dict[str, tuple[str, ...]] = {
-    # One Verilator build (the 12x10x3 random-program chip): seeded random
-    # programs with loops and faults, the register map, AXI backpressure,
-    # directed corner cases and the assertion tests' legal driver.
+    # Two small Verilator builds: seeded random programs with loops and
+    # faults, the register map, AXI backpressure, directed boundary programs
+    # and window bounds, the assertion tests' legal driver; and the static
+    # pyslang checks of the packages (strides at many sizes).
     "fast": ("cocotb_tests/test_rtl_random.py::test_random_programs",
              "cocotb_tests/test_rtl_small.py",
-             "cocotb_tests/test_rtl_assertions.py::test_legal_raw_master_passes"),
+             "cocotb_tests/test_rtl_assertions.py::test_legal_raw_master_passes",
+             "tests/test_rtl_pyslang.py"),
     # Every RTL test CI runs (several builds; about 10 minutes per mutant here).
     "ci": ("cocotb_tests",),
 }

