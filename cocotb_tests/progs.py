@@ -17,6 +17,8 @@ stuck cells.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from golden_model import isa
@@ -257,3 +259,110 @@ class ProgramGen:
         wmem = self.rng.integers(0, 2, (n_w, p.cols)).astype(np.uint8)
         return ChipImage(p, tuple(words), wmem, self.dmem(self._int(0, p.dmem_words)), thr, rec,
                          devmap), entry
+
+
+def boundary_cases(p: MachineParams) -> list[tuple[str, list[isa.Instr]]]:
+    """Directed range-check corners: for every checked field, the last legal
+    value and the first illegal one, directly and as an IB-relative operand
+    in the second iteration of a loop (IB = stride), so that an off-by-one in
+    any check, or IB added to the wrong operand, changes the outcome. Each case
+    is a short program (setup, the instruction under test, HALT); the golden
+    machine says which ones fault and how."""
+    d, r, c, x = p.dmem_words, p.rows, p.cols, p.num_xbars
+    n = 3  # lanes of the vector cases
+    ld = isa.make("LDIN", dst=0, src=0, lanes=min(r, 4))
+    rd = isa.make("READ", xbar=0, row_off=0, col=0, mask_a=4, mask_b=1, sense=Sense.POS,
+                  adc=0, bit=BIT_SIGNED, lanes=n)
+    cases: list[tuple[str, list[isa.Instr]]] = []
+
+    def add(name: str, *ins: isa.Instr) -> None:
+        cases.append((name, [*ins, isa.make("HALT")]))
+
+    for edge, ok in (("last", 0), ("past", 1)):
+        add(f"prog-xbar-{edge}", isa.make("PROG", xbar=x - 1 + ok, row=0, wsrc=0))
+        add(f"prog-row-{edge}", isa.make("PROG", xbar=0, row=r - 1 + ok, wsrc=0))
+        add(f"ldin-dst-{edge}", isa.make("LDIN", dst=r - n + ok, src=0, lanes=n))
+        add(f"ldin-src-{edge}", isa.make("LDIN", dst=0, src=d - n + ok, lanes=n))
+        add(f"ldin-lanes-{edge}", isa.make("LDIN", dst=0, src=0, lanes=r + ok))
+        add(f"read-xbar-{edge}", ld, isa.make("READ", **{**dict(rd.args), "xbar": x - 1 + ok}))
+        add(f"read-row-{edge}", ld, isa.make("READ", **{**dict(rd.args), "row_off": r - 1 + ok}))
+        add(f"read-col-pos-{edge}", ld, isa.make("READ", **{**dict(rd.args),
+                                                          "col": c - n + ok}))
+        add(f"read-col-sym-{edge}", ld, isa.make("READ", **{**dict(rd.args), "sense": Sense.SYM,
+                                                          "col": c - 2 * n + ok}))
+        add(f"read-lanes-{edge}", ld, isa.make("READ", **{**dict(rd.args), "lanes": c + ok}))
+        add(f"read-bit-{edge}", ld, isa.make("READ", **{**dict(rd.args), "bit": 7 + ok}))
+        add(f"acc-code-{edge}", ld, rd, isa.make("ACC", src=Src.CODE, mul=1, addr=c - n + ok,
+                                                 lanes=n))
+        add(f"acc-dmem-{edge}", isa.make("ACC", src=Src.DMEM, mul=-3, sh=2, addr=d - n + ok,
+                                         lanes=n))
+        add(f"acc-lanes-{edge}", isa.make("ACC", src=Src.NDRV, mul=2, lanes=c + ok))
+        add(f"sta-{edge}", isa.make("ACC", src=Src.DMEM, mul=1, addr=0, lanes=n),
+            isa.make("STA", dst=d - n + ok, lanes=n))
+        for k in (1, 3):
+            add(f"act{k}-tbl-{edge}", isa.make("ACT", k=k, oscale=1, tbl=d - n * (k + 1) + ok,
+                                               dst=0, lanes=n))
+        add(f"act-dst-{edge}", isa.make("ACT", k=1, oscale=1, tbl=0, dst=d - n + ok, lanes=n))
+        for op in ("VCOPY", "VMAX"):
+            add(f"{op.lower()}-dst-{edge}", isa.make(op, dst=d - n + ok, src=0, lanes=n))
+            add(f"{op.lower()}-src-{edge}", isa.make(op, dst=0, src=d - n + ok, lanes=n))
+        add(f"loop-count-{edge}", isa.make("LOOP", count=1 - ok, len=1, stride=1), isa.make("NOP"))
+        add(f"loop-len-{edge}", isa.make("LOOP", count=2, len=1 - ok, stride=1), isa.make("NOP"))
+        add(f"act-k-{edge}", isa.make("ACT", k=1 - ok, oscale=1, tbl=0, dst=0, lanes=n))
+    # IB-relative operands: the second iteration of a stride-s loop reads or
+    # writes field + s; the first iteration is in range either way.
+    s = d // 2
+    rel_ops = [("LDIN", "src", "rsrc", {"dst": 0}), ("ACC", "addr", "rel", {"src": Src.DMEM,
+                                                                           "mul": 1}),
+               ("STA", "dst", "rel", {}), ("ACT", "dst", "rdst", {"k": 1, "tbl": 0}),
+               ("ACT", "tbl", "rtbl", {"k": 1, "dst": 0}),
+               ("VCOPY", "dst", "rdst", {"src": 0}), ("VCOPY", "src", "rsrc", {"dst": 0}),
+               ("VMAX", "dst", "rdst", {"src": 0}), ("VMAX", "src", "rsrc", {"dst": 0})]
+    for op, fld, rel, other in rel_ops:
+        width = n * 2 if (op == "ACT" and fld == "tbl") else n
+        for edge, ok in (("last", 0), ("past", 1)):
+            v = d - s - width + ok
+            body = isa.make(op, **other, **{fld: v, rel: 1, "lanes": n})
+            add(f"rel-{op.lower()}-{fld}-{edge}", isa.make("LOOP", count=2, len=1, stride=s),
+                body)
+            # The same field without its relative bit never leaves DMEM: IB
+            # must be added only where the bit says so.
+            flat = isa.make(op, **other, **{fld: d - width, rel: 0, "lanes": n})
+            add(f"abs-{op.lower()}-{fld}-{edge}", isa.make("LOOP", count=2, len=1, stride=s + ok),
+                flat)
+    return cases
+
+
+def boundary_sessions(p: MachineParams, devmap: DeviceMap, seed: int = 5) -> list[Any]:
+    """The boundary cases as sessions of one simulation (random DMEM, ADC
+    tables and weights from ``seed``); every case runs from pc 0."""
+    from cimgen.hw.rtl_sim import RunSpec, Session
+
+    gen = ProgramGen(p, seed)
+    thr, rec = gen.adc_tables(p.adc_tables)
+    wmem = gen.rng.integers(0, 2, (p.wmem_words, p.cols)).astype(np.uint8)
+    dmem = gen.dmem(p.dmem_words)
+    out = []
+    for _, prog in boundary_cases(p):
+        img = ChipImage(p, tuple(isa.encode(i) for i in prog), wmem, dmem, thr, rec, devmap)
+        out.append(Session(img, [RunSpec(0, reads=[(0, p.dmem_words)])],
+                           dmem_zero_to=p.dmem_words))
+    # Weight-memory length: the last loaded row, and the first one not loaded.
+    for rows in (p.wmem_words, 5):
+        for wsrc in (rows - 1, rows):
+            prog = (isa.make("PROG", xbar=1, row=2, wsrc=wsrc), isa.make("HALT"))
+            img = ChipImage(p, tuple(isa.encode(i) for i in prog), wmem[:rows], dmem, thr, rec,
+                            devmap)
+            out.append(Session(img, [RunSpec(0, reads=[(0, 4)])]))
+    # ADC table count: the last loaded table and the first one not loaded.
+    for tables in (p.adc_tables, 2):
+        for t in (tables - 1, tables):
+            prog = (isa.make("LDIN", dst=0, src=0, lanes=4),
+                    isa.make("READ", xbar=0, row_off=0, col=0, mask_a=4, sense=Sense.POS,
+                             adc=t, bit=BIT_SIGNED, lanes=3),
+                    isa.make("ACC", src=Src.CODE, mul=1, lanes=3),
+                    isa.make("STA", dst=0, lanes=3), isa.make("HALT"))
+            img = ChipImage(p, tuple(isa.encode(i) for i in prog), wmem, dmem, thr[:tables],
+                            rec[:tables], devmap)
+            out.append(Session(img, [RunSpec(0, reads=[(0, 4)])]))
+    return out

@@ -12,6 +12,7 @@ FST waves and names the wave file in the failure message.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +140,9 @@ def check_sim(sessions: list[Session], name: str, **kw: Any) -> tuple[SimResult,
     sb.check(sessions, res, expected)
     if not sb.ok:
         waves = res.waves
-        if waves is None and not waves_requested() and kw.get("waves") is None:
+        # CIMGEN_WAVES_RERUN=0 skips the rerun (mutation runs: only the verdict counts).
+        rerun = os.environ.get("CIMGEN_WAVES_RERUN", "1") != "0"
+        if waves is None and rerun and not waves_requested() and kw.get("waves") is None:
             try:
                 waves = simulate(sessions, name=name + "-waves", **{**kw, "waves": True}).waves
             except Exception as e:  # the report matters more than the waves

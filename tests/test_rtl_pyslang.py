@@ -112,3 +112,28 @@ def test_register_map_matches_rtl_sim() -> None:
     lsb = _value(pkg, "WIN_LSB")
     for name, base in wins.items():
         assert _value(pkg, f"WIN_{name}") << lsb == base, name
+
+
+def test_window_strides_for_many_sizes() -> None:
+    """cim_pkg's stride functions equal cimgen.hw.rtl_sim's for sizes the
+    other tests do not build (powers of two and their neighbours): a wrong
+    stride overlaps tables or rows only at some sizes."""
+    sizes = [2, 3, 4, 7, 8, 12, 16, 31, 32, 33, 64, 100, 128, 255, 256, 257, 512]
+    lines = []
+    for n in sizes:
+        lines += [f"  localparam int unsigned W{n} = cim_pkg::wmem_stride({n});",
+                  f"  localparam int unsigned T{n} = cim_pkg::thr_stride({n});",
+                  f"  localparam int unsigned R{n} = cim_pkg::rec_stride({n});"]
+    text = "module stride_probe;\n" + "\n".join(lines) + "\nendmodule\n"
+    c = ast.Compilation()
+    c.addSyntaxTree(syntax.SyntaxTree.fromFile(str(rtl_sim.RTL_DIR / "cim_pkg.sv")))
+    c.addSyntaxTree(syntax.SyntaxTree.fromText(text, "stride_probe.sv"))
+    assert not [d for d in c.getAllDiagnostics() if d.isError()]
+    body = c.getRoot().topInstances[0].body
+    got = {m.name: int(m.value.value) for m in body if m.kind == ast.SymbolKind.Parameter}
+    for n in sizes:
+        p = rtl_sim.RtlParams(ROWS=n, COLS=n, NUM_XBARS=1, PROG_WORDS=2, DMEM_WORDS=2,
+                              WMEM_WORDS=2, ADC_TABLES=1, VEC_WIDTH=1, ADCS=1, T_READ=1,
+                              T_ADC=1, T_WRITE=1, HRS_UNITS=1)
+        assert (got[f"W{n}"], got[f"T{n}"], got[f"R{n}"]) == (
+            p.wmem_stride, p.thr_stride, p.rec_stride), n

