@@ -726,10 +726,10 @@ class Machine:
         elif op == _CMAC:
             rel = bool(a["rsrc"])
             y = space.view(a["src"] + (ib if rel else 0), a["n"], rel).astype(np.int64)
+            regs.acc_lanes(n)  # lanes cleared lazily (a start, ACLR) hold stale values
             dst = regs.acc[:n]
             dst += self._coefs(a["coef"], n, a["n"]) @ y  # [lanes, n] @ [n, columns]
             self._acc_wrap(regs, st, dst)
-            regs.acc_hi = max(regs.acc_hi, n)
             if not space.lifted:
                 res.wmem_rows += n
 

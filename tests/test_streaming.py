@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -333,7 +334,6 @@ def test_bad_sizes_exit_2(items: list[str], msg: str, tmp_path, capsys) -> None:
 def test_machines_sharing_an_image_keep_their_own_state() -> None:
     """The decoded plan is cached on the chip image; every machine's crossbar
     cells, READ caches and probe stay its own."""
-    import dataclasses
 
     prog = [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=8),
             mk("READ", xbar=0, mask_a=isa.MASK_POS, sense=0, adc=0, bit=isa.BIT_SIGNED,
@@ -383,6 +383,21 @@ def test_cmac_by_hand(coef_bits: int) -> None:
     m = Machine(img, 1)
     res = m.run(0)
     assert res.error == Err.NONE
+    # CMAC as the first ACC writer of a run, run twice on one machine: the
+    # second run must not see the first run's ACC (a start clears it).
+    only = [mk("CMAC", src=10, coef=3, n=n, lanes=lanes), mk("STA", dst=50, lanes=lanes),
+            mk("HALT")]
+    m2 = Machine(dataclasses.replace(img, program=tuple(isa.encode(i) for i in only),
+                                     plan_cache={}), 1)
+    for _ in range(2):
+        assert m2.run(0).error == Err.NONE
+    for lane in range(lanes):
+        combo = 0
+        for j in range(n):
+            field = sum(int(wmem[3 + lane, j * coef_bits + b]) << b for b in range(coef_bits))
+            combo += (field - (1 << coef_bits) if field >= 1 << (coef_bits - 1) else field) \
+                * int(y[j])
+        assert int(m2.dmem[0, 50 + lane]) == (combo + 2**31) % 2**32 - 2**31, lane
     for lane in range(lanes):
         total = int(dmem[30 + lane])
         for j in range(n):

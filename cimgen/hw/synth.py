@@ -50,7 +50,7 @@ from .rtl_sim import RTL_DIR, RtlParams, _lock, build_root
 #: Modules synthesized to gates, with the RTL parameters each one takes.
 SYNTH_MODULES: dict[str, tuple[str, ...]] = {
     "cim_ctrl": ("ROWS", "COLS", "NUM_XBARS", "PROG_WORDS", "DMEM_WORDS", "WMEM_WORDS",
-                 "ADC_TABLES", "VEC_WIDTH", "ADCS", "T_READ", "T_ADC", "T_WRITE"),
+                 "ADC_TABLES", "VEC_WIDTH", "ADCS", "T_READ", "T_ADC", "T_WRITE", "COEF_BITS"),
     "cim_axil_regs": ("ROWS", "COLS", "NUM_XBARS", "PROG_WORDS", "DMEM_WORDS", "WMEM_WORDS",
                       "ADC_TABLES", "VEC_WIDTH", "ADCS", "T_READ", "T_ADC", "T_WRITE",
                       "HRS_UNITS", "CUR_W"),
