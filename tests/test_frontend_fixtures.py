@@ -82,7 +82,9 @@ COMPILED = {"tfc_w1a1": 64, "tfc_w1a2": 64, "tfc_w2a2": 64, "sfc_w1a1": 64, "lfc
 CI_ONLY = {"lfc_w1a1": "BNN_I", "cnv_small_w1a1": "BNN_III", "resnet_w1a1": "BNN_I",
            "cnv_small_w2a2": None, "resnet_w2a2": None, "cnv_w1a1": None}
 MAPPINGS = ("BNN_I", "BNN_III", "TNN_I", "TNN_IV")
-TERNARY_WEIGHTS = {"tfc_w2a2", "larq_tern_mlp"}  # checked by test_weight_kinds
+# Weights with zeros (2-bit narrow-range Brevitas, Larq's ternary quantizer);
+# checked by test_weight_kinds.
+TERNARY_WEIGHTS = {"tfc_w2a2", "larq_tern_mlp", "cnv_small_w2a2", "resnet_w2a2"}
 
 
 def test_tables_cover_every_fixture() -> None:
