@@ -5,12 +5,13 @@ legal ranges, with (for about half the programs) invalid instructions mixed
 in: unknown opcodes, reserved field values (ACC src 3, ACT k 0, READ bit
 8..14, LOOP count 0 or len 0), zero or too many lanes, and every kind of
 out-of-range address (crossbar, row, column, weight word, ADC table, DMEM,
-IN). Most programs hold a hardware loop (count 1..6, stride 0 to past the end
-of DMEM, bodies that run off the program or hold a nested LOOP) and DMEM
-operands are often IB-relative, so later iterations can leave DMEM. Some
-programs have no HALT and run off the end (PC_RANGE); some start at a pc past
-the end. DMEM vector instructions often get overlapping source and destination
-ranges.
+IN). Most programs also hold chains that carry a READ's results to DMEM
+(LDIN, READ, ACC from CODE or NDRV, STA). Most programs hold a hardware loop
+(count 1..6, stride 0 to past the end of DMEM, bodies that run off the
+program or hold a nested LOOP) and DMEM operands are often IB-relative, so
+later iterations can leave DMEM. Some programs have no HALT and run off the
+end (PC_RANGE); some start at a pc past the end. DMEM vector instructions
+often get overlapping source and destination ranges.
 All images of one suite share one device map (one chip) with variability and
 stuck cells.
 """
@@ -228,6 +229,38 @@ class ProgramGen:
         big = self.rng.integers(-(2**31), 2**31, n)
         return np.where(r < 0.6, small, np.where(r < 0.85, mid, big)).astype(np.int32)
 
+    def chain(self, n_w: int, n_t: int) -> list[isa.Instr]:
+        """A READ whose results reach DMEM: IN loaded (twice, overlapping, at
+        times), the READ, up to two other instructions, ACC from CODE or NDRV,
+        STA. In purely random lines most READ results are overwritten before
+        anything stores them, so datapath bugs of the row drive, the sense
+        and ACC's CODE/NDRV paths would go unseen."""
+        p = self.p
+        out: list[isa.Instr] = []
+        if self.rng.random() < 0.7:
+            out.append(isa.make("INCLR"))
+        for _ in range(self._int(1, 2)):
+            n = self._lanes(p.rows)
+            out.append(isa.make("LDIN", dst=self._int(0, p.rows - n),
+                                src=self._int(0, p.dmem_words - n), lanes=n))
+        read = self.valid(n_w, n_t)
+        while read.op != "READ":
+            read = self.valid(n_w, n_t)
+        out.append(read)
+        for _ in range(self._int(0, 2)):
+            other = self.valid(n_w, n_t)
+            if other.op not in ("READ", "INCLR", "ACLR", "STA"):
+                out.append(other)
+        if self.rng.random() < 0.5:
+            out.append(isa.make("ACLR"))
+        src = int(Src.CODE) if self.rng.random() < 0.7 else int(Src.NDRV)
+        n = self._lanes(p.cols)
+        addr = self._int(0, p.cols - n) if src == Src.CODE else 0
+        out.append(isa.make("ACC", src=src, mul=self._int(-128, 127), sh=self._int(0, 2),
+                            addr=addr, lanes=n))
+        out.append(isa.make("STA", dst=self._int(0, p.dmem_words - n), lanes=n))
+        return out
+
     def image(self, devmap: DeviceMap, n_instr: int | None = None) -> tuple[ChipImage, int]:
         """A random image and its entry pc."""
         p = self.p
@@ -235,6 +268,11 @@ class ProgramGen:
         n_t = self._int(1, p.adc_tables)
         n = n_instr or self._int(5, 40)
         words = [isa.encode(self.relative(self.valid(n_w, n_t))) for _ in range(n)]
+        if n_instr is None and self.rng.random() < 0.6:
+            for _ in range(self._int(1, 3)):
+                at = self._int(0, len(words))
+                words[at:at] = [isa.encode(i) for i in self.chain(n_w, n_t)]
+            n = len(words)
         if self.rng.random() < 0.7:
             at = self._int(0, n - 1)
             words[at] = isa.encode(self.loop(n - at + 2))

@@ -59,9 +59,9 @@ def test_window_bounds() -> None:
 
 
 #: A second small chip where the first one is odd: power-of-two rows, one
-#: cycle per ADC group and per read, two lanes per vector step.
+#: cycle per ADC group, per read and per row write, two lanes per vector step.
 SECOND = MachineParams(rows=16, cols=8, num_xbars=2, dmem_words=64, wmem_words=8,
-                       adc_tables=2, vec_width=2, t_read=1, t_adc=1, t_write=2,
+                       adc_tables=2, vec_width=2, t_read=1, t_adc=1, t_write=1,
                        adcs_per_xbar=3, hrs_units=100)
 
 
