@@ -16,6 +16,8 @@ from golden_model.errors import BadInputError
 
 MAPPINGS = ("BNN_I", "BNN_II", "BNN_III", "BNN_IV", "BNN_V", "BNN_VI",
             "TNN_I", "TNN_II", "TNN_III", "TNN_IV", "TNN_V")
+# ADC range policies (cimgen/compiler/adc.py has the formulas).
+ADC_RANGES = ("max", "calib")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class XbarConfig:
     stuck_hrs_rate: float = 0.0
     # Cycle-to-cycle read noise (re-sampled at every read from a counter-based RNG).
     sigma_read_ua: float = 0.0
-    # ADC: 0 = ideal (rounds to the nearest count); range "max" or "calib".
+    # ADC: 0 = ideal (rounds to the nearest count); range policy, one of ADC_RANGES.
     adc_bits: int = 0
     adc_range: str = "max"
     adcs_per_xbar: int = 0  # ADCs shared by a crossbar's columns; 0 = one per column
@@ -50,7 +52,7 @@ class XbarConfig:
     t_read: int = 2
     t_adc: int = 1
     t_write: int = 100
-    # Calibration batch size for adc_range = "calib".
+    # Calibration batch size for the calibrated ranges (calib, cimx_calib).
     calib_images: int = 64
 
     @property
@@ -119,8 +121,8 @@ class XbarConfig:
         if self.adc_bits and (1 << self.adc_bits) - 1 > 2 * self.rows:
             raise bad("adc_bits", f"{self.adc_bits} bits need {(1 << self.adc_bits) - 1} "
                       f"thresholds, an ADC table holds 2 * rows = {2 * self.rows}")
-        if self.adc_range not in ("max", "calib"):
-            raise bad("adc_range", f"'{self.adc_range}' is not max or calib")
+        if self.adc_range not in ADC_RANGES:
+            raise bad("adc_range", f"'{self.adc_range}' is not one of {', '.join(ADC_RANGES)}")
         if not 0 <= self.adcs_per_xbar <= self.cols:
             raise bad("adcs_per_xbar", f"must be within 0..cols ({self.cols}), 0 = one per column")
         if not 0 <= self.seed < 2**63:

@@ -36,15 +36,17 @@ from cimgen.cli import main as cli_main
 from cimgen.compiler import (
     Compiled,
     Compiler,
-    _Emitter,
+    calibration_batch,
     compile_network,
     default_adc,
     machine_params,
 )
+from cimgen.compiler.adc import layer_adc
+from cimgen.compiler.emit import Emitter
 from cimgen.config import MAPPINGS, make_config
 from cimgen.frontend.datasets import digits_for
 from cimgen.frontend.onnx_import import load_model
-from cimgen.run import calibration_batch, run_golden
+from cimgen.run import run_golden
 from golden_model import isa
 from golden_model.crossbar import STUCK_HRS, STUCK_LRS, DeviceParams, sample_device_map
 from golden_model.errors import BadInputError
@@ -205,7 +207,7 @@ def test_random_timing_configs_cycles_match_report() -> None:
 
 def test_emitter_builds_what_isa_make_builds() -> None:
     """The compiler's cached instruction builder == isa.make, errors included."""
-    em = _Emitter()
+    em = Emitter()
     rng = np.random.default_rng(77)
     for _ in range(3000):
         spec = isa.OPS[int(rng.integers(len(isa.OPS)))]
@@ -520,7 +522,7 @@ def test_variability_and_adc_from_device_map() -> None:
     dev = comp.image.devmap
     w = net.layers[0].weight.T  # type: ignore[union-attr]
     cur = np.where(w == 1, dev.lrs[0, :f, :o], dev.hrs[0, :f, :o]).astype(I64)
-    adc = default_adc(cfg)
+    adc = layer_adc(cfg, f)  # the MAX range of a layer driving f rows
     y = np.zeros((q.shape[0], o), I64)
     for sign, v in ((1, q == 1), (-1, q == -1)):
         v = v.astype(I64)

@@ -44,7 +44,7 @@ from golden_model.isa import BIT_SIGNED, Instr, Sense, Src
 from golden_model.machine import ChipImage, MachineParams
 
 from ..config import XbarConfig
-from .adc import calibrated_adcs, default_adc
+from .adc import calibrated_adcs, is_calibrated, layer_adc
 from .emit import Emitter
 from .layout import DmemAllocator, Tensor, hwc_order
 from .mappings import MAPPINGS, Mapping, mask_values
@@ -433,7 +433,9 @@ class Compiler:
         for n, i in enumerate(linear_ids):
             self.adc_of[i] = n
         if adc_tables is None:
-            adc_tables = [default_adc(cfg) for _ in linear_ids]
+            # Each layer's full scale: the rows its largest tile drives (one per input).
+            adc_tables = [layer_adc(cfg, max(t.f_len for t in self.tiles[i]))
+                          for i in linear_ids]
 
         # Threshold tables and constants first, then activation buffers.
         e = self.emit
@@ -545,12 +547,12 @@ class Compiler:
 
 def compile_network(net: Network, cfg: XbarConfig,
                     calib: np.ndarray | None = None) -> Compiled:
-    """Compile; with adc_range = calib, ``calib`` is a quantized calibration batch."""
+    """Compile; with a calibrated adc_range, ``calib`` is a quantized calibration batch."""
     first = Compiler(net, cfg).compile()
-    if cfg.adc_range != "calib" or cfg.adc_bits == 0:
+    if not is_calibrated(cfg):
         return first
     if calib is None:
-        raise BadInputError("adc_range = calib needs a calibration batch (--calib X.npy)",
-                            where="config")
+        raise BadInputError(f"adc_range = {cfg.adc_range} needs a calibration batch "
+                            "(--calib X.npy)", where="config")
     return Compiler(net, cfg).compile(calibrated_adcs(first, calib))
 
