@@ -17,7 +17,7 @@ from golden_model.errors import BadInputError
 MAPPINGS = ("BNN_I", "BNN_II", "BNN_III", "BNN_IV", "BNN_V", "BNN_VI",
             "TNN_I", "TNN_II", "TNN_III", "TNN_IV", "TNN_V")
 # ADC range policies (cimgen/compiler/adc.py has the formulas).
-ADC_RANGES = ("max", "calib")
+ADC_RANGES = ("max", "calib", "cimx_max", "cimx_calib")
 
 
 @dataclass(frozen=True)

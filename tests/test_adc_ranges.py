@@ -60,7 +60,8 @@ def accuracy(name: str, images: int | None = None, **keys: object) -> float:
 
 @pytest.mark.parametrize("mapping", ["BNN_I", "BNN_V", "TNN_IV"])
 def test_layer_ranges(mapping: str) -> None:
-    """max: +-n dI (SYM) or [0, n dI] (POS) for a layer driving n rows."""
+    """max: +-n dI (SYM) or [0, n dI] (POS) for a layer driving n rows; cimx_max:
+    [0, N LRS] / +-N dI for an N-row array, whatever the layer drives."""
     cfg = make_config(None, {"mapping": mapping, "adc_bits": 5, "rows": 64})
     di = cfg.lrs_units - cfg.hrs_units
     pos = MAPPINGS[mapping].sense == "POS"
@@ -70,6 +71,10 @@ def test_layer_ranges(mapping: str) -> None:
     np.testing.assert_array_equal(got.thresholds, want.thresholds)
     np.testing.assert_array_equal(got.recon, want.recon)
     assert got.recon[-1] == n and got.recon[0] == (0 if pos else -n)
+    cx = layer_adc(make_config(None, {"mapping": mapping, "adc_bits": 5, "rows": 64,
+                                      "adc_range": "cimx_max"}), n)
+    top = 64 * cfg.lrs_units if pos else 64 * di
+    assert cx.recon[-1] == round(top / di) and cx.recon[0] == (0 if pos else -64)
 
 
 def test_uniform_adc_is_odd_for_symmetric_ranges() -> None:
@@ -99,6 +104,29 @@ def test_calibration_sees_calibrated_upstream_layers() -> None:
     a6 = accuracy("bnn_cnn", mapping="BNN_I", adc_range="calib", adc_bits=6)
     assert a4 > ideal - 0.03, (a4, ideal)
     assert a6 >= a5 - 0.005, (a5, a6)
+
+
+def test_full_scale_lottery_is_real() -> None:
+    """The BNN_V cliff between 5 and 6 bits of a full-scale (array) range is the
+    mechanism docs/dse.md explains, checked here by hand on the CNN's first conv
+    layer: 9 driven rows, y = 2 code - 9, sign threshold between P = 4 and 5. With
+    CIM-Explorer's range [0, 256 LRS] a 5-bit ADC has one boundary inside 0..9
+    counts, at P = 4.6, i.e. where the sign flips; a 6-bit ADC has two, at P = 2.3
+    and 6.8, neither near it, and reads P = 3 and 4 as positive."""
+    cfg5 = make_config(None, {"mapping": "BNN_V", "adc_bits": 5, "adc_range": "cimx_max"})
+    cfg6 = make_config(None, {"mapping": "BNN_V", "adc_bits": 6, "adc_range": "cimx_max"})
+    di = cfg5.lrs_units - cfg5.hrs_units
+    p = np.arange(10)
+    y5 = 2 * layer_adc(cfg5, 9).convert(p * di) - 9
+    y6 = 2 * layer_adc(cfg6, 9).convert(p * di) - 9
+    ideal = 2 * p - 9
+    # Sign (threshold t = 1) of the reconstructed vs the ideal pre-activation.
+    assert ((y5 >= 1) == (ideal >= 1)).all()
+    assert np.flatnonzero((y6 >= 1) != (ideal >= 1)).tolist() == [3, 4]
+    # And the per-layer MAX range resolves every count from 4 bits on.
+    for bits in (4, 5, 6):
+        cfg = make_config(None, {"mapping": "BNN_V", "adc_bits": bits})
+        np.testing.assert_array_equal(layer_adc(cfg, 9).convert(p * di), p)
 
 
 # ------------------------------------------------------------- the property
@@ -142,7 +170,7 @@ def test_accuracy_does_not_fall_with_more_bits(name: str, mapping: str, policy: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["max", "calib"])
+@pytest.mark.parametrize("policy", ["max", "calib", "cimx_calib"])
 @pytest.mark.parametrize(("name", "mapping"), ALL_CASES)
 def test_accuracy_does_not_fall_with_more_bits_all(name: str, mapping: str, policy: str
                                                    ) -> None:

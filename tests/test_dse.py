@@ -260,7 +260,7 @@ BAD = [
      "point 1 (mapping=BNN_IX): mapping: 'BNN_IX' is not one of"),
     ("bad type", GOOD + "[fixed]\nadc_bits = \"four\"\n", "fixed.adc_bits: expected int"),
     ("bad value", GOOD.replace("[sweep]", "[sweep]\nadc_range = [\"max\", \"median\"]"),
-     "adc_range: 'median' is not one of max, calib"),
+     "adc_range: 'median' is not one of max, calib, cimx_max, cimx_calib"),
     ("bad combination", GOOD.replace("[sweep]", "[sweep]\nhrs_ua = [5.0, 60.0]"),
      "point 1 (hrs_ua=60.0, mapping=BNN_I): hrs_ua/lrs_ua: need 0 < hrs_ua < lrs_ua"),
     ("seed in sweep", GOOD.replace("[sweep]", "[sweep]\nseed = [1, 2]"),

@@ -4,17 +4,21 @@ Every table is ``golden_model.crossbar.uniform_adc`` over a range [lo, hi] of
 the ADC input x (current units: the column current minus the nominal HRS floor
 for POS reads, I_pos - I_neg for SYM reads); only the range differs between
 the policies of ``adc_range`` (n = rows one READ of the layer drives at most,
-dI = LRS - HRS):
+N = the array's rows, dI = LRS - HRS):
 
 | policy | POS range | SYM range |
 |---|---|---|
 | ``max`` | [0, n dI] | [-n dI, +n dI] |
 | ``calib`` | [min x, max x] | mean(x) +- 3 std(x) |
+| ``cimx_max`` | [0, N LRS] | [-N dI, +N dI] |
+| ``cimx_calib`` | [max(min x - 10 uA, 0), max x] | mean(x) +- 3 std(x) |
 
 ``max`` is the largest signal the layer's READs can produce, so it never
-clips and needs no data (it used to be N dI, fixed by the array whatever
-the layer uses). Calibrated ranges are profiled on a calibration batch, one
-layer at a time (see ``calibrated_adcs``).
+clips and needs no data. ``cimx_max`` is CIM-Explorer's full-scale range,
+fixed by the array whatever the layer uses; with small layers only a few of
+its levels fall where the signal is (docs/dse.md, "ADC resolution").
+Calibrated ranges are profiled on a calibration batch, one layer at a time
+(see ``calibrated_adcs``).
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ from .mappings import MAPPINGS
 if TYPE_CHECKING:
     from .codegen import Compiled
 
+# CIM-Explorer's calibration lowers a POS layer's minimum by one histogram bin.
+CIMX_POS_BIN_UA = 10.0
 # Run indices of calibration images: far from any test image's, so that read
 # noise draws (keyed by the run index) are never shared with the evaluated data.
 CALIB_RUN_OFFSET = 1 << 40
 
-CALIBRATED = ("calib",)
+CALIBRATED = ("calib", "cimx_calib")
 
 
 def sense_of(cfg: XbarConfig) -> str:
@@ -59,6 +65,9 @@ def layer_adc(cfg: XbarConfig, n_rows: int) -> AdcTable:
     di = cfg.lrs_units - cfg.hrs_units
     if cfg.adc_bits == 0:
         return ideal_adc(sense, cfg.rows, di)
+    if cfg.adc_range == "cimx_max":
+        hi = float(cfg.rows * (cfg.lrs_units if sense == "POS" else di))
+        return uniform_adc(sense, cfg.adc_bits, 0.0 if sense == "POS" else -hi, hi, di)
     lo, hi = max_range(sense, n_rows, di)
     return uniform_adc(sense, cfg.adc_bits, lo, hi, di)
 
@@ -76,7 +85,10 @@ def calibrated_range(cfg: XbarConfig, xs: np.ndarray) -> tuple[float, float]:
     if sense_of(cfg) == "SYM":
         mu, sd = float(xs.mean()), float(xs.std())
         return mu - 3 * sd, mu + 3 * sd
-    return float(xs.min()), float(xs.max())
+    lo, hi = float(xs.min()), float(xs.max())
+    if cfg.adc_range == "cimx_calib":
+        lo = max(lo - CIMX_POS_BIN_UA / cfg.current_lsb_ua, 0.0)
+    return lo, hi
 
 
 def calibrated_adcs(first: Compiled, q_calib: np.ndarray) -> list[AdcTable]:

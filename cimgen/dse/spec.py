@@ -259,7 +259,7 @@ class Context:
 
 
 def needs_calib(cfg: XbarConfig) -> bool:
-    return cfg.adc_range == "calib" and cfg.adc_bits > 0
+    return cfg.adc_range in ("calib", "cimx_calib") and cfg.adc_bits > 0
 
 
 def build_context(sw: Sweep) -> Context:
