@@ -56,11 +56,16 @@ class DeviceMap:
     lrs: np.ndarray  # int32
     stuck: np.ndarray  # int8: 0 none, 1 stuck at LRS, 2 stuck at HRS
 
+    def lrs_state(self, xbar: int, bits: np.ndarray) -> np.ndarray:
+        """Cells of one crossbar in the LRS state: programmed to 1 unless stuck at HRS,
+        or stuck at LRS."""
+        st = self.stuck[xbar]
+        return ((bits != 0) & (st != STUCK_HRS)) | (st == STUCK_LRS)
+
     def cell_currents(self, xbar: int, bits: np.ndarray) -> np.ndarray:
         """Read current of every cell of one crossbar given its programmed bits."""
-        cur = np.where(bits, self.lrs[xbar], self.hrs[xbar])
-        cur = np.where(self.stuck[xbar] == STUCK_LRS, self.lrs[xbar], cur)
-        return np.where(self.stuck[xbar] == STUCK_HRS, self.hrs[xbar], cur).astype(np.int32)
+        return np.where(self.lrs_state(xbar, bits), self.lrs[xbar],
+                        self.hrs[xbar]).astype(np.int32)
 
 
 def _sample(rng: np.random.Generator, mean: float, sigma: float, kind: str,

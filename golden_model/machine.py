@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import isa
+from . import isa, physics
 from .crossbar import DeviceMap
 from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
 
@@ -36,9 +36,8 @@ class MachineParams:
     t_write: int
     adcs_per_xbar: int
     hrs_units: int
-    # Cycle-to-cycle read noise per driven cell (current units) and its RNG key.
-    read_sigma_units: float = 0.0
-    seed: int = 0
+    # Read noise, IR drop, read disturb (all off: the ideal integer read).
+    physics: physics.ReadPhysics = physics.IDEAL_READ
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,15 +197,20 @@ class Machine:
     dmem: np.ndarray = field(init=False)  # int32 [B, dmem_words]
     # Called with (adc table, ADC input [B, lanes]) at every READ: calibration hook.
     probe: Callable[[int, np.ndarray], None] | None = None
-    # Index of this batch's first image in the whole input set (keys the read noise).
+    # Run index of this batch's first image in the whole input set (keys the read noise).
     image_offset: int = 0
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
-    _reads: int = field(init=False, default=0)
+    _lrs: dict[int, np.ndarray] = field(init=False, default_factory=dict)
+    # Physics hook state: READs so far in this run (the noise key) and, per crossbar
+    # row, READs since the row was written (read disturb).
+    _run_reads: int = field(init=False, default=0)
+    _row_reads: np.ndarray = field(init=False)
     _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         p = self.image.params
         self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
+        self._row_reads = np.zeros((p.num_xbars, p.rows), dtype=np.int64)
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
@@ -228,6 +232,14 @@ class Machine:
             self._cur[xbar] = cur
         return cur
 
+    def lrs_state(self, xbar: int) -> np.ndarray:
+        """Cells of one crossbar in the LRS state (programmed or stuck), cached likewise."""
+        lrs = self._lrs.get(xbar)
+        if lrs is None:
+            lrs = self.image.devmap.lrs_state(xbar, self.xbar_bits[xbar])
+            self._lrs[xbar] = lrs
+        return lrs
+
     def load_inputs(self, addr: int, data: np.ndarray) -> None:
         """Host writes [B, n] words at DMEM[addr..]."""
         self.dmem[:, addr:addr + data.shape[1]] = data
@@ -241,6 +253,10 @@ class Machine:
     def _run(self, entry: int, max_instructions: int) -> RunResult:
         p = self.image.params
         B = self.batch
+        # Every run starts its READ counter at 0 (like the RTL's READS register);
+        # rows written before the run have seen disturb_age reads.
+        self._run_reads = 0
+        self._row_reads[:] = p.physics.disturb_age
         prog = self.decoded
         costs, args, errs = self.costs, self._args, self._errs
         # Vector state, lane-major ([lanes, B]) like DMEM.
@@ -282,6 +298,8 @@ class Machine:
             elif op == "PROG":
                 self.xbar_bits[a["xbar"], a["row"]] = self.image.wmem[a["wsrc"]].astype(bool)
                 self._cur.pop(a["xbar"], None)
+                self._lrs.pop(a["xbar"], None)
+                self._row_reads[a["xbar"], a["row"]] = 0
                 res.cells_written += p.cols
             elif op == "INCLR":
                 in_reg[:in_hi] = 0
@@ -294,6 +312,7 @@ class Machine:
                 in_hi = max(in_hi, d0 + n)
             elif op == "READ":
                 self._read(a, in_reg, in_valid, code, ndrv)
+                self._run_reads += 1
                 res.reads += 1
             elif op == "ACC":
                 k = a["mul"] << a["sh"]
@@ -433,37 +452,34 @@ class Machine:
         c0 = a["col"]
         sym = a["sense"] == Sense.SYM
         width = 2 * n if sym else n
-        cur = self.currents(a["xbar"])[rows, c0:c0 + width]  # [k, width]
-        noisy = p.read_sigma_units > 0
-        if sym and not noisy:
-            # Without read noise a SYM lane only needs I_pos - I_neg: one product with
-            # the per-cell current differences (exact integers) gives it directly.
-            w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
-            out_rows = n
-        elif not noisy:
-            # POS: the HRS floor HRS * NDRV is removed cell by cell (exactly the same sum).
-            w = cur.astype(np.int64) - p.hrs_units
-            out_rows = n
+        if p.physics.active:
+            # ---- physics hook: everything non-ideal happens in golden_model.physics.
+            xb = a["xbar"]
+            col_i, nd = physics.read_columns(
+                p.physics, self.currents(xb)[rows], self.lrs_state(xb)[rows], rows, d.T, c0,
+                width, self.image_offset + np.arange(B, dtype=np.int64), self._run_reads,
+                self._row_reads[xb, rows], p.rows)
+            self._row_reads[xb, rows] += 1
+            # ---- end of hook
+            x = (col_i[:, 0::2] - col_i[:, 1::2] if sym else col_i - p.hrs_units * nd[:, None]).T
         else:
-            w = cur
-            out_rows = width
-        big = max(int(np.abs(w).max(initial=0)), 1) * max(1, rows.size)
-        dt = np.float32 if big < 2**24 else np.float64
-        # One exact float product gives every lane and, from a row of ones, the
-        # driven-row count NDRV.
-        lhs = np.empty((out_rows + 1, rows.size), dtype=dt)
-        lhs[:out_rows] = w.T
-        lhs[out_rows] = 1
-        prod = (lhs @ d.astype(dt)).astype(np.int64)  # [out_rows + 1, B]
-        col_i, nd = prod[:out_rows], prod[out_rows]
-        if noisy:
-            col_i = np.maximum(col_i + self._read_noise(c0, width, nd).T, 0)
-        if not noisy:
-            x = col_i
-        elif sym:
-            x = col_i[0::2] - col_i[1::2]
-        else:
-            x = col_i - p.hrs_units * nd
+            cur = self.currents(a["xbar"])[rows, c0:c0 + width]  # [k, width]
+            if sym:
+                # A SYM lane only needs I_pos - I_neg: one product with the per-cell
+                # current differences (exact integers) gives it directly.
+                w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
+            else:
+                # POS: the HRS floor HRS * NDRV is removed cell by cell (the same sum).
+                w = cur.astype(np.int64) - p.hrs_units
+            big = max(int(np.abs(w).max(initial=0)), 1) * max(1, rows.size)
+            dt = np.float32 if big < 2**24 else np.float64
+            # One exact float product gives every lane and, from a row of ones, the
+            # driven-row count NDRV.
+            lhs = np.empty((n + 1, rows.size), dtype=dt)
+            lhs[:n] = w.T
+            lhs[n] = 1
+            prod = (lhs @ d.astype(dt)).astype(np.int64)  # [n + 1, B]
+            x, nd = prod[:n], prod[n]
         if self.probe is not None:
             self.probe(a["adc"], np.ascontiguousarray(x.T))
         code[:n] = self._adc(a["adc"]).convert(x)
@@ -475,22 +491,3 @@ class Machine:
             lut = self._luts[table] = _AdcLookup(self.image.adc_thr[table],
                                                  self.image.adc_recon[table])
         return lut
-
-    def _read_noise(self, c0: int, width: int, nd: np.ndarray) -> np.ndarray:
-        """Cycle-to-cycle noise of one READ on columns [c0, c0 + width), integer units.
-
-        Every driven cell adds N(0, sigma^2), so a column gets N(0, n_driven * sigma^2).
-        Counter-based: a Philox stream keyed by (seed, read index) in which image i,
-        column c is word i * ceil(cols / 4) * 4 + c (Box-Muller on its two 32-bit
-        halves), so the noise is the same however the images are batched.
-        """
-        p = self.image.params
-        words = -(-p.cols // 4) * 4
-        gen = np.random.Philox(key=[p.seed, self._reads])
-        self._reads += 1
-        gen.advance(self.image_offset * (words // 4))
-        w = gen.random_raw(self.batch * words).reshape(self.batch, words)[:, c0:c0 + width]
-        u1 = ((w >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
-        u2 = (w & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
-        z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-        return np.rint(z * (p.read_sigma_units * np.sqrt(nd))[:, None]).astype(np.int64)

@@ -277,7 +277,8 @@ BAD = [
      "inputs: needs labels"),
     ("calib without file", GOOD.replace('dataset = "digits"',
                                         'inputs = "x.npy"\nlabels = "y.npy"')
-     + "[fixed]\nadc_range = \"calib\"\nadc_bits = 4\n", "a calibrated adc_range needs calibration"),
+     + "[fixed]\nadc_range = \"calib\"\nadc_bits = 4\n",
+     "a calibrated adc_range needs calibration"),
     ("weights a mapping cannot hold",
      GOOD.replace("{model}", "tnn.onnx").replace('"BNN_I"', '"BNN_I", "BNN_III"'),
      "point 1 (mapping=BNN_III): layer 0 (Dense): mapping BNN_III cannot store weight"),

@@ -42,6 +42,7 @@ from golden_model.ir import (
 )
 from golden_model.isa import BIT_SIGNED, Instr, Sense, Src
 from golden_model.machine import ChipImage, MachineParams
+from golden_model.schedule import SIGNED_PLANE, PhaseStart, ReadStep, Schedule, TilePlacement
 
 from ..config import XbarConfig
 from .adc import calibrated_adcs, is_calibrated, layer_adc
@@ -87,6 +88,9 @@ class Compiled:
     listing: list[tuple[Instr, str]]
     report: Report
     adc_tables: list[AdcTable] = field(default_factory=list)
+    # Placement and READ order for independent executors (golden_model.schedule);
+    # None for a compile directory loaded from disk.
+    schedule: Schedule | None = None
 
     # ------------------------------------------------------------- host
     def input_words(self, q: np.ndarray) -> np.ndarray:
@@ -106,8 +110,7 @@ def machine_params(cfg: XbarConfig) -> MachineParams:
                          dmem_words=cfg.dmem_words, wmem_words=cfg.wmem_words,
                          adc_tables=cfg.adc_tables, vec_width=cfg.vec_width, t_read=cfg.t_read,
                          t_adc=cfg.t_adc, t_write=cfg.t_write, adcs_per_xbar=cfg.adcs,
-                         hrs_units=cfg.hrs_units,
-                         read_sigma_units=cfg.sigma_read_ua / cfg.current_lsb_ua, seed=cfg.seed)
+                         hrs_units=cfg.hrs_units, physics=cfg.read_physics())
 
 
 def device_params(cfg: XbarConfig) -> DeviceParams:
@@ -137,6 +140,12 @@ class Compiler:
         self.matrices: dict[int, np.ndarray] = {}
         self.adc_of: dict[int, int] = {}
         self._blocks: dict[tuple[int, frozenset[int], int, str, int], list[tuple[Instr, str]]] = {}
+        # Schedule export: (recipe read, plane) of each READ of a cached block, and the
+        # inference program's READ/phase events in program order.
+        self._block_reads: dict[tuple[int, frozenset[int], int, str, int],
+                                list[tuple[int, int]]] = {}
+        self._tile_index: dict[int, int] = {}
+        self.events: list[ReadStep | PhaseStart] = []
 
     # ------------------------------------------------------------ tiling
     def tile_shape(self) -> tuple[int, int]:
@@ -228,7 +237,7 @@ class Compiler:
 
     # ------------------------------------------------------------ emission
     def emit_recipe(self, t: Tile, segments: list[tuple[int, int, int]], cats: set[int],
-                    bitplanes: int, kind: str, adc: int, what: str) -> None:
+                    bitplanes: int, kind: str, adc: int, what: str, pos: int = 0) -> None:
         e = self.emit
         e("INCLR", f"{what} tile r{t.rt}c{t.ct}")
         for dst, src, n in segments:
@@ -237,11 +246,15 @@ class Compiler:
         key = (id(t), frozenset(cats), bitplanes, kind, adc)
         block = self._blocks.get(key)
         if block is None:
-            block = self._blocks[key] = self.recipe_block(t, cats, bitplanes, kind, adc)
+            reads: list[tuple[int, int]] = []
+            block = self._blocks[key] = self.recipe_block(t, cats, bitplanes, kind, adc, reads)
+            self._block_reads[key] = reads
         e.extend(block)
+        ti = self._tile_index[id(t)]
+        self.events.extend(ReadStep(ti, pos, r, b) for r, b in self._block_reads[key])
 
-    def recipe_block(self, t: Tile, cats: set[int], bitplanes: int, kind: str, adc: int
-                     ) -> list[tuple[Instr, str]]:
+    def recipe_block(self, t: Tile, cats: set[int], bitplanes: int, kind: str, adc: int,
+                     reads: list[tuple[int, int]] | None = None) -> list[tuple[Instr, str]]:
         mk = self.emit.make
         m = self.m
         rec = m.recipe(kind)
@@ -263,6 +276,8 @@ class Compiler:
                                  sense=int(Sense.SYM if sym else Sense.POS), adc=adc, bit=b,
                                  lanes=conv),
                               f"{m.name} read {r}" + (f" bit {b}" if b != BIT_SIGNED else "")))
+                if reads is not None:
+                    reads.append((r, SIGNED_PLANE if b == BIT_SIGNED else b))
                 for term in rec.terms_of(r):
                     if term.kind == "code":
                         ins = mk("ACC", src=int(Src.CODE), mul=term.coef, sh=sh,
@@ -323,7 +338,7 @@ class Compiler:
                     else:
                         segs = self.conv_segments(t, src.base, oy, ox, layer, c_in, h_in, w_in,
                                                   kh, kw, pad_addr)
-                    self.emit_recipe(t, segs, cats, bitplanes, kind, adc, name)
+                    self.emit_recipe(t, segs, cats, bitplanes, kind, adc, name, pos_i)
                 if corr is not None:
                     self.emit("ACC", "Sum_w correction", src=int(Src.DMEM), mul=1, sh=0,
                               addr=corr_addr + o0, lanes=o_len)
@@ -425,6 +440,8 @@ class Compiler:
                 order = hwc_order(info.out_shape)
         self.build_tiles(order_in)
         phases = self.place()
+        placed = [t for tiles in self.tiles.values() for t in tiles]
+        self._tile_index = {id(t): n for n, t in enumerate(placed)}
         wmem, progs = self.weight_image(phases)
         linear_ids = [i for i in self.tiles]
         if len(linear_ids) > cfg.adc_tables:
@@ -475,6 +492,7 @@ class Compiler:
             if isinstance(layer, Dense | Conv2d):
                 ph = self.tiles[i][0].phase
                 if ph != phase_done:
+                    self.events.append(PhaseStart(ph))
                     for x, r, wsrc in progs[ph]:
                         e("PROG", f"phase {ph}" if (x, r) == progs[ph][0][:2] else "", xbar=x,
                           row=r, wsrc=wsrc)
@@ -515,8 +533,12 @@ class Compiler:
                           self.dmem.image(), thr, rec, dev)
         report = self.report(image, infer_entry, phases, len(progs[0]) if phases == 1 else 0,
                              progs, adc_tables)
+        sched = Schedule(
+            cfg.mapping, tuple(TilePlacement(t.layer, t.f0, t.f_len, t.o0, t.o_len, t.phase,
+                                             t.xbar, t.row0, t.col0) for t in placed),
+            tuple(self.events), (0,) if phases == 1 else ())
         return Compiled(cfg, net, image, 0, infer_entry, in_t, out_t, e.code, report,
-                        adc_tables)
+                        adc_tables, sched)
 
     def report(self, image: ChipImage, entry: int, phases: int, setup_rows: int,
                progs: list[list[tuple[int, int, int]]], tables: list[AdcTable]) -> Report:
