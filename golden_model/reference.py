@@ -199,6 +199,16 @@ class Plan:
                                            dt(layer.out_bias))))
         self.out_nhwc = nhwc
         self.out_perm = perm
+        self.out_size = int(np.prod(infos[-1].out_shape))
+        # Images per chunk: about 2**19 elements in the largest per-image buffer (a
+        # conv's patches, a layer's output), unless a weight matrix is itself too big
+        # for the cache (then it, not the activations, must be read as few times as
+        # possible, and the batch runs whole).
+        per_image = [info.out_shape[1] * info.out_shape[2] * info.fan_in
+                     if isinstance(layer, Conv2d) else int(np.prod(info.out_shape))
+                     for layer, info in zip(net.layers, infos, strict=True)]
+        weights = [layer.weight.size for layer in net.layers if isinstance(layer, Dense | Conv2d)]
+        self.chunk = (max(1, (1 << 19) // max(per_image)) if max(weights) <= 1 << 18 else 0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float32 input batch (checked) -> int64 logits: the input quantizer's float32
@@ -218,7 +228,17 @@ class Plan:
 
     def forward(self, q: np.ndarray) -> np.ndarray:
         """Integer input batch (any integer or integer-valued float dtype) -> int64
-        logits, exactly as ``forward_int``."""
+        logits, exactly as ``forward_int``. Networks with convolutions run the whole
+        plan a few images at a time, so every activation and patch buffer of a chunk
+        stays in cache (the images are independent)."""
+        n = q.shape[0]
+        step = self.chunk or n
+        out = np.empty((n, self.out_size), np.int64)
+        for s in range(0, n, step):
+            self._forward(q[s:s + step], out[s:s + step])
+        return out
+
+    def _forward(self, q: np.ndarray, out: np.ndarray) -> None:
         dt = self.dt
         n = q.shape[0]
         if q.ndim == 4:
@@ -249,13 +269,11 @@ class Plan:
                 h += bias
         if self.out_nhwc:
             h = h.transpose(0, 3, 1, 2)
-        out = np.empty((n, int(np.prod(h.shape[1:]))), np.int64)
         flat = h.reshape(n, -1)
         if self.out_perm is not None:
             out[:, self.out_perm] = flat
         else:
             np.copyto(out, flat, casting="unsafe")
-        return out
 
     @staticmethod
     def _conv(h: np.ndarray, wm: np.ndarray, kh: int, kw: int, stride: tuple[int, int],
@@ -276,7 +294,8 @@ class Plan:
         out = np.empty((n, oh, ow, o), h.dtype)
         step = max(1, (1 << 19) // (oh * ow * k))
         buf = np.empty((min(n, step), oh, ow, kh, kw, c), h.dtype)
-        with _OneBlasThread(n * oh * ow * k * o):
+        # Each chunk's product is small: one BLAS thread (a second one only waits).
+        with _OneBlasThread(step * oh * ow * k * o):
             for s in range(0, n, step):
                 e = min(n, s + step)
                 win = sliding_window_view(xp[s:e], (kh, kw), axis=(1, 2))
