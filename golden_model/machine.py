@@ -741,6 +741,7 @@ class Machine:
         elif op == _CMAC:
             rel = bool(a["rsrc"])
             y = space.view(a["src"] + (ib if rel else 0), a["n"], rel).astype(np.int64)
+            regs.acc_lanes(n)  # ACLR clears lazily: lanes past acc_hi hold stale sums
             dst = regs.acc[:n]
             dst += self._coefs(a["coef"], n, a["n"]) @ y  # [lanes, n] @ [n, columns]
             self._acc_wrap(regs, st, dst)
