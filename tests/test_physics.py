@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from netgen import random_network
+from netgen import random_network, residual_network
 
 from cimgen.compiler import calibration_batch, compile_network
 from cimgen.compiler.mappings import MAPPINGS as RECIPES
@@ -29,7 +29,7 @@ from golden_model.ir import Conv2d, Dense
 from golden_model.isa import BIT_SIGNED, MASK_POS, Sense
 from golden_model.machine import ChipImage, Machine, MachineParams
 from golden_model.reference import forward_int, quantize_input
-from golden_model.schedule import ReadStep, Schedule
+from golden_model.schedule import Body, Schedule
 
 # ------------------------------------------------------------------ Philox
 
@@ -261,7 +261,7 @@ def _disturb_image() -> tuple[ChipImage, int]:
     rows, cols = 8, 4
     dev = sample_device_map(DeviceParams(rows, cols, 1, 5.0, 50.0, 0.05))
     phys = physics.ReadPhysics(disturb_n0=10, disturb_p=0.5, disturb_age=30)
-    p = MachineParams(rows, cols, 1, 256, 4, 1, 4, 2, 1, 100, cols, 100, phys)
+    p = MachineParams(rows, cols, 1, 256, 4, 1, 4, 2, 1, 100, cols, 100, physics=phys)
     mk = isa.make
     read = mk("READ", xbar=0, row_off=0, col=0, mask_a=MASK_POS, sense=int(Sense.POS), adc=0,
               bit=BIT_SIGNED, lanes=cols)
@@ -398,10 +398,10 @@ def test_reference_catches_a_wrong_adc_table(monkeypatch: pytest.MonkeyPatch) ->
     net, q, cfg = _noisy_mlp()
     orig = codegen.Compiler.linear
 
-    def wrong(self, i, *a, **k):  # type: ignore[no-untyped-def]
-        if i == 0:
+    def wrong(self, st, *a, **k):  # type: ignore[no-untyped-def]
+        if st.index == 0:
             self.adc_of[0] = 1
-        return orig(self, i, *a, **k)
+        return orig(self, st, *a, **k)
 
     monkeypatch.setattr(codegen.Compiler, "linear", wrong)
     comp = compile_network(net, cfg, calibration_batch(net, cfg, None))  # type: ignore[arg-type]
@@ -416,14 +416,109 @@ def test_reference_rejects_an_incomplete_schedule() -> None:
     comp = compile_network(net, cfg, calibration_batch(net, cfg, None))  # type: ignore[arg-type]
     s = comp.schedule
     assert s is not None
-    reads = [i for i, e in enumerate(s.events) if isinstance(e, ReadStep)]
-    short = Schedule(s.mapping, s.tiles, tuple(e for i, e in enumerate(s.events)
-                                               if i != reads[3]), s.setup_phases)
+    body = s.bodies[0]
+    reads = body.reads
+    short = Schedule(s.mapping, s.tiles,
+                     (Body(body.residency, reads[:3] + reads[4:]), *s.bodies[1:]), s.batch,
+                     s.streams)
     with pytest.raises(MismatchError, match="missing from the schedule"):
         nonideal_reference.infer(net, comp.image.params, comp.image.devmap, comp.adc_tables,
                                  short, q)  # type: ignore[arg-type]
-    twice = Schedule(s.mapping, s.tiles, (*s.events[:reads[2] + 1], s.events[reads[2]],
-                                          *s.events[reads[2] + 1:]), s.setup_phases)
+    twice = Schedule(s.mapping, s.tiles,
+                     (Body(body.residency, (*reads[:3], reads[2], *reads[3:])),
+                      *s.bodies[1:]), s.batch, s.streams)
     with pytest.raises(MismatchError, match="unexpected or repeated"):
         nonideal_reference.infer(net, comp.image.params, comp.image.devmap, comp.adc_tables,
                                  twice, q)  # type: ignore[arg-type]
+
+
+# ------------------------------------------- streamed, branches, signed inputs, basis
+
+
+STREAMED = {"rows": 16, "cols": 8, "num_xbars": 1, "batch": 4}
+
+
+@pytest.mark.parametrize("effect", list(PHYSICS))
+@pytest.mark.parametrize("mapping", ["BNN_I", "BNN_V", "TNN_II", "TNN_IV"])
+def test_streamed_batches_equal_nonideal_reference(mapping: str, effect: str) -> None:
+    """Weights streamed through one small crossbar in several residencies, batches of
+    4 inputs per run as LOOPs (lifted unless read disturb is on), 10 inputs (the last
+    batch padded), machines of 8 inputs: READ counters count every loop iteration,
+    residencies reset the read counts of the rows they rewrite."""
+    base = 2000 + 10 * ["BNN_I", "BNN_V", "TNN_II", "TNN_IV"].index(mapping) \
+        + list(PHYSICS).index(effect)
+    for seed in range(base, base + 50):  # the first network that streams on this chip
+        net = random_network(seed)
+        if not _storable(net, mapping):
+            mapping = "TNN_I"
+        keys = {"mapping": mapping, "seed": seed, "hrs_ua": 5.0, "lrs_ua": 30.0, **STREAMED,
+                **PHYSICS[effect]}
+        comp = compile_network(net, make_config(None, keys))
+        assert comp.schedule is not None
+        if comp.schedule.streams:
+            break
+    assert comp.schedule.streams and comp.batch == 4 and len(comp.schedule.bodies) > 1
+    print("seed", seed)
+    rng = np.random.default_rng(seed)
+    q = rng.choice(np.array(net.input.values.values), size=(10, *net.input.shape))
+    _check(net, keys, q.astype(np.int16), f"seed={seed} mapping={mapping} effect={effect}",
+           chunk=8)
+
+
+@pytest.mark.parametrize("effect", list(PHYSICS))
+@pytest.mark.parametrize(("seed", "ternary", "signed", "concat"),
+                         [(0, False, False, False), (1, True, False, True),
+                          (2, False, True, True), (3, True, True, False)])
+def test_branch_networks_equal_nonideal_reference(seed: int, ternary: bool, signed: bool,
+                                                  concat: bool, effect: str) -> None:
+    """Residual networks (Tap, Add with operand scales, Concat) with signed multi-bit
+    inputs read as bit-planes (the sign plane weighs -2^(b-1)), pinned and streamed."""
+    net = residual_network(seed, ternary=ternary, signed_input=signed, concat=concat)
+    rng = np.random.default_rng(seed)
+    q = rng.choice(np.array(net.input.values.values), size=(6, *net.input.shape)
+                   ).astype(np.int16)
+    mapping = "TNN_III" if ternary else "BNN_IV"
+    for chip in ({}, STREAMED):
+        keys = {"mapping": mapping, "seed": 30 + seed, **chip, **PHYSICS[effect]}
+        _check(net, keys, q, f"residual seed={seed} signed={signed} concat={concat} "
+               f"effect={effect} chip={chip}", chunk=4)
+
+
+@pytest.mark.parametrize("effect", ["cell noise", "all"])
+def test_basis_mode_equals_nonideal_reference(effect: str) -> None:
+    """BasisN: every input segment read against the basis tiles, products combined
+    with the coefficients (CMAC), on a non-ideal chip."""
+    net = load_model("examples/bnn_mlp.onnx")
+    x, _ = digits_for(net.input.shape, "test")
+    q = quantize_input(net, x[:12])
+    keys = {"mapping": "BNN_I", "basis_count": 12, "coef_bits": 6, "seed": 4,
+            **PHYSICS[effect]}
+    comp = compile_network(net, make_config(None, keys))
+    assert comp.basis is not None
+    got, res = run_machine(comp, q, 5)
+    assert int(res.error) == 0
+    want = nonideal_reference.infer(net, comp.image.params, comp.image.devmap, comp.adc_tables,
+                                    comp.schedule, q, basis=comp.basis)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, want, err_msg=effect)
+
+
+def test_reference_catches_a_wrong_read_counter() -> None:
+    """Two bodies' READs swapped in the schedule: the same reads, other READ counters,
+    other read-noise draws; the reference then disagrees with the machine."""
+    net = random_network(7)
+    keys = {"mapping": "TNN_I", "seed": 7, **STREAMED, "sigma_read_ua": 15.0, "hrs_ua": 5.0,
+            "lrs_ua": 30.0}
+    comp = compile_network(net, make_config(None, keys))
+    s = comp.schedule
+    assert s is not None and len(s.bodies) > 1
+    q = np.random.default_rng(7).choice(np.array(net.input.values.values),
+                                        size=(16, *net.input.shape)).astype(np.int16)
+    got, _ = run_machine(comp, q, 8)
+    same = nonideal_reference.infer(net, comp.image.params, comp.image.devmap, comp.adc_tables,
+                                    s, q)
+    np.testing.assert_array_equal(got, same)
+    rolled = Schedule(s.mapping, s.tiles, (Body(s.bodies[0].residency, s.bodies[0].reads[::-1]),
+                                           *s.bodies[1:]), s.batch, s.streams)
+    want = nonideal_reference.infer(net, comp.image.params, comp.image.devmap, comp.adc_tables,
+                                    rolled, q)
+    assert not np.array_equal(got, want)
