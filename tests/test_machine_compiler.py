@@ -876,10 +876,10 @@ def test_cli_verify_fails_on_a_wrong_adc_table(capsys: pytest.CaptureFixture[str
 
     orig = codegen.Compiler.linear
 
-    def wrong(self, i, *a, **k):  # type: ignore[no-untyped-def]
-        if i == 0:
+    def wrong(self, st, *a, **k):  # type: ignore[no-untyped-def]
+        if st.index == 0:
             self.adc_of[0] = 1
-        return orig(self, i, *a, **k)
+        return orig(self, st, *a, **k)
 
     monkeypatch.setattr(codegen.Compiler, "linear", wrong)
     rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_mlp.onnx", "--images", "40",
@@ -904,6 +904,74 @@ def test_cli_verify_fails_on_a_wrong_recipe(capsys: pytest.CaptureFixture[str],
     rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_cnn.onnx", "--images", "5")
     assert rc == 1, out + err
     assert table_value(out, "compared with") == "reference inference", out
+
+
+def test_cli_verify_streamed_and_basis(capsys: pytest.CaptureFixture[str]) -> None:
+    """Streamed weights with read disturb (loops run iteration by iteration) and read
+    noise through lifted loops, and basis mode ideal and non-ideal: exit 0, each
+    table naming what the machine was compared with."""
+    model = EXAMPLES / "bnn_mlp.onnx"
+    small = ["rows=64", "cols=64", "num_xbars=1", "batch=8"]
+    for extra in (["sigma_read_ua=2", "read_noise=column"],
+                  ["disturb_onset_reads=20", "disturb_age_reads=7", "wire_ohm=0.5"]):
+        rc, out, err = cli(capsys, "verify", model, "--images", "20",
+                           *sets([*small, "seed=3", *extra]))
+        assert rc == 0, out + err
+        assert table_value(out, "compared with") == "independent non-ideal reference", out
+        assert table_value(out, "mismatching logit words") == "0", out
+        assert int(table_value(out, "weight residencies")) > 1, out
+    rc, out, err = cli(capsys, "verify", model, "--images", "20",
+                       *sets(["basis_count=12", "coef_bits=6"]))
+    assert rc == 0, out + err
+    assert table_value(out, "compared with") == "basis-form reference (golden_model.basis)", out
+    rc, out, err = cli(capsys, "verify", model, "--images", "20",
+                       *sets(["basis_count=12", "coef_bits=6", "sigma_read_ua=2",
+                              "adc_bits=5"]))
+    assert rc == 0, out + err
+    assert table_value(out, "compared with") == "independent non-ideal reference", out
+    assert "verify: PASS" in out
+
+
+def test_cli_verify_fails_in_basis_mode(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A basis-mode compiler bug (every CMAC reads the products one word too far):
+    exit 1 on an ideal chip (vs the basis form's reference) and a non-ideal one."""
+    from cimgen.compiler import codegen
+
+    class Shifted:
+        def __init__(self, em):  # type: ignore[no-untyped-def]
+            self.em = em
+
+        def __call__(self, op, *a, **k):  # type: ignore[no-untyped-def]
+            if op == "CMAC":
+                k["src"] += 1
+            return self.em(op, *a, **k)
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.em, name)
+
+    def init(self, *a, **k):  # type: ignore[no-untyped-def]
+        orig_init(self, *a, **k)
+        self.emit = Shifted(self.emit)
+
+    orig_init = codegen.Compiler.__init__
+    monkeypatch.setattr(codegen.Compiler, "__init__", init)
+    model = EXAMPLES / "bnn_mlp.onnx"
+    for extra in ([], ["sigma_read_ua=2"]):
+        rc, out, err = cli(capsys, "verify", model, "--images", "8",
+                           *sets(["basis_count=12", "coef_bits=6", *extra]))
+        assert rc == 1, out + err
+        assert "verify: FAIL" in out, out
+
+
+@pytest.mark.parametrize("items", [["read_noise=pink"], ["wire_ohm=-1"], ["v_read=0"],
+                                   ["disturb_age_reads=-2"]])
+def test_cli_verify_bad_physics_keys_exit_2(capsys: pytest.CaptureFixture[str],
+                                           items: list[str]) -> None:
+    rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_mlp.onnx", "--images", "2",
+                       *sets(items))
+    assert rc == 2, out + err
+    assert items[0].split("=")[0] in one_error_line(err) and "Traceback" not in err
 
 
 @pytest.mark.parametrize(("items", "key"), [
