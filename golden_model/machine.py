@@ -611,9 +611,10 @@ class Machine:
             return self._run(entry, max_instructions)
 
     def _run(self, entry: int, max_instructions: int) -> RunResult:
-        # Rows written before a run have seen disturb_age READs (every run starts
-        # its READ counter at 0, like the RTL's READS register).
-        self._row_reads[:] = self.image.params.physics.disturb_age
+        if self.image.params.physics.disturb:
+            # Rows written before a run have seen disturb_age READs (every run
+            # starts its READ counter at 0, like the RTL's READS register).
+            self._row_reads[:] = self.image.params.physics.disturb_age
         if self.fast:
             eng = self._engine
             if eng is None:
@@ -851,7 +852,8 @@ class Machine:
         res.wmem_rows += len(xs)
         res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))
         res.progs += len(xs)
-        self._row_reads[xs, rs] = 0  # read disturb counts READs since the write
+        if self.image.params.physics.disturb:
+            self._row_reads[xs, rs] = 0  # read disturb counts READs since the write
         for x in np.unique(xs):
             self._invalidate(int(x))
 
