@@ -13,9 +13,12 @@ import tomllib
 from dataclasses import dataclass, fields
 
 from golden_model.errors import BadInputError
+from golden_model.physics import NOISE_MODELS, ReadPhysics
 
 MAPPINGS = ("BNN_I", "BNN_II", "BNN_III", "BNN_IV", "BNN_V", "BNN_VI",
             "TNN_I", "TNN_II", "TNN_III", "TNN_IV", "TNN_V")
+# ADC range policies (cimgen/compiler/adc.py has the formulas).
+ADC_RANGES = ("max", "calib", "cimx_max", "cimx_calib")
 
 
 @dataclass(frozen=True)
@@ -34,9 +37,20 @@ class XbarConfig:
     sigma_lrs_ua: float = 0.0
     stuck_lrs_rate: float = 0.0
     stuck_hrs_rate: float = 0.0
-    # Cycle-to-cycle read noise (re-sampled at every read from a counter-based RNG).
+    # Cycle-to-cycle read noise (re-sampled at every read from a counter-based RNG):
+    # per driven cell ("cell") or per column sum ("column"), golden_model/physics.py.
     sigma_read_ua: float = 0.0
-    # ADC: 0 = ideal (rounds to the nearest count); range "max" or "calib".
+    read_noise: str = "cell"
+    # IR drop: wire resistance per cell pitch on word and bit lines (0 = none),
+    # relative to the read voltage v_read (below, shared with the energy model).
+    wire_ohm: float = 0.0
+    # Read disturb: an LRS cell read s times since written carries
+    # (1 + s / disturb_onset_reads) ** -disturb_exponent of its current (onset 0 = off);
+    # rows written before a run have been read disturb_age_reads times.
+    disturb_onset_reads: int = 0
+    disturb_exponent: float = 0.05
+    disturb_age_reads: int = 0
+    # ADC: 0 = ideal (rounds to the nearest count); range policy, one of ADC_RANGES.
     adc_bits: int = 0
     adc_range: str = "max"
     adcs_per_xbar: int = 0  # ADCs shared by a crossbar's columns; 0 = one per column
@@ -73,14 +87,26 @@ class XbarConfig:
     # model is compiled in basis mode (0: no basis mode).
     coef_bits: int = 8
     basis_count: int = 0
-    # Calibration batch size for adc_range = "calib".
+    # Calibration batch size for the calibrated ranges (calib, cimx_calib).
     calib_images: int = 64
 
     @property
     def is_ideal(self) -> bool:
         return (self.adc_bits == 0 and self.sigma_hrs_ua == 0 and self.sigma_lrs_ua == 0
                 and self.stuck_lrs_rate == 0 and self.stuck_hrs_rate == 0
-                and self.sigma_read_ua == 0)
+                and self.sigma_read_ua == 0 and self.wire_ohm == 0
+                and self.disturb_onset_reads == 0)
+
+    def read_physics(self) -> ReadPhysics:
+        """The non-ideal read parameters in machine units (golden_model.physics)."""
+        gw = (self.v_read / (self.wire_ohm * self.current_lsb_ua * 1e-6)
+              if self.wire_ohm > 0 else 0.0)
+        on = self.disturb_onset_reads > 0 and self.disturb_exponent > 0
+        return ReadPhysics(seed=self.seed, sigma_units=self.sigma_read_ua / self.current_lsb_ua,
+                           noise=self.read_noise, wire_g_units=gw,
+                           disturb_n0=self.disturb_onset_reads if on else 0,
+                           disturb_p=self.disturb_exponent if on else 0.0,
+                           disturb_age=self.disturb_age_reads if on else 0)
 
     @property
     def adcs(self) -> int:
@@ -148,9 +174,17 @@ class XbarConfig:
             raise bad("current_lsb_ua", "too fine: column currents overflow 32 bits")
         if self.variability not in ("gaussian", "lognormal"):
             raise bad("variability", f"'{self.variability}' is not gaussian or lognormal")
-        for key in ("sigma_hrs_ua", "sigma_lrs_ua", "sigma_read_ua"):
+        for key in ("sigma_hrs_ua", "sigma_lrs_ua", "sigma_read_ua", "wire_ohm",
+                    "disturb_exponent", "disturb_onset_reads", "disturb_age_reads"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")
+        if self.read_noise not in NOISE_MODELS:
+            raise bad("read_noise", f"'{self.read_noise}' is not one of "
+                      f"{', '.join(NOISE_MODELS)}")
+        if self.v_read <= 0:
+            raise bad("v_read", "must be > 0")
+        if self.disturb_age_reads >= 2**62 or self.disturb_onset_reads >= 2**62:
+            raise bad("disturb_age_reads", "too large (at most 2**62 reads)")
         for key in ("stuck_lrs_rate", "stuck_hrs_rate"):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be a probability in [0, 1]")
@@ -161,8 +195,8 @@ class XbarConfig:
         if self.adc_bits and (1 << self.adc_bits) - 1 > 2 * self.rows:
             raise bad("adc_bits", f"{self.adc_bits} bits need {(1 << self.adc_bits) - 1} "
                       f"thresholds, an ADC table holds 2 * rows = {2 * self.rows}")
-        if self.adc_range not in ("max", "calib"):
-            raise bad("adc_range", f"'{self.adc_range}' is not max or calib")
+        if self.adc_range not in ADC_RANGES:
+            raise bad("adc_range", f"'{self.adc_range}' is not one of {', '.join(ADC_RANGES)}")
         if not 0 <= self.adcs_per_xbar <= self.cols:
             raise bad("adcs_per_xbar", f"must be within 0..cols ({self.cols}), 0 = one per column")
         if not 0 <= self.seed < 2**63:
@@ -242,3 +276,22 @@ def make_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             raise BadInputError(f"unknown key '{k}'", where="--set")
         values[k] = _coerce(k, v, "--set")
     return XbarConfig(**values).validate(where)  # type: ignore[arg-type]
+
+
+# The config key that switches each non-ideal read effect on (for refusals).
+PHYSICS_KEYS = (("sigma_read_ua", "cycle-to-cycle read noise"), ("wire_ohm", "IR drop"),
+                ("disturb_onset_reads", "read disturb"))
+
+
+def physics_refusal(phys: ReadPhysics, what: str) -> str | None:
+    """Why ``what`` (the RTL, a vector set) cannot take this chip, or None: the RTL's
+    behavioral crossbar reads ideal integer currents only."""
+    on = [(k, name) for (k, name), flag in zip(
+        PHYSICS_KEYS, (phys.sigma_units > 0, phys.wire_g_units > 0, phys.disturb), strict=True)
+        if flag]
+    if not on:
+        return None
+    keys = ", ".join(f"{name} ({k})" for k, name in on)
+    return (f"{what} has no {keys}: the RTL crossbar reads ideal integer currents; set "
+            + " = 0, ".join(k for k, _ in on) + " = 0, or compare with the golden machine "
+            "(cimgen verify without --rtl checks it against the independent non-ideal reference)")

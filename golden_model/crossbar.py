@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -55,11 +56,16 @@ class DeviceMap:
     lrs: np.ndarray  # int32
     stuck: np.ndarray  # int8: 0 none, 1 stuck at LRS, 2 stuck at HRS
 
+    def lrs_state(self, xbar: int, bits: np.ndarray) -> np.ndarray:
+        """Cells of one crossbar in the LRS state: programmed to 1 unless stuck at HRS,
+        or stuck at LRS."""
+        st = self.stuck[xbar]
+        return ((bits != 0) & (st != STUCK_HRS)) | (st == STUCK_LRS)
+
     def cell_currents(self, xbar: int, bits: np.ndarray) -> np.ndarray:
         """Read current of every cell of one crossbar given its programmed bits."""
-        cur = np.where(bits, self.lrs[xbar], self.hrs[xbar])
-        cur = np.where(self.stuck[xbar] == STUCK_LRS, self.lrs[xbar], cur)
-        return np.where(self.stuck[xbar] == STUCK_HRS, self.hrs[xbar], cur).astype(np.int32)
+        return np.where(self.lrs_state(xbar, bits), self.lrs[xbar],
+                        self.hrs[xbar]).astype(np.int32)
 
 
 def _sample(rng: np.random.Generator, mean: float, sigma: float, kind: str,
@@ -133,17 +139,27 @@ def uniform_adc(sense: str, bits: int, lo: float, hi: float, di: int) -> AdcTabl
 
     POS uses 2^b - 1 steps, SYM 2^b - 2 steps (so that 0 is a level), as
     CIM-Explorer's ADC. Each level's reconstruction is the nearest count.
+    Boundaries and levels are computed in exact rationals, and an input exactly
+    on a boundary (or a level exactly halfway between two counts) goes away
+    from zero: float rounding never decides a tie, and a SYM table is odd
+    (``convert(-x) == -convert(x)`` when the range is symmetric).
     """
-    steps = (1 << bits) - (1 if sense == "POS" else 2)
-    steps = max(steps, 1)
-    if hi <= lo:
-        hi = lo + di
-    step = (hi - lo) / steps
-    j = np.arange(1, steps + 1)
-    t = np.ceil(lo + (j - 0.5) * step).astype(np.int64)
-    centers = lo + np.arange(0, steps + 1) * step
-    recon = np.floor(centers / di + 0.5).astype(np.int64)
-    return AdcTable(t, recon)
+    steps = max((1 << bits) - (1 if sense == "POS" else 2), 1)
+    flo, fhi = Fraction(lo), Fraction(hi)
+    if fhi <= flo:
+        fhi = flo + di
+    step = (fhi - flo) / steps
+    t = []
+    for j in range(1, steps + 1):
+        b = flo + (2 * j - 1) * step / 2
+        # Integer x reaches the upper level iff x >= b (b > 0) or x > b (b <= 0).
+        t.append(math.ceil(b) if b > 0 else math.floor(b) + 1)
+    recon = []
+    for k in range(steps + 1):
+        c = (flo + k * step) / di
+        r = math.floor(abs(c) + Fraction(1, 2))
+        recon.append(r if c >= 0 else -r)
+    return AdcTable(np.array(t, np.int64), np.array(recon, np.int64))
 
 
 def max_range(sense: str, n_max: int, di: int) -> tuple[float, float]:

@@ -24,31 +24,42 @@ SINGLE_THREAD_MACS = 2**24
 
 
 class _OneBlasThread:
-    """Context: numpy's BLAS on one thread (threadpoolctl, if installed) for small
-    products. Speed only: the results are exact integers either way."""
+    """Context: numpy's BLAS on one thread for small products. Speed only: the results
+    are exact integers either way.
 
-    _ctl: Any = None
+    Sets the thread count through threadpoolctl's per-library controllers, found
+    once per process: about 15 us per use, where ``ThreadpoolController.limit``
+    costs about 100 us, which is most of a small network's inference."""
+
+    _libs: list[Any] | None = None
 
     def __init__(self, macs: int) -> None:
-        self.active: Any = None
-        if macs >= SINGLE_THREAD_MACS:
-            return
-        if _OneBlasThread._ctl is None:
+        self.on = macs < SINGLE_THREAD_MACS
+        self.saved: list[int] = []
+
+    @classmethod
+    def libs(cls) -> list[Any]:
+        if cls._libs is None:
             try:
                 from threadpoolctl import ThreadpoolController
 
-                _OneBlasThread._ctl = ThreadpoolController()
+                cls._libs = list(ThreadpoolController().select(user_api="blas")
+                                 .lib_controllers)
             except Exception:  # pragma: no cover - optional speed-up
-                _OneBlasThread._ctl = False
-        self.ctl = _OneBlasThread._ctl
+                cls._libs = []
+        return cls._libs
 
     def __enter__(self) -> None:
-        if getattr(self, "ctl", False):
-            self.active = self.ctl.limit(limits=1, user_api="blas")
+        if self.on:
+            libs = self.libs()
+            self.saved = [lib.get_num_threads() for lib in libs]
+            for lib in libs:
+                lib.set_num_threads(1)
 
     def __exit__(self, *exc: object) -> None:
-        if self.active is not None:
-            self.active.restore_original_limits()
+        for lib, n in zip(self.libs(), self.saved, strict=False):
+            lib.set_num_threads(n)
+        self.saved = []
 
 
 def exact_dtype(bound: int) -> type[np.generic]:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import isa
+from . import isa, physics
 from .crossbar import DeviceMap
 from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
 
@@ -59,9 +59,8 @@ class MachineParams:
     hrs_units: int
     # Width of a BasisN coefficient field in a weight-memory row (CMAC).
     coef_bits: int = 8
-    # Cycle-to-cycle read noise per driven cell (current units) and its RNG key.
-    read_sigma_units: float = 0.0
-    seed: int = 0
+    # Read noise, IR drop, read disturb (all off: the ideal integer read).
+    physics: physics.ReadPhysics = physics.IDEAL_READ
 
 
 @dataclass(frozen=True, eq=False)
@@ -311,9 +310,8 @@ class _Step:
 class _ReadMat:
     """A READ's product matrix for one crossbar column window, all physical rows."""
 
-    lhs: np.ndarray  # [out_rows + 1, rows]: lanes (or raw columns), then ones (NDRV)
+    lhs: np.ndarray  # [lanes + 1, rows]: lanes, then ones (NDRV)
     charge: np.ndarray  # float64 [rows]: read current summed over the sensed columns
-    raw: bool  # the lanes are raw column currents (read noise is added before sensing)
 
 
 class _Space:
@@ -464,6 +462,10 @@ class Machine:
     _cur: dict[int, np.ndarray] = field(init=False, default_factory=dict)
     _mats: dict[int, dict[tuple[int, int, bool], _ReadMat]] = field(init=False,
                                                                      default_factory=dict)
+    _lrs: dict[int, np.ndarray] = field(init=False, default_factory=dict)
+    # Read disturb: per crossbar row, READs since the row was written (the READ
+    # counter that keys read noise is the run's ``RunResult.reads``).
+    _row_reads: np.ndarray = field(init=False)
     _luts: dict[int, _AdcLookup] = field(init=False, default_factory=dict)
     _regs: _Regs | None = field(init=False, default=None)
     _engine: Engine | None = field(init=False, default=None)
@@ -473,6 +475,7 @@ class Machine:
         self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
         # Per crossbar: changes with every PROG that changes a cell (READ caches key on it).
         self._xver = [0] * p.num_xbars
+        self._row_reads = np.zeros((p.num_xbars, p.rows), dtype=np.int64)
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
@@ -508,12 +511,21 @@ class Machine:
             self._cur[xbar] = cur
         return cur
 
+    def lrs_state(self, xbar: int) -> np.ndarray:
+        """Cells of one crossbar in the LRS state (programmed or stuck), cached likewise."""
+        lrs = self._lrs.get(xbar)
+        if lrs is None:
+            lrs = self.image.devmap.lrs_state(xbar, self.xbar_bits[xbar])
+            self._lrs[xbar] = lrs
+        return lrs
+
     def load_inputs(self, addr: int, data: np.ndarray) -> None:
         """Host writes [B, n] words at DMEM[addr..]."""
         self.dmem[:, addr:addr + data.shape[1]] = data
 
     def _invalidate(self, xbar: int) -> None:
         self._cur.pop(xbar, None)
+        self._lrs.pop(xbar, None)
         self._mats.pop(xbar, None)
         self._xver[xbar] += 1
 
@@ -599,6 +611,10 @@ class Machine:
             return self._run(entry, max_instructions)
 
     def _run(self, entry: int, max_instructions: int) -> RunResult:
+        if self.image.params.physics.disturb:
+            # Rows written before a run have seen disturb_age READs (every run
+            # starts its READ counter at 0, like the RTL's READS register).
+            self._row_reads[:] = self.image.params.physics.disturb_age
         if self.fast:
             eng = self._engine
             if eng is None:
@@ -835,6 +851,8 @@ class Machine:
         res.wmem_rows += len(xs)
         res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))
         res.progs += len(xs)
+        if self.image.params.physics.disturb:
+            self._row_reads[xs, rs] = 0  # read disturb counts READs since the write
         for x in np.unique(xs):
             self._invalidate(int(x))
 
@@ -847,10 +865,7 @@ class Machine:
             return m
         p = self.image.params
         cur = self.currents(xbar)[:, c0:c0 + width]  # [rows, width]
-        raw = p.read_sigma_units > 0
-        if raw:
-            w = cur.astype(np.int64)
-        elif sym:
+        if sym:
             # A SYM lane only needs I_pos - I_neg: one product with the per-cell
             # current differences (exact integers) gives it directly.
             w = cur[:, 0::2].astype(np.int64) - cur[:, 1::2]
@@ -862,7 +877,7 @@ class Machine:
         lhs = np.empty((w.shape[1] + 1, p.rows), dtype=dt)
         lhs[:-1] = w.T
         lhs[-1] = 1
-        m = _ReadMat(lhs, cur.sum(axis=1, dtype=np.int64).astype(np.float64), raw)
+        m = _ReadMat(lhs, cur.sum(axis=1, dtype=np.int64).astype(np.float64))
         per[key] = m
         return m
 
@@ -924,12 +939,10 @@ class Machine:
         else:
             prod = np.zeros((lhs.shape[0], d.shape[1]), np.int64)
             charge = np.zeros(d.shape[1])
-        col_i, nd = prod[:-1], prod[-1]
-        if mat.raw:
-            col_i = np.maximum(col_i + self._read_noise(c0, width, nd, counters).T, 0)
-            x = col_i[0::2] - col_i[1::2] if sym else col_i - p.hrs_units * nd
+        if p.physics.active:
+            x, nd = self._read_physics(a["xbar"], rows, d, c0, width, sym, counters)
         else:
-            x = col_i
+            x, nd = prod[:-1], prod[-1]
         if self.probe is not None:
             self.probe(a["adc"], np.ascontiguousarray(x.T))
         regs.code[:n] = self._adc(a["adc"]).convert(x)
@@ -949,32 +962,37 @@ class Machine:
             self._luts[table] = lut
         return lut
 
-    def _read_noise(self, c0: int, width: int, nd: np.ndarray, counters: np.ndarray
-                    ) -> np.ndarray:
-        """Cycle-to-cycle noise of one READ on columns [c0, c0 + width), integer units.
+    def _read_physics(self, xbar: int, rows: np.ndarray | slice, d: np.ndarray, c0: int,
+                      width: int, sym: bool, counters: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The physics hook: ADC inputs [lanes, N] and NDRV [N] of a non-ideal READ.
 
-        Every driven cell adds N(0, sigma^2), so a column gets N(0, n_driven * sigma^2).
-        Counter-based: a Philox stream keyed by (seed, READ counter of the run) in
-        which run g, column c is word g * ceil(cols / 4) * 4 + c (Box-Muller on its
-        two 32-bit halves), so the noise of a READ is the same however the runs
-        are batched or a loop is executed. ``counters`` holds the READ counter of
-        each column copy (the iterations of a lifted loop); ``nd`` is
-        [copies * B].
+        Everything non-ideal (read noise, IR drop, read disturb) happens in
+        ``golden_model.physics.read_columns``, once per column copy with that
+        copy's READ counter (a lifted loop's iterations are copies; with read
+        disturb on, loops are never lifted, so the rows' stress is exact). Run
+        g of this machine is run ``image_offset + g`` of the input set.
         """
         p = self.image.params
         B = self.batch
-        words = -(-p.cols // 4) * 4
-        out = np.empty((nd.size, width), np.int64)
-        for i, cnt in enumerate(counters):
-            gen = np.random.Philox(key=[p.seed, int(cnt)])
-            gen.advance(self.image_offset * (words // 4))
-            w = gen.random_raw(B * words).reshape(B, words)[:, c0:c0 + width]
-            u1 = ((w >> np.uint64(32)).astype(np.float64) + 0.5) / 2.0**32
-            u2 = (w & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2.0**32
-            z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-            sd = p.read_sigma_units * np.sqrt(nd[i * B:(i + 1) * B])
-            out[i * B:(i + 1) * B] = np.rint(z * sd[:, None])
-        return out
+        if isinstance(rows, slice):
+            rows = np.arange(rows.start, rows.stop)
+        cur = self.currents(xbar)[rows]
+        lrs = self.lrs_state(xbar)[rows]
+        stress = self._row_reads[xbar, rows]
+        runs = self.image_offset + np.arange(B, dtype=np.int64)
+        copies = d.shape[1] // B
+        cols = np.empty((copies * B, width), np.int64)
+        nd = np.empty(copies * B, np.int64)
+        for i in range(copies):
+            sl = slice(i * B, (i + 1) * B)
+            cols[sl], nd[sl] = physics.read_columns(
+                p.physics, cur, lrs, rows, d[:, sl].T, c0, width, runs, int(counters[i]),
+                stress, p.rows)
+        if p.physics.disturb:
+            self._row_reads[xbar, rows] += copies
+        x = cols[:, 0::2] - cols[:, 1::2] if sym else cols - p.hrs_units * nd[:, None]
+        return x.T, nd
 
     # ------------------------------------------------------------ range checks
     def _check(self, ins: isa.Instr | None, ib: int) -> Err:
@@ -1054,6 +1072,8 @@ class Machine:
         before ACC from CODE/NDRV within that READ's lanes); and no body
         instruction faults in the first or the last iteration.
         """
+        if self.image.params.physics.disturb:
+            return None  # each READ's row stress depends on the iterations before it
         key = (pc, count)
         if key in self._lift_ok:
             return self._lift_ok[key]

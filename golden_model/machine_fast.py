@@ -16,8 +16,8 @@ cell and counter):
   is rebuilt only when a PROG changes that crossbar. When an ideal ADC's step
   divides every entry (ideal or stuck cells), the lanes are stored divided by
   it, so the product is the ADC code itself. The driven rows are a view of the
-  matrix when IN holds a contiguous prefix; any other IN state, and read
-  noise, go through ``Machine._read_core``.
+  matrix when IN holds a contiguous prefix; any other IN state, and a chip
+  with read noise, IR drop or read disturb, go through ``Machine._read_core``.
 - A lifted loop (``Machine._liftable``) runs its body once as closures over
   registers with ``iterations x runs`` columns and strided DMEM windows, kept
   per loop between runs.
@@ -534,8 +534,8 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
         ctx.chi += m._read_core(a, regs, counters)
         ctx.dirty_i = True
 
-    if p.read_sigma_units > 0:
-        return f_slow
+    if p.physics.active:
+        return f_slow  # the physics hook (Machine._read_physics)
     lut = m._adc(adc)
     pair = bool(a["pair"])
     drive_a = _driver(a["mask_a"], a["bit"])

@@ -1,11 +1,14 @@
-"""Throughput of the DSE engine (issue 6): images x (point, seed) runs per second.
+"""Throughput of the DSE engine (issues 6, 16): points per second and images x
+(point, seed) runs per second.
 
 The digits BNN MLP on the 450-image test split, 6 BNN mappings x 4 LRS sigmas
-x 2 seeds (48 runs: compile with that seed's device map + golden machine on
-all images), with 1 and 2 worker processes. Only the evaluation loop is
-timed (validation, context building and plots are reported separately).
+x 2 seeds (24 points, 48 runs: compile with that seed's device map + golden
+machine on all images), with 1 and 2 worker processes and on a local Dask
+cluster of 2 single-threaded worker processes (``--no-dask`` skips it). Only
+the evaluation loop is timed (validation, context building and plots are
+reported separately).
 
-    python scripts/bench_dse.py [--repeat 2]
+    python scripts/bench_dse.py [--repeat 2] [--no-dask]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sigma_lrs_ua = [0, 4, 8, 12]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=2, help="runs per job count (best kept)")
+    ap.add_argument("--no-dask", action="store_true", help="skip the local Dask cluster")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "bench.toml"
@@ -46,24 +50,38 @@ def main() -> None:
         runs = sw.n_points * len(sw.seeds)
         print(f"load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())} "
               f"({os.cpu_count()} cores)")
-        print("| jobs | runs | images | best loop s | images x runs / s | wall s (total) "
-              "| CPU s (all processes) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| executor | points | runs | images | best loop s | points / s | images x runs / s "
+              "| wall s (total) | CPU s (all processes) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         base = None
-        for jobs in (1, 2):
-            best = None
-            for r in range(args.repeat):
-                c0 = _cpu()
-                t0 = time.perf_counter()
-                res = run_sweep(sw, Path(tmp) / f"j{jobs}r{r}", jobs=jobs)
-                wall = time.perf_counter() - t0
-                cpu = _cpu() - c0
-                if best is None or res.seconds < best[0]:
-                    best = (res.seconds, res.throughput, wall, cpu)
-            assert best is not None
-            base = base or best[1]
-            print(f"| {jobs} | {runs} | {res.images} | {best[0]:.2f} | {best[1]:.0f} "
-                  f"(x{best[1] / base:.2f}) | {best[2]:.2f} | {best[3]:.2f} |")
+        execs: list[tuple[str, dict[str, object]]] = [("--jobs 1", {"jobs": 1}),
+                                                      ("--jobs 2", {"jobs": 2})]
+        cluster = None
+        if not args.no_dask:
+            from distributed import LocalCluster
+
+            cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            execs.append(("Dask LocalCluster, 2 workers", {"dask": cluster.scheduler_address}))
+        try:
+            for name, kw in execs:
+                best = None
+                for r in range(args.repeat):
+                    c0 = _cpu()
+                    t0 = time.perf_counter()
+                    res = run_sweep(sw, Path(tmp) / f"{len(name)}-{r}", **kw)  # type: ignore[arg-type]
+                    wall = time.perf_counter() - t0
+                    cpu = _cpu() - c0
+                    if best is None or res.seconds < best[0]:
+                        best = (res.seconds, res.throughput, wall, cpu)
+                assert best is not None
+                base = base or best[1]
+                print(f"| {name} | {sw.n_points} | {runs} | {res.images} | {best[0]:.2f} | "
+                      f"{sw.n_points / best[0]:.2f} | {best[1]:.0f} (x{best[1] / base:.2f}) | "
+                      f"{best[2]:.2f} | {best[3]:.2f} |")
+        finally:
+            if cluster is not None:
+                cluster.close()
         print(f"load average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Reference-inference throughput: cimgen (golden_model.reference.infer) against
-onnxruntime on the plain-ONNX export of the same network, same inputs.
+"""Reference-inference throughput: cimgen (golden_model.reference.infer with a
+prepared Plan, as onnxruntime runs a prepared session) against onnxruntime on the
+plain-ONNX export of the same network, same inputs; the ratio is printed.
 
-Models: every examples/*.onnx on all 1,797 digits, and a synthetic binary
-dense layer 4096 -> 4096 with bipolar input. cimgen is also timed with
+Models: every examples/*.onnx on all 1,797 digits, a synthetic binary MLP with
+three hidden layers of 1024 (bipolar input 1024 -> 1024 -> 1024 -> 1024 -> 10,
+sign activations), and a synthetic binary dense layer 4096 -> 4096 with bipolar
+input. cimgen is also timed with
 numpy's BLAS held to one thread (threadpoolctl), which matters on a loaded
 2-CPU machine. For the synthetic layer it also
 times the two exact integer kernels in golden_model/kernels.py (float BLAS
@@ -42,9 +45,9 @@ from cimgen.frontend.datasets import digits_for
 from cimgen.frontend.onnx_export import to_plain_onnx
 from cimgen.frontend.onnx_import import load_model
 from golden_model.floatops import Quantizer
-from golden_model.ir import Dense, InputStage, Network
+from golden_model.ir import Dense, InputStage, Network, Threshold
 from golden_model.kernels import SINGLE_THREAD_MACS, bipolar_matmul_popcount, int_matmul
-from golden_model.reference import infer
+from golden_model.reference import infer, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = benchdoc.DOC
@@ -94,6 +97,20 @@ def ort_session(net: Network) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
+def synthetic_mlp(seed: int, width: int = 1024, hidden: int = 3) -> Network:
+    """Bipolar input -> ``hidden`` binary dense layers of ``width`` with sign thresholds
+    near 0 -> a binary dense layer to 10 logits."""
+    rng = np.random.default_rng(seed)
+    layers: list[Dense | Threshold] = []
+    for _ in range(hidden):
+        layers.append(Dense(rng.choice(np.int8([-1, 1]), size=(width, width))))
+        t = rng.integers(-8, 9, size=(width, 1)).astype(np.int64)
+        layers.append(Threshold(t, rng.choice(np.int8([-1, 1]), size=width), 2, -1))
+    layers.append(Dense(rng.choice(np.int8([-1, 1]), size=(10, width))))
+    stage = InputStage((width,), (), Quantizer("bipolar"), 2, -1)
+    return Network(stage, tuple(layers), name=f"mlp_{hidden}x{width}_binary")
+
+
 def synthetic_dense(seed: int) -> Network:
     rng = np.random.default_rng(seed)
     w = rng.choice(np.int8([-1, 1]), size=(BIG, BIG))
@@ -118,12 +135,14 @@ def cpu_model() -> str:
 def bench_model(name: str, net: Network, x: np.ndarray, repeat: int,
                 min_seconds: float) -> dict[str, Any]:
     sess = ort_session(net)
+    plan = prepare(net)
     feed = {net.input_name: x}
-    ref = infer(net, x)
+    ref = infer(net, x, plan)
     got = np.asarray(sess.run(None, feed)[0])
     assert np.array_equal(got, ref.astype(got.dtype)) and np.all(got == np.round(got)), \
         f"{name}: onnxruntime and cimgen disagree"
-    t_c, t_1, t_o = best_of_each([lambda: infer(net, x), one_blas_thread(lambda: infer(net, x)),
+    t_c, t_1, t_o = best_of_each([lambda: infer(net, x, plan),
+                                  one_blas_thread(lambda: infer(net, x, plan)),
                                   lambda: sess.run(None, feed)], repeat, min_seconds)
     n = x.shape[0]
     return {"model": name, "batch": n, "cimgen": n / t_c, "cimgen1": n / t_1, "ort": n / t_o,
@@ -167,7 +186,9 @@ def render_section(info: dict[str, Any], rows: list[dict[str, Any]], kern: dict[
         f"OPENBLAS_CORETYPE={info['coretype']}. Load average at the start: "
         f"{info['load']} (the machine is shared; see the note on noise below).", "",
         "cimgen is `golden_model.reference.infer` (input checks, float32 input quantizer, "
-        "exact integer layers) on the imported network; onnxruntime (CPU provider, default "
+        "exact integer layers) with a `golden_model.reference.Plan` prepared once, as "
+        "onnxruntime prepares a session: weights cast once, every accumulator in float32 "
+        "(exact below 2^24), convolutions channel-last; onnxruntime (CPU provider, default "
         "graph optimizations, no spinning worker threads) runs `to_plain_onnx` of the same "
         "network on the same float32 inputs, and both outputs are checked equal first. "
         "The runs of a row are timed in rotation after a warm-up, best of >= "
@@ -204,11 +225,9 @@ def render_section(info: dict[str, Any], rows: list[dict[str, Any]], kern: dict[
     ]
     lines += [
         "",
-        "Noise: the machine is a 2-CPU VM shared with other jobs. Absolute images/s moved "
-        "by up to 3x between runs while this was written; the ratios, timed alternately, "
-        "moved less (0.08-0.31 for the CNN, 0.3-0.7 for the MLPs, 0.34-0.54 for the 4096 "
-        "layer with OPENBLAS_CORETYPE=Haswell; the CNN's ~50 ms runs catch fewer quiet "
-        "moments than onnxruntime's ~10 ms ones). When both CPUs were taken by other jobs, "
+        "Noise: the machine is a 2-CPU VM shared with other jobs. Absolute images/s move "
+        "by up to 3x between runs; the ratios, timed alternately, move less. When both "
+        "CPUs were taken by other jobs, "
         "2-thread BLAS calls on the MLPs' small products stalled (ratios fell to "
         "0.02-0.04) while onnxruntime did not; since then `golden_model.kernels` runs "
         f"products below {SINGLE_THREAD_MACS:,} multiply-adds on one BLAS thread, so the "
@@ -259,6 +278,11 @@ def main() -> None:
         net = load_model(path)
         x, _ = digits_for(net.input.shape)
         rows.append(bench_model(path.name, net, x, args.repeat, args.min_seconds))
+
+    mlp = synthetic_mlp(SEED)
+    xm = np.random.default_rng(SEED + 2).normal(size=(1797, 1024)).astype(np.float32)
+    rows.append(bench_model(f"{mlp.name} (bipolar in)", mlp, xm, args.repeat,
+                            args.min_seconds))
 
     big = synthetic_dense(SEED)
     xb = np.random.default_rng(SEED + 1).normal(size=(args.big_batch, BIG)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Train three small BNN/TNN models on scikit-learn's digits and write them as QONNX.
+"""Train small BNN/TNN models on scikit-learn's digits and write them as QONNX.
 
     python scripts/train_digits.py [--out-dir examples] [--seed 20250520]
 
@@ -6,6 +6,7 @@ Models (all end in the raw integer accumulators of a binary/ternary layer):
 
 * ``bnn_mlp.onnx``: 5-bit unsigned pixels (0..16, exact) -> 3 binary dense layers
 * ``tnn_mlp.onnx``: ternary pixels (MultiThreshold) -> 3 ternary dense layers
+* ``bnn_mlp_large.onnx``: as bnn_mlp with 512-wide hidden layers (the DSE case study)
 * ``bnn_cnn.onnx``: bipolar pixels -> 2 binary 3x3 convs (padded with -1),
   max-pool, binary dense layer
 
@@ -360,6 +361,7 @@ class Spec:
     input_quant: str
     build: object  # () -> nn.Module
     cfg: TrainConfig
+    subdir: str = ""  # written to OUT_DIR/subdir (kept out of examples/*.onnx)
 
 
 SPECS = (
@@ -371,6 +373,13 @@ SPECS = (
          "64 -> 128 -> 64 -> 10 dense; BN + ternary IntQuant between; ternary weights",
          f"MultiThreshold {list(TNN_INPUT_THRESHOLDS)}, out_bias -1 -> {{-1, 0, +1}}",
          lambda: MLP((64, 128, 64, 10), ternary=True), TrainConfig(epochs=150, lr=0.01)),
+    # Case study of docs/dse.md ("3 ADC bits suffice"): hidden layers of 512 inputs,
+    # so their tiles fill 256-row arrays (two row tiles per layer), as in CIM-Explorer.
+    Spec("bnn_mlp_large", "flat",
+         "64 -> 512 -> 512 -> 10 dense; BN + BipolarQuant between; binary weights",
+         "IntQuant unsigned 5-bit, scale 1 (pixels 0..16 exact)",
+         lambda: MLP((64, 512, 512, 10), ternary=False), TrainConfig(epochs=100, lr=0.005),
+         subdir="large"),
     Spec("bnn_cnn", "image",
          "Pad(-1)+Conv3x3 1->16, BN, BipolarQuant; Pad(-1)+Conv3x3 16->16, MaxPool 2x2, BN, "
          "BipolarQuant; Flatten 256 -> 10 dense; binary weights",
@@ -412,7 +421,8 @@ def run_one(spec: Spec, out_dir: Path, seed: int) -> Result:
     meta = {"source": "scripts/train_digits.py", "seed": str(seed),
             "dataset": f"sklearn digits, cimgen.frontend.datasets split seed {SPLIT_SEED}"}
     onx = export_mlp(model, meta) if isinstance(model, MLP) else export_cnn(model, meta)
-    path = out_dir / f"{spec.name}.onnx"
+    path = out_dir / spec.subdir / f"{spec.name}.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(onx, path)
 
     t_logits = torch_logits(model, xte)
@@ -451,7 +461,8 @@ def write_readme(out_dir: Path, results: list[Result], seed: int) -> None:
     ]
     for r in results:
         w = f"{r.weights:,}" + (f" ({r.zero_frac:.0%} zero)" if r.zero_frac else "")
-        lines.append(f"| `{r.path.name}` | {r.spec.architecture} | {r.spec.input_quant} | "
+        lines.append(f"| `{r.path.relative_to(out_dir)}` | {r.spec.architecture} | "
+                     f"{r.spec.input_quant} | "
                      f"{w} | {r.cimgen_acc:.2%} |")
     lines += [
         "",
@@ -461,7 +472,11 @@ def write_readme(out_dir: Path, results: list[Result], seed: int) -> None:
         cmd,
         "```",
         "",
-        "Conventions shared by the three graphs (ops in domain `qonnx.custom_op.general`,",
+        "`large/` holds the model of the DSE case study (docs/dse.md, \"Do 3 ADC bits",
+        "suffice?\"): it is kept out of `examples/*.onnx`, which the test suites, the",
+        "vector suite and the benchmarks iterate over.",
+        "",
+        "Conventions shared by the graphs (ops in domain `qonnx.custom_op.general`,",
         "opset 1; default-domain opset 17):",
         "",
         "- Weights are float latent weights (initializers) behind a `BipolarQuant` (scale 1;",
@@ -480,7 +495,8 @@ def write_readme(out_dir: Path, results: list[Result], seed: int) -> None:
         "|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| `{r.path.name}` | {r.torch_acc:.2%} | {r.agree:.2%} | {r.exact:.2%} | "
+        lines.append(f"| `{r.path.relative_to(out_dir)}` | {r.torch_acc:.2%} | {r.agree:.2%} | "
+                     f"{r.exact:.2%} | "
                      f"{r.size / 1024:.1f} KiB |")
     (out_dir / "README.md").write_text("\n".join(lines) + "\n")
 

@@ -261,7 +261,7 @@ BAD = [
      "point 1 (mapping=BNN_IX): mapping: 'BNN_IX' is not one of"),
     ("bad type", GOOD + "[fixed]\nadc_bits = \"four\"\n", "fixed.adc_bits: expected int"),
     ("bad value", GOOD.replace("[sweep]", "[sweep]\nadc_range = [\"max\", \"median\"]"),
-     "adc_range: 'median' is not max or calib"),
+     "adc_range: 'median' is not one of max, calib, cimx_max, cimx_calib"),
     ("bad combination", GOOD.replace("[sweep]", "[sweep]\nhrs_ua = [5.0, 60.0]"),
      "point 1 (hrs_ua=60.0, mapping=BNN_I): hrs_ua/lrs_ua: need 0 < hrs_ua < lrs_ua"),
     ("seed in sweep", GOOD.replace("[sweep]", "[sweep]\nseed = [1, 2]"),
@@ -278,7 +278,8 @@ BAD = [
      "inputs: needs labels"),
     ("calib without file", GOOD.replace('dataset = "digits"',
                                         'inputs = "x.npy"\nlabels = "y.npy"')
-     + "[fixed]\nadc_range = \"calib\"\nadc_bits = 4\n", "adc_range = calib needs calibration"),
+     + "[fixed]\nadc_range = \"calib\"\nadc_bits = 4\n",
+     "a calibrated adc_range needs calibration"),
     ("weights a mapping cannot hold",
      GOOD.replace("{model}", "tnn.onnx").replace('"BNN_I"', '"BNN_I", "BNN_III"'),
      "point 1 (mapping=BNN_III): layer 0 (Dense): mapping BNN_III cannot store weight"),

@@ -41,6 +41,7 @@ from cimgen.compiler import (
     default_adc,
     machine_params,
 )
+from cimgen.compiler.adc import layer_adc
 from cimgen.compiler.emit import Emitter
 from cimgen.config import MAPPINGS, make_config
 from cimgen.frontend.datasets import digits_for
@@ -509,7 +510,7 @@ def test_variability_and_adc_from_device_map() -> None:
     dev = comp.image.devmap
     w = net.layers[0].weight.T  # type: ignore[union-attr]
     cur = np.where(w == 1, dev.lrs[0, :f, :o], dev.hrs[0, :f, :o]).astype(I64)
-    adc = default_adc(cfg)
+    adc = layer_adc(cfg, f)  # the MAX range of a layer driving f rows
     y = np.zeros((q.shape[0], o), I64)
     for sign, v in ((1, q == 1), (-1, q == -1)):
         v = v.astype(I64)
@@ -843,19 +844,159 @@ def test_run_rejects_inconsistent_manifest(compiled_dir: tuple[Path, Path], tmp_
 
 
 def test_cli_verify_ideal_and_nonideal(capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 0 when the machine equals what it must: the reference inference on an ideal
+    chip, the independent non-ideal reference otherwise (issue 15)."""
     model = EXAMPLES / "bnn_mlp.onnx"
     rc, out, err = cli(capsys, "verify", model, "--set", "mapping=BNN_V")
     assert rc == 0, out + err
     assert table_value(out, "mismatching logit words") == "0", out
     assert table_value(out, "images with identical logits") == "1797/1797", out
     assert table_value(out, "crossbar") == "ideal", out
-    rc, out, err = cli(capsys, "verify", model, *sets([*NONIDEAL, "seed=11"]))
+    assert table_value(out, "compared with") == "reference inference", out
+    rc, out, err = cli(capsys, "verify", model, *sets([*NONIDEAL, "seed=11", "sigma_read_ua=1",
+                                                       "wire_ohm=0.01"]))
     assert rc == 0, out + err
     assert table_value(out, "crossbar") == "non-ideal", out
+    assert table_value(out, "compared with") == "independent non-ideal reference", out
+    assert table_value(out, "mismatching logit words") == "0", out
+    assert table_value(out, "images with identical logits") == "1797/1797", out
+    ideal_equal = int(table_value(out, "logits equal to reference inference").split("/")[0])
+    assert ideal_equal < 1797, out
     assert 0.5 < float(table_value(out, "prediction agreement")) <= 1.0, out
     assert 0.5 < float(table_value(out, "accuracy (machine)")) <= 1.0, out
     assert float(table_value(out, "accuracy (reference)")) > 0.9, out
+    assert "verify: PASS" in out
+
+
+def test_cli_verify_fails_on_a_wrong_adc_table(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiler bug that only a non-ideal chip shows (layer 0 read through layer 1's
+    calibrated ADC table): exit 1, with the first differing word."""
+    from cimgen.compiler import codegen
+
+    orig = codegen.Compiler.linear
+
+    def wrong(self, st, *a, **k):  # type: ignore[no-untyped-def]
+        if st.index == 0:
+            self.adc_of[0] = 1
+        return orig(self, st, *a, **k)
+
+    monkeypatch.setattr(codegen.Compiler, "linear", wrong)
+    rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_mlp.onnx", "--images", "40",
+                       *sets(["mapping=BNN_III", "adc_bits=5", "adc_range=calib"]))
+    assert rc == 1, out + err
     assert int(table_value(out, "mismatching logit words")) > 0, out
+    assert table_value(out, "first mismatch").startswith("image "), out
+    assert "verify: FAIL: golden machine != independent non-ideal reference" in out
+
+
+def test_cli_verify_fails_on_a_wrong_recipe(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ideal chip, compiler with a wrong recipe coefficient: exit 1."""
+    from dataclasses import replace
+
+    from cimgen.compiler import mappings
+
+    m = mappings.MAPPINGS["BNN_I"]
+    bad = replace(m, bipolar=mappings.Recipe(m.bipolar.reads, (
+        mappings.Term("code", 3, 0), mappings.Term("sumw", -1))))
+    monkeypatch.setitem(mappings.MAPPINGS, "BNN_I", bad)
+    rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_cnn.onnx", "--images", "5")
+    assert rc == 1, out + err
+    assert table_value(out, "compared with") == "reference inference", out
+
+
+def test_cli_verify_streamed_and_basis(capsys: pytest.CaptureFixture[str]) -> None:
+    """Streamed weights with read disturb (loops run iteration by iteration) and read
+    noise through lifted loops, and basis mode ideal and non-ideal: exit 0, each
+    table naming what the machine was compared with."""
+    model = EXAMPLES / "bnn_mlp.onnx"
+    small = ["rows=64", "cols=64", "num_xbars=1", "batch=8"]
+    for extra in (["sigma_read_ua=2", "read_noise=column"],
+                  ["disturb_onset_reads=20", "disturb_age_reads=7", "wire_ohm=0.5"]):
+        rc, out, err = cli(capsys, "verify", model, "--images", "20",
+                           *sets([*small, "seed=3", *extra]))
+        assert rc == 0, out + err
+        assert table_value(out, "compared with") == "independent non-ideal reference", out
+        assert table_value(out, "mismatching logit words") == "0", out
+        assert int(table_value(out, "weight residencies")) > 1, out
+    rc, out, err = cli(capsys, "verify", model, "--images", "20",
+                       *sets(["basis_count=12", "coef_bits=6"]))
+    assert rc == 0, out + err
+    assert table_value(out, "compared with") == "basis-form reference (golden_model.basis)", out
+    rc, out, err = cli(capsys, "verify", model, "--images", "20",
+                       *sets(["basis_count=12", "coef_bits=6", "sigma_read_ua=2",
+                              "adc_bits=5"]))
+    assert rc == 0, out + err
+    assert table_value(out, "compared with") == "independent non-ideal reference", out
+    assert "verify: PASS" in out
+
+
+def test_cli_verify_fails_in_basis_mode(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A basis-mode compiler bug (every CMAC reads the products one word too far):
+    exit 1 on an ideal chip (vs the basis form's reference) and a non-ideal one."""
+    from cimgen.compiler import codegen
+
+    class Shifted:
+        def __init__(self, em):  # type: ignore[no-untyped-def]
+            self.em = em
+
+        def __call__(self, op, *a, **k):  # type: ignore[no-untyped-def]
+            if op == "CMAC":
+                k["src"] += 1
+            return self.em(op, *a, **k)
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.em, name)
+
+    def init(self, *a, **k):  # type: ignore[no-untyped-def]
+        orig_init(self, *a, **k)
+        self.emit = Shifted(self.emit)
+
+    orig_init = codegen.Compiler.__init__
+    monkeypatch.setattr(codegen.Compiler, "__init__", init)
+    model = EXAMPLES / "bnn_mlp.onnx"
+    for extra in ([], ["sigma_read_ua=2"]):
+        rc, out, err = cli(capsys, "verify", model, "--images", "8",
+                           *sets(["basis_count=12", "coef_bits=6", *extra]))
+        assert rc == 1, out + err
+        assert "verify: FAIL" in out, out
+
+
+@pytest.mark.parametrize("items", [["read_noise=pink"], ["wire_ohm=-1"], ["v_read=0"],
+                                   ["disturb_age_reads=-2"]])
+def test_cli_verify_bad_physics_keys_exit_2(capsys: pytest.CaptureFixture[str],
+                                           items: list[str]) -> None:
+    rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_mlp.onnx", "--images", "2",
+                       *sets(items))
+    assert rc == 2, out + err
+    assert items[0].split("=")[0] in one_error_line(err) and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("items", "key"), [
+    (["sigma_read_ua=1"], "sigma_read_ua"), (["wire_ohm=0.1"], "wire_ohm"),
+    (["disturb_onset_reads=100"], "disturb_onset_reads")])
+def test_cli_rtl_refuses_physics(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                 items: list[str], key: str) -> None:
+    """The RTL crossbar reads ideal integer currents: --rtl and vector sets refuse read
+    noise, IR drop and read disturb with exit 2 naming the key, before building."""
+    rc, out, err = cli(capsys, "verify", EXAMPLES / "bnn_mlp.onnx", "--rtl", "--images", "2",
+                       *sets(items))
+    assert rc == 2, out + err
+    assert key in one_error_line(err) and "--rtl" in err
+    d = tmp_path / "c"
+    rc, _, err = cli(capsys, "compile", EXAMPLES / "bnn_mlp.onnx", "-o", d, *sets(items))
+    assert rc == 0, err
+    x, _ = digits_for((64,), "test")
+    np.save(tmp_path / "x.npy", x[:2])
+    rc, _, err = cli(capsys, "run", d, "--rtl", "--inputs", tmp_path / "x.npy", "--out",
+                     tmp_path / "y.npy")
+    assert rc == 2 and key in one_error_line(err)
+    rc, _, err = cli(capsys, "vectors", EXAMPLES / "bnn_mlp.onnx", "-o", tmp_path / "v",
+                     "--inputs", tmp_path / "x.npy", *sets(items))
+    assert rc == 2 and key in one_error_line(err)
+    assert not (tmp_path / "v").exists()
 
 
 def table_value(out: str, key: str) -> str:

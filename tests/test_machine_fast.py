@@ -8,7 +8,7 @@ through ``_exec``, no lifting), byte for byte.
   runs with different data; instruction limits that cut blocks and loops;
   read noise.
 - Compiled random networks for every mapping, ideal and non-ideal (ADC bits,
-  variability, stuck cells, read noise), batches as lifted loops: every DMEM
+  variability, stuck cells, read noise, IR drop, read disturb), batches as lifted loops: every DMEM
   word, every counter, the read charge and what the calibration probe sees.
 - Hand-made programs for the corners: ACC lanes cleared lazily then read by
   STA/ACT/ACC, IN with gaps, paired rows that run past the array.
@@ -31,6 +31,7 @@ from golden_model import isa
 from golden_model.crossbar import DeviceParams, sample_device_map
 from golden_model.isa import Src
 from golden_model.machine import ChipImage, Machine, RunResult
+from golden_model.physics import ReadPhysics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cocotb_tests"))
 import progs
@@ -67,7 +68,8 @@ def same_runs(ms: list[Machine], entry: int, what: str, limit: int = 50_000_000)
 @pytest.mark.parametrize("noise", [0.0, 40.0], ids=["no-noise", "read-noise"])
 @pytest.mark.parametrize("chunk", range(6))
 def test_random_programs_fast_equals_definition(chunk: int, noise: float) -> None:
-    p = dataclasses.replace(progs.RANDOM_PARAMS, read_sigma_units=noise, seed=chunk)
+    p = dataclasses.replace(progs.RANDOM_PARAMS,
+                            physics=ReadPhysics(seed=chunk, sigma_units=noise))
     dev = progs.random_devmap(p, 1000 + chunk)
     for seed in range(chunk * 40, chunk * 40 + 40):
         print("seed", seed)
@@ -125,6 +127,10 @@ CONFIGS = [
     {"stuck_lrs_rate": 0.05, "stuck_hrs_rate": 0.05},
     {"sigma_read_ua": 1.5},
     {"num_xbars": 1},  # streamed: PROGs between lifted loops
+    # Read physics through lifted loops (noise counters per iteration) and, with
+    # read disturb, loops run iteration by iteration.
+    {"sigma_read_ua": 1.5, "read_noise": "column", "num_xbars": 1},
+    {"wire_ohm": 2.0, "disturb_onset_reads": 20, "disturb_age_reads": 5, "num_xbars": 1},
 ]
 
 

@@ -49,9 +49,11 @@ from golden_model.ir import (
 )
 from golden_model.isa import BIT_SIGNED, Instr, Sense, Src
 from golden_model.machine import ChipImage, Machine, MachineParams
+from golden_model.schedule import SIGNED_PLANE, Body, ReadStep, TilePlacement
+from golden_model.schedule import Schedule as ReadSchedule
 
 from ..config import XbarConfig
-from .adc import calibrated_adcs, default_adc
+from .adc import calibrated_adcs, is_calibrated, layer_adc
 from .cost import Report, static_report
 from .dataflow import Dataflow, Step
 from .dataflow import build as build_dataflow
@@ -87,6 +89,10 @@ class Compiled:
     stride: int = 0
     tiles: list[Tile] = field(default_factory=list)
     host: HostStage | None = None  # input stage and output ops (set by the compiler)
+    # Placement and READ order for independent executors (golden_model.schedule);
+    # None for a compile directory loaded from disk.
+    schedule: ReadSchedule | None = None
+    basis: BasisNetwork | None = None  # the basis form the program computes (basis mode)
 
     # ------------------------------------------------------------- host
     def input_words(self, q: np.ndarray) -> np.ndarray:
@@ -140,7 +146,7 @@ def machine_params(cfg: XbarConfig) -> MachineParams:
                          adc_tables=cfg.adc_tables, vec_width=cfg.vec_width, t_read=cfg.t_read,
                          t_adc=cfg.t_adc, t_write=cfg.prog_cycles, adcs_per_xbar=cfg.adcs,
                          hrs_units=cfg.hrs_units, coef_bits=cfg.coef_bits,
-                         read_sigma_units=cfg.sigma_read_ua / cfg.current_lsb_ua, seed=cfg.seed)
+                         physics=cfg.read_physics())
 
 
 def device_params(cfg: XbarConfig) -> DeviceParams:
@@ -205,6 +211,12 @@ class Compiler:
         self.bcorr: dict[tuple[int, int], int] = {}
         self.coef_base: dict[int, int] = {}
         self.scratch_base = 0
+        # Schedule export: (recipe read, plane) of each READ of a cached block, and the
+        # READs of the body being emitted, in program order.
+        self._block_reads: dict[tuple[int, frozenset[int], int, str, int],
+                                list[tuple[int, int]]] = {}
+        self._tile_index: dict[int, int] = {}
+        self.events: list[ReadStep] = []
 
     # ------------------------------------------------------------ tiling
     def tile_shape(self) -> tuple[int, int]:
@@ -253,20 +265,31 @@ class Compiler:
 
     # ------------------------------------------------------------ emission
     def emit_recipe(self, t: Tile, segments: list[tuple[int, int, int, int]], cats: set[int],
-                    bitplanes: int, kind: str, adc: int, what: str) -> None:
+                    bitplanes: int, kind: str, adc: int, what: str, pos: int = 0) -> None:
         e = self.emit
         e("INCLR", f"{what} tile r{t.rt}c{t.ct}")
         for dst, src, n, rel in segments:
             e("LDIN", dst=dst, src=src, lanes=n, rsrc=rel)
         # The READ/ACC block of a tile is the same at every output position.
+        self.emit_block(t, cats, bitplanes, kind, adc, t.layer, pos, 0)
+
+    def emit_block(self, t: Tile, cats: set[int], bitplanes: int, kind: str, adc: int,
+                   layer: int, pos: int, segment: int) -> None:
+        """The READ/ACC block of tile ``t`` (cached: it is the same at every output
+        position), recording its READs for the schedule export."""
         key = (id(t), frozenset(cats), bitplanes, kind, adc)
         block = self._blocks.get(key)
         if block is None:
-            block = self._blocks[key] = self.recipe_block(t, cats, bitplanes, kind, adc)
-        e.extend(block)
+            reads: list[tuple[int, int]] = []
+            block = self._blocks[key] = self.recipe_block(t, cats, bitplanes, kind, adc, reads)
+            self._block_reads[key] = reads
+        self.emit.extend(block)
+        ti = self._tile_index[id(t)]
+        self.events.extend(ReadStep(ti, pos, r, b, layer, segment)
+                           for r, b in self._block_reads[key])
 
-    def recipe_block(self, t: Tile, cats: set[int], bitplanes: int, kind: str, adc: int
-                     ) -> list[tuple[Instr, str]]:
+    def recipe_block(self, t: Tile, cats: set[int], bitplanes: int, kind: str, adc: int,
+                     reads: list[tuple[int, int]] | None = None) -> list[tuple[Instr, str]]:
         mk = self.emit.make
         m = self.m
         rec = m.recipe(kind)
@@ -290,6 +313,8 @@ class Compiler:
                                  sense=int(Sense.SYM if sym else Sense.POS), adc=adc, bit=b,
                                  lanes=conv),
                               f"{m.name} read {r}" + (f" bit {b}" if b != BIT_SIGNED else "")))
+                if reads is not None:
+                    reads.append((r, SIGNED_PLANE if b == BIT_SIGNED else b))
                 for term in rec.terms_of(r):
                     if term.kind == "code":
                         ins = mk("ACC", src=int(Src.CODE), mul=neg * term.coef, sh=sh,
@@ -415,12 +440,7 @@ class Compiler:
                     self.emit("LDIN", dst=dst, src=src, lanes=n, rsrc=r)
                 for bt in self.tiles[-1]:
                     self.emit("ACLR", f"basis {bt.o0}..{bt.o0 + bt.o_len - 1}")
-                    key = (id(bt), frozenset(cats), bitplanes, kind, adc)
-                    block = self._blocks.get(key)
-                    if block is None:
-                        block = self._blocks[key] = self.recipe_block(bt, cats, bitplanes, kind,
-                                                                      adc)
-                    self.emit.extend(block)
+                    self.emit_block(bt, cats, bitplanes, kind, adc, i, pos_i, s)
                     if corr is not None:
                         self.emit("ACC", "Sum_w correction", src=int(Src.DMEM), mul=1, sh=0,
                                   addr=corr + bt.o0, lanes=bt.o_len)
@@ -528,7 +548,7 @@ class Compiler:
                     else:
                         segs = self.conv_segments(t, st.src.base, oy, ox, layer, c_in, h_in,
                                                   w_in, kh, kw, pad_addr)
-                    self.emit_recipe(t, segs, cats, bitplanes, kind, adc, name)
+                    self.emit_recipe(t, segs, cats, bitplanes, kind, adc, name, pos_i)
                 if not last:
                     self.emit("STA", "partial sum", dst=out, lanes=o_len, rel=rel)
                     continue
@@ -723,6 +743,8 @@ class Compiler:
         # steps; a branchy network whose weights stream keeps every tensor apart.
         df = self.dataflow(reuse=True)
         self.build_tiles(df.order_in)
+        all_tiles = [t for ts in self.tiles.values() for t in ts]
+        self._tile_index = {id(t): n for n, t in enumerate(all_tiles)}
         streams = not fits(self.tiles, cfg.num_xbars, cfg.rows, cfg.cols)
         if streams and any(isinstance(ly, BRANCH_KINDS) for ly in net.layers):
             df = self.dataflow(reuse=False)
@@ -733,7 +755,9 @@ class Compiler:
         for n, i in enumerate(linear_ids):
             self.adc_of[i] = n
         if adc_tables is None:
-            adc_tables = [default_adc(cfg) for _ in linear_ids]
+            # Each layer's full scale: the rows its largest tile drives (one per input).
+            adc_tables = [layer_adc(cfg, max(t.f_len for t in self.tiles[-1 if self.bn else i]))
+                          for i in linear_ids]
 
         # Constants (absolute addresses) first, then the slots.
         self.thr_addr = {i: self.threshold_table(layer)
@@ -796,6 +820,7 @@ class Compiler:
         cur = setup_target
         writes = np.zeros((cfg.num_xbars, cfg.rows, cfg.cols), np.int64)
         cells_per_run = 0
+        bodies: list[Body] = []
         for r in range(n_res):
             if sched.streams:
                 nxt, _ = rows.apply(cur, res_rows[r])
@@ -808,8 +833,10 @@ class Compiler:
                     cells_per_run += int(changed.sum())
                 cur = nxt
             body_start = len(e.code)
+            self.events = []
             for st in steps:
                 self.emit_step(st, r if sched.streams else None, n_res)
+            bodies.append(Body(r if sched.streams else -1, tuple(self.events)))
             body = len(e.code) - body_start
             if batch > 1 and body:
                 e.code.insert(body_start, (e.make("LOOP", count=batch, len=body,
@@ -837,16 +864,20 @@ class Compiler:
         rec = np.stack([t.padded(2 * cfg.rows)[1] for t in adc_tables])
         dev = sample_device_map(device_params(cfg))
         image = ChipImage(p, e.words(), wmem, self.dmem.image(), thr, rec, dev)
-        all_tiles = [t for ts in self.tiles.values() for t in ts]
         report = static_report(
             cfg, image, [ins for ins, _ in e.code], infer_entry, batch=batch,
             residencies=sched.residencies, xbars_used=sched.xbars_used, tiles=all_tiles,
             cells_per_run=cells_per_run, max_cell_writes=int(writes.max(initial=0)),
             setup_cells=sum(int(np.count_nonzero(img != 0)) for _, _, img in setup_list),
             dmem_used=top, adc_tables=len(adc_tables))
+        read_sched = ReadSchedule(
+            cfg.mapping, tuple(TilePlacement(t.layer, t.f0, t.f_len, t.o0, t.o_len, t.phase,
+                                             t.xbar, t.row0, t.col0) for t in all_tiles),
+            tuple(bodies), batch, sched.streams)
         return Compiled(cfg, net, image, 0, infer_entry, in_t, out_t, e.code, report,
                         adc_tables, batch, slots.stride, all_tiles,
-                        HostStage(net.input, tuple(out_t.shape), net.output_ops))
+                        HostStage(net.input, tuple(out_t.shape), net.output_ops), read_sched,
+                        self.bn)
 
     def assign_residencies(self, steps: list[Step]) -> None:
         """The residency in which each step runs: a pinned layer, pool, threshold,
@@ -951,7 +982,7 @@ class _RowImages:
 
 def compile_network(net: Network | BasisNetwork, cfg: XbarConfig,
                     calib: np.ndarray | None = None) -> Compiled:
-    """Compile; with adc_range = calib, ``calib`` is a quantized calibration batch.
+    """Compile; with a calibrated adc_range, ``calib`` is a quantized calibration batch.
 
     A ``BasisNetwork`` (or a plain network with ``basis_count > 0``, fitted here
     with the config's seed) compiles in basis mode."""
@@ -961,11 +992,11 @@ def compile_network(net: Network | BasisNetwork, cfg: XbarConfig,
     elif cfg.basis_count:
         basis = fit_basis(net, cfg)
     first = Compiler(net, cfg, basis).compile()
-    if cfg.adc_range != "calib" or cfg.adc_bits == 0:
+    if not is_calibrated(cfg):
         return first
     if calib is None:
-        raise BadInputError("adc_range = calib needs a calibration batch (--calib X.npy)",
-                            where="config")
+        raise BadInputError(f"adc_range = {cfg.adc_range} needs a calibration batch "
+                            "(--calib X.npy)", where="config")
     return Compiler(net, cfg, basis).compile(calibrated_adcs(first, calib))
 
 

@@ -179,8 +179,13 @@ def plot_sweep(sw: Sweep, stats: list[PointStats], ideal: float, out: Path) -> l
             ax.grid(alpha=0.3)
             if numeric:
                 ticks = list(sw.values[xi])
-                ax.set_xticks(ticks, labels=["ideal" if xk == "adc_bits" and t == 0 else str(t)
-                                             for t in ticks])
+                pos = [float(t) for t in ticks if float(t) > 0]  # type: ignore[arg-type]
+                if pos and max(pos) / min(pos) >= 1000:
+                    # Read counts, ages: decades apart; 0 stays on the linear part.
+                    ax.set_xscale("symlog", linthresh=min(pos))
+                    ax.set_xlim(-0.3 * min(pos), 2 * max(pos))
+                ax.set_xticks(ticks, labels=["ideal" if xk == "adc_bits" and t == 0 else
+                                             _tick(t) for t in ticks])
             if panel_keys:
                 ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel_keys, pv, strict=True)),
                              fontsize=9)
@@ -195,6 +200,16 @@ def plot_sweep(sw: Sweep, stats: list[PointStats], ideal: float, out: Path) -> l
         plt.close(fig)
         files.append(path)
     return files
+
+
+def _tick(v: object) -> str:
+    """Tick label: large round numbers as powers of ten (1e6), others as written."""
+    f = float(v)  # type: ignore[arg-type]
+    if abs(f) >= 1e4:
+        e = int(np.floor(np.log10(abs(f))))
+        m = f / 10**e
+        return f"1e{e}" if m == 1 else f"{m:g}e{e}"
+    return str(v)
 
 
 def write_reports(sw: Sweep, res: SweepResult) -> list[Path]:

@@ -259,7 +259,7 @@ class Context:
 
 
 def needs_calib(cfg: XbarConfig) -> bool:
-    return cfg.adc_range == "calib" and cfg.adc_bits > 0
+    return cfg.adc_range in ("calib", "cimx_calib") and cfg.adc_bits > 0
 
 
 def build_context(sw: Sweep) -> Context:
@@ -299,7 +299,7 @@ def build_context(sw: Sweep) -> Context:
             calib_x = load_npy(sw.calib)
             check_inputs(net, calib_x, where=os.fspath(sw.calib))
         elif any(needs_calib(c) for row in sw.configs for c in row):
-            raise BadInputError("adc_range = calib needs calibration inputs: add "
+            raise BadInputError("a calibrated adc_range needs calibration inputs: add "
                                 "calib = \"xc.npy\" (never the test inputs)", where=where)
     if sw.images is not None:
         if sw.images > x.shape[0]:

@@ -48,6 +48,8 @@ from golden_model.errors import BadInputError, CimgenError
 from golden_model.isa import Err
 from golden_model.machine import ChipImage, MachineParams
 
+from ..config import physics_refusal
+
 ROOT = Path(__file__).resolve().parents[2]
 RTL_DIR = Path(os.environ.get("CIMGEN_RTL_DIR", ROOT / "rtl"))
 TB_DIR = Path(os.environ.get("CIMGEN_TB_DIR", ROOT / "cocotb_tests"))
@@ -162,9 +164,9 @@ def rtl_params(image: ChipImage, prog_words: int | None = None) -> RtlParams:
     ``prog_words`` (the config's, for a compiled network) defaults to the program
     length rounded up to a power of two, at least 1024."""
     p = image.params
-    if getattr(p, "read_sigma_units", 0) > 0:
-        raise BadInputError("the RTL has no cycle-to-cycle read noise (sigma_read_ua must be 0)",
-                            where="rtl")
+    why = physics_refusal(p.physics, "the RTL")
+    if why is not None:
+        raise BadInputError(why, where="--rtl")
     pw = prog_words or max(1024, _pow2(max(2, len(image.program))))
     return RtlParams.from_machine(p, pw, image.devmap)
 

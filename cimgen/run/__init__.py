@@ -5,6 +5,7 @@ comparison that ``cimgen verify`` prints.
 """
 
 from .golden import MachineRun, cost_rows, run_golden
-from .verify import VerifyReport, compare, verify_golden
+from .verify import VerifyReport, compare, expected_logits, verify_golden
 
-__all__ = ["MachineRun", "VerifyReport", "compare", "cost_rows", "run_golden", "verify_golden"]
+__all__ = ["MachineRun", "VerifyReport", "compare", "cost_rows", "expected_logits", "run_golden",
+           "verify_golden"]

@@ -17,7 +17,7 @@ from golden_model.machine import ChipImage
 from golden_model.reference import quantize_input
 
 from ..compiler import Compiled, compile_network
-from ..config import MAPPINGS, XbarConfig, make_config
+from ..config import MAPPINGS, XbarConfig, make_config, physics_refusal
 from ..hw.rtl_sim import TB_DIR, RunSpec, Session, inference_session, rtl_params
 from .build import Chip, Vector, golden_group
 
@@ -63,6 +63,9 @@ def model_vectors(net: Any, model_name: str, model_sha: str, cfg: XbarConfig, q:
 
     Returns the vectors and the mappings skipped because the model does not
     compile for them (only with ``skip_uncompilable``; otherwise that raises)."""
+    why = physics_refusal(cfg.read_physics(), "a vector set (replayed on the RTL)")
+    if why is not None:
+        raise BadInputError(why, where="vectors")
     out: list[Vector] = []
     skipped: list[dict[str, str]] = []
     stem = Path(model_name).stem
