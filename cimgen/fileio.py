@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -53,3 +54,34 @@ def save_npy_atomic(path: str | os.PathLike[str], arr: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     write_bytes_atomic(path, buf.getvalue())
+
+
+def write_dir_atomic(out_dir: str | os.PathLike[str], files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative paths, subfolders allowed) into a temp folder
+    beside ``out_dir``, then swap it into place: a reader never sees a partial
+    folder, and a failure leaves any earlier folder as it was."""
+    out = Path(out_dir)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"output folder '{parent}' does not exist", where=str(out))
+    if out.exists() and not out.is_dir():
+        raise BadInputError("exists and is not a directory", where=str(out))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        for name, data in files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            old.rmdir()
+            out.rename(old)
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the result from other users
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

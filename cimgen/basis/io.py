@@ -23,8 +23,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from golden_model.errors import BadInputError
 from golden_model.ir import Conv2d, Dense, Threshold
 
 from .. import __version__
+from ..fileio import write_dir_atomic
 from ..frontend.onnx_import import load_model
 from .export import export_model
 
@@ -85,29 +84,6 @@ def file_contents(bn: BasisNetwork, source: bytes
     return files, layers
 
 
-def write_dir(out_dir: str | os.PathLike[str], files: dict[str, bytes]) -> None:
-    """Write into a temp folder beside ``out_dir``, then swap it into place."""
-    out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInputError(f"output folder '{parent}' does not exist", where=str(out))
-    if out.exists() and not out.is_dir():
-        raise BadInputError("exists and is not a directory", where=str(out))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            old.rmdir()
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_basis(out_dir: str | os.PathLike[str], bn: BasisNetwork, source: bytes,
@@ -132,7 +108,7 @@ def save_basis(out_dir: str | os.PathLike[str], bn: BasisNetwork, source: bytes,
                   for name, data in sorted(files.items())},
     }
     files[MANIFEST] = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
-    write_dir(out_dir, files)
+    write_dir_atomic(out_dir, files)
     return man
 
 

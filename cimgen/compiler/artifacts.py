@@ -27,8 +27,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +38,7 @@ from golden_model.machine import ChipImage
 
 from .. import __version__
 from ..config import XbarConfig, make_config
+from ..fileio import write_dir_atomic
 from .codegen import Compiled, Report, machine_params
 from .host import HostStage, host_files, load_host
 from .layout import Tensor, hwc_order
@@ -110,29 +109,6 @@ def manifest(comp: Compiled, files: dict[str, bytes]) -> dict[str, object]:
     }
 
 
-def write_dir(out_dir: str | os.PathLike[str], files: dict[str, bytes]) -> None:
-    """Write files into a temp folder beside ``out_dir``, then swap it into place."""
-    out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInputError(f"output folder '{parent}' does not exist", where=str(out))
-    if out.exists() and not out.is_dir():
-        raise BadInputError("exists and is not a directory", where=str(out))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            old.rmdir()
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_compiled(comp: Compiled, model_path: str | os.PathLike[str],
@@ -140,7 +116,7 @@ def save_compiled(comp: Compiled, model_path: str | os.PathLike[str],
     files = file_contents(comp, Path(model_path).read_bytes())
     man = manifest(comp, files)
     files["manifest.json"] = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
-    write_dir(out_dir, files)
+    write_dir_atomic(out_dir, files)
     return man
 
 

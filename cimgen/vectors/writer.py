@@ -9,11 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +20,7 @@ from golden_model.crossbar import DeviceMap
 from golden_model.errors import BadInputError
 
 from .. import __version__
+from ..fileio import write_dir_atomic
 from ..hw.rtl_sim import CSR, RTL_DIR, RTL_SOURCES, RTL_VERSION, RtlParams
 from .build import Chip, Coverage, Expected, Vector, golden_group, group_vectors, image_arrays
 from .replay_tb import (
@@ -235,39 +233,12 @@ def _vector_files(files: dict[str, bytes], index: int, group: str, v: Vector,
     return entry, tbv
 
 
-def write_dir(out_dir: str | os.PathLike[str], files: dict[str, bytes]) -> Path:
-    """Write into a temp folder beside ``out_dir``, then swap it into place."""
-    out = Path(out_dir)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInputError(f"output folder '{parent}' does not exist", where=str(out))
-    if out.exists() and not out.is_dir():
-        raise BadInputError("exists and is not a directory", where=str(out))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
-        for name, data in files.items():
-            path = tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            old.rmdir()
-            out.rename(old)
-        tmp.chmod(0o755)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
 
 def write_set(out_dir: str | os.PathLike[str], vectors: Sequence[Vector],
               generator: dict[str, Any]) -> tuple[dict[str, Any], Coverage]:
     files, manifest, cov = build_files(vectors, generator)
-    write_dir(out_dir, files)
+    write_dir_atomic(out_dir, files)
     return manifest, cov
 
 
