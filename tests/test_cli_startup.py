@@ -45,8 +45,9 @@ def console_script() -> Path:
     pytest.fail("the cimgen console script is not installed (pip install -e .)")
 
 
-def imported_modules(*args: str | Path) -> tuple[int, set[str], str]:
-    """Run the console script under -X importtime: (exit code, top-level modules, stderr)."""
+def imported_modules(*args: str | Path, full: bool = False) -> tuple[int, set[str], str]:
+    """Run the console script under -X importtime: (exit code, top-level modules, or
+    every dotted module name with ``full``, stderr)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     r = subprocess.run([sys.executable, "-X", "importtime", str(console_script()),
@@ -57,7 +58,7 @@ def imported_modules(*args: str | Path) -> tuple[int, set[str], str]:
         if line.startswith("import time:") and "|" in line:
             name = line.rsplit("|", 1)[1].strip()
             if name != "imported package":
-                mods.add(name.split(".")[0])
+                mods.add(name if full else name.split(".")[0])
     return r.returncode, mods, r.stderr
 
 
@@ -87,10 +88,16 @@ def test_console_script_help_and_version_import_no_heavy_module() -> None:
 
 def test_console_script_run_imports_no_onnx(compiled: tuple[Path, Path], tmp_path: Path) -> None:
     cdir, xfile = compiled
-    rc, mods, err = imported_modules("run", cdir, "--inputs", xfile, "--out", tmp_path / "y.npy")
+    rc, full, err = imported_modules("run", cdir, "--inputs", xfile, "--out", tmp_path / "y.npy",
+                                     full=True)
     assert rc == 0, err[-2000:]
+    mods = {m.split(".")[0] for m in full}
     assert {"cimgen", "golden_model", "numpy"} <= mods
     assert not mods & FORBIDDEN, sorted(mods & FORBIDDEN)
+    # Running a compiled program needs neither the compiler nor the verifier.
+    heavy = {"cimgen.compiler.codegen", "cimgen.compiler.adc", "cimgen.frontend",
+             "cimgen.run.verify", "golden_model.nonideal_reference"}
+    assert "cimgen.compiler.compiled" in full and not full & heavy, sorted(full & heavy)
     net = load_model(EXAMPLES / "bnn_mlp.onnx")
     x = np.load(xfile)
     from golden_model.reference import infer

@@ -39,7 +39,7 @@ from ..fileio import load_npy
 from .mappings import MAPPINGS
 
 if TYPE_CHECKING:
-    from .codegen import Compiled
+    from .compiled import Compiled
 
 # CIM-Explorer's calibration lowers a POS layer's minimum by one histogram bin.
 CIMX_POS_BIN_UA = 10.0

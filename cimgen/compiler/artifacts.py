@@ -39,7 +39,8 @@ from golden_model.machine import ChipImage
 from .. import __version__
 from ..config import XbarConfig, make_config
 from ..fileio import write_dir_atomic
-from .codegen import Compiled, Report, machine_params
+from .compiled import Compiled, machine_params
+from .cost import Report
 from .host import HostStage, host_files, load_host
 from .layout import Tensor, hwc_order
 

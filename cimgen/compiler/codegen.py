@@ -29,12 +29,12 @@ Lowering, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from golden_model.basis import BasisLinear, BasisNetwork, check_basis_network
-from golden_model.crossbar import AdcTable, DeviceParams, sample_device_map
+from golden_model.crossbar import AdcTable, sample_device_map
 from golden_model.errors import BadInputError
 from golden_model.ir import (
     BRANCH_KINDS,
@@ -48,13 +48,14 @@ from golden_model.ir import (
     layer_name,
 )
 from golden_model.isa import BIT_SIGNED, Instr, Sense, Src
-from golden_model.machine import ChipImage, Machine, MachineParams
+from golden_model.machine import ChipImage
 from golden_model.schedule import SIGNED_PLANE, Body, ReadStep, TilePlacement
 from golden_model.schedule import Schedule as ReadSchedule
 
 from ..config import XbarConfig
 from .adc import calibrated_adcs, is_calibrated, layer_adc
-from .cost import Report, static_report
+from .compiled import Compiled, device_params, machine_params
+from .cost import static_report
 from .dataflow import Dataflow, Step
 from .dataflow import build as build_dataflow
 from .emit import Emitter
@@ -65,96 +66,6 @@ from .schedule import Schedule, fits, plan
 from .tiling import Tile
 
 MAX_AUTO_BATCH = 256
-
-
-@dataclass
-class Compiled:
-    """A compiled network: the chip image plus what the host needs to drive it.
-
-    ``input`` and ``output`` are slot 0's tensors; slot s is ``stride * s``
-    words further. One program run processes ``batch`` inputs.
-    """
-
-    cfg: XbarConfig
-    net: Network | None  # None when loaded from a compile directory (see ``host``)
-    image: ChipImage
-    setup_entry: int
-    infer_entry: int
-    input: Tensor
-    output: Tensor
-    listing: list[tuple[Instr, str]]
-    report: Report
-    adc_tables: list[AdcTable] = field(default_factory=list)
-    batch: int = 1
-    stride: int = 0
-    tiles: list[Tile] = field(default_factory=list)
-    host: HostStage | None = None  # input stage and output ops (set by the compiler)
-    # Placement and READ order for independent executors (golden_model.schedule);
-    # None for a compile directory loaded from disk.
-    schedule: ReadSchedule | None = None
-    basis: BasisNetwork | None = None  # the basis form the program computes (basis mode)
-
-    # ------------------------------------------------------------- host
-    def input_words(self, q: np.ndarray) -> np.ndarray:
-        """Quantized integer input [B, *shape] -> DMEM words [B, n] in memory order."""
-        flat = q.reshape(q.shape[0], -1)
-        return flat[:, self.input.order].astype(np.int32)
-
-    def runs(self, n: int) -> int:
-        """Program runs for ``n`` inputs (the last batch is padded)."""
-        return max(1, -(-n // self.batch))
-
-    def run_inputs(self, q: np.ndarray) -> np.ndarray:
-        """Inputs as DMEM words per run and slot: [runs, batch, words] (padding: 0)."""
-        words = self.input_words(q)
-        runs = self.runs(words.shape[0])
-        out = np.zeros((runs * self.batch, words.shape[1]), np.int32)
-        out[:words.shape[0]] = words
-        return out.reshape(runs, self.batch, -1)
-
-    def input_ranges(self) -> list[int]:
-        """DMEM address of each slot's input."""
-        return [self.input.base + s * self.stride for s in range(self.batch)]
-
-    def output_ranges(self) -> list[tuple[int, int]]:
-        """(address, words) of each slot's output."""
-        return [(self.output.base + s * self.stride, self.output.size)
-                for s in range(self.batch)]
-
-    def load_inputs(self, mach: Machine, q: np.ndarray) -> None:
-        """Write ``q`` into a machine whose lockstep runs are ``runs(len(q))``."""
-        per = self.run_inputs(q)
-        for s, addr in enumerate(self.input_ranges()):
-            mach.load_inputs(addr, per[:, s])
-
-    def logits_of_words(self, words: np.ndarray) -> np.ndarray:
-        """Output words in memory order [n, size] -> logits in IR order [n, size]."""
-        out = np.empty(words.shape, np.int64)
-        out[:, self.output.order] = words
-        return out
-
-    def output_logits(self, dmem: np.ndarray, n: int | None = None) -> np.ndarray:
-        """Logits of every slot of every run ([runs, dmem_words] -> [n, outputs])."""
-        slots = [dmem[:, a:a + m].astype(np.int64) for a, m in self.output_ranges()]
-        mem = np.stack(slots, axis=1).reshape(-1, self.output.size)
-        return self.logits_of_words(mem[:n] if n is not None else mem)
-
-
-def machine_params(cfg: XbarConfig) -> MachineParams:
-    return MachineParams(rows=cfg.rows, cols=cfg.cols, num_xbars=cfg.num_xbars,
-                         dmem_words=cfg.dmem_words, wmem_words=cfg.wmem_words,
-                         adc_tables=cfg.adc_tables, vec_width=cfg.vec_width, t_read=cfg.t_read,
-                         t_adc=cfg.t_adc, t_write=cfg.prog_cycles, adcs_per_xbar=cfg.adcs,
-                         hrs_units=cfg.hrs_units, coef_bits=cfg.coef_bits,
-                         physics=cfg.read_physics())
-
-
-def device_params(cfg: XbarConfig) -> DeviceParams:
-    return DeviceParams(rows=cfg.rows, cols=cfg.cols, num_xbars=cfg.num_xbars, hrs_ua=cfg.hrs_ua,
-                        lrs_ua=cfg.lrs_ua, lsb_ua=cfg.current_lsb_ua,
-                        sigma_hrs_ua=cfg.sigma_hrs_ua, sigma_lrs_ua=cfg.sigma_lrs_ua,
-                        variability=cfg.variability, stuck_lrs_rate=cfg.stuck_lrs_rate,
-                        stuck_hrs_rate=cfg.stuck_hrs_rate, seed=cfg.seed)
 
 
 def plane_scale(bitplanes: int) -> int:

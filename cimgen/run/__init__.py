@@ -1,11 +1,35 @@
 """Runs: a compiled program executed on the golden machine and compared with the reference.
 
 Takes a compiled chip and integer inputs; gives logits, cycle counts and the
-comparison that ``cimgen verify`` prints.
+comparison that ``cimgen verify`` prints. Names resolve on first use (PEP 562):
+``run_golden`` alone does not import the compiler or the non-ideal reference.
 """
 
-from .golden import MachineRun, cost_rows, run_golden
-from .verify import VerifyReport, compare, expected_logits, verify_golden
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .golden import MachineRun, cost_rows, run_golden
+    from .verify import VerifyReport, compare, expected_logits, verify_golden
+
+_WHERE = {
+    "MachineRun": "golden", "cost_rows": "golden", "run_golden": "golden",
+    "VerifyReport": "verify", "compare": "verify", "expected_logits": "verify",
+    "verify_golden": "verify",
+}
 
 __all__ = ["MachineRun", "VerifyReport", "compare", "cost_rows", "expected_logits", "run_golden",
            "verify_golden"]
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{mod}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -9,7 +9,7 @@ import numpy as np
 from golden_model.errors import MismatchError
 from golden_model.machine import Machine, RunResult
 
-from ..compiler import Compiled
+from ..compiler.compiled import Compiled
 from ..compiler.cost import Counts, clock_ns, energy
 
 
