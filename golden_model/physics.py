@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -56,8 +56,9 @@ DRIFT_BITS = 16
 # Row field of the counter for the column-noise model (rows are < 1024).
 COLUMN_STREAM_ROW = 1024
 MASK32 = 0xFFFFFFFF
-# Cells (images x rows x columns) one READ handles at a time (memory bound only).
-CHUNK_CELLS = 1 << 22
+# Cells (images x rows x columns) one READ handles at a time: bounds the temporaries
+# and keeps them near the caches (2^20 was the fastest of 2^16..2^22 measured).
+CHUNK_CELLS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,13 @@ def normal_q(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.ndarr
              cols: np.ndarray) -> np.ndarray:
     """Standard normal draws times Z_SCALE, int32 of shape S + [w]: run ``runs``, READ
     ``read`` of that run, row ``rows`` (runs, reads and rows broadcast to S), column
-    ``cols[j]``.
+    ``cols[j]``: the quantile table at ``uniform_lanes``."""
+    return z_table()[uniform_lanes(seed, runs, read, rows, cols)]
+
+
+def uniform_lanes(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.ndarray,
+                  cols: np.ndarray) -> np.ndarray:
+    """The 16-bit uniforms behind ``normal_q`` (uint16, shape S + [w], possibly a view).
 
     One Philox call serves 8 cells: counter (row * 256 + col // 8, read, run low,
     run high), key (seed low, seed high); column col takes 16-bit lane col % 8.
@@ -138,7 +145,7 @@ def normal_q(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.ndarr
     cols = np.asarray(cols, dtype=np.int64)
     shape = runs_a.shape
     if cols.size == 0:
-        return np.zeros((*shape, 0), np.int32)
+        return np.zeros((*shape, 0), np.uint16)
     g0 = int(cols.min()) >> 3
     n_groups = (int(cols.max()) >> 3) - g0 + 1
     groups = np.arange(g0, g0 + n_groups, dtype=np.int64)
@@ -154,15 +161,22 @@ def normal_q(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.ndarr
     lanes = words.view("<u2").reshape(*shape, 8 * n_groups)
     idx = cols - 8 * g0
     if (np.diff(idx) == 1).all():
-        u = lanes[..., idx[0]:idx[-1] + 1]
-    else:
-        u = lanes[..., idx]
-    return z_table()[u]
+        return lanes[..., idx[0]:idx[-1] + 1]
+    return lanes[..., idx]
 
 
 def noise_units(sigma_units: float | np.ndarray, zq: np.ndarray) -> np.ndarray:
     """Integer noise currents: rint(sigma * z) with z = zq / Z_SCALE (exact scaling)."""
     return np.rint(np.multiply(sigma_units, zq) / Z_SCALE).astype(np.int64)
+
+
+@lru_cache(maxsize=16)
+def noise_table(sigma_units: float) -> np.ndarray:
+    """int64 [2**16]: ``noise_units(sigma_units, z_table())``, the noise current of each
+    16-bit uniform, so a per-cell draw is one lookup (the same numbers, element-wise)."""
+    t = noise_units(sigma_units, z_table())
+    t.flags.writeable = False
+    return t
 
 
 # ------------------------------------------------------------------ disturb
@@ -284,19 +298,29 @@ def read_columns(phys: ReadPhysics, cur_rows: np.ndarray, lrs_rows: np.ndarray,
     if phys.sigma_units > 0 and phys.noise == "cell":
         # Draws for the driven (image, row) pairs only, in row-major order.
         bi, ri = np.nonzero(d)
-        zq = normal_q(phys.seed, runs[bi], reads[bi], rows[ri], cols)
-        vals = np.maximum(win[ri] + noise_units(phys.sigma_units, zq), 0)  # [P, w]
+        u = uniform_lanes(phys.seed, runs[bi], reads[bi], rows[ri], cols)
+        table = noise_table(float(phys.sigma_units))
+        if bi.size == b * rows.size and phys.wire_g_units == 0:
+            # Every row driven (bipolar inputs): the cells of an image are [k, w] in
+            # row-major order, so no gather or scatter. int32 when no sum can reach 2**31.
+            narrow = (int(np.abs(win).max(initial=0)) + int(np.abs(table).max())) \
+                * max(1, rows.size) < 1 << 31
+            dt = np.int32 if narrow else np.int64
+            vals = table.astype(dt)[u].reshape(b, rows.size, w)
+            vals += win.astype(dt)
+            np.maximum(vals, 0, out=vals)
+            return vals.sum(axis=1, dtype=np.int64), nd
+        vals = win[ri] + table[u]  # [P, w]
+        np.maximum(vals, 0, out=vals)
         if phys.wire_g_units > 0:
             g = np.zeros((b, rows.size, w))
             g[bi, ri] = vals
             v = wordline_fraction(cur, phys.wire_g_units)[:, c0:c0 + width]
             col = np.rint(bitline_ladder(g, v, rows, n_rows, phys.wire_g_units)).astype(np.int64)
         else:
-            col = np.zeros((b, w), np.int64)
-            has = nd > 0
-            if has.any():
-                starts = np.concatenate([[0], np.cumsum(nd)[:-1]])[has]
-                col[has] = np.add.reduceat(vals, starts, axis=0)
+            dense = np.zeros((b, rows.size, w), np.int64)
+            dense[bi, ri] = vals
+            col = dense.sum(axis=1)
     elif phys.wire_g_units > 0:
         g = np.where(d[:, :, None], win[None], 0).astype(np.float64)
         v = wordline_fraction(cur, phys.wire_g_units)[:, c0:c0 + width]

@@ -93,12 +93,14 @@ def _cells(seed: int, k: int, c: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_cell_noise_is_a_clipped_draw_per_driven_cell(seed: int) -> None:
+@pytest.mark.parametrize("all_driven", [False, True])  # True: bipolar inputs' fast path
+def test_cell_noise_is_a_clipped_draw_per_driven_cell(seed: int, all_driven: bool) -> None:
     k, c, b = 20, 40, 6
     cur, lrs = _cells(seed, k, c)
     rows = np.arange(100, 100 + k)[::-1]  # any order
     rng = np.random.default_rng(seed + 10)
-    drive = rng.random((b, k)) < 0.6
+    drive = rng.random((b, k)) < (1.0 if all_driven else 0.6)
+    assert drive.all() == all_driven
     runs = np.arange(9, 9 + b)
     sigma = 150.0  # larger than HRS currents: clipping happens
     phys = physics.ReadPhysics(seed=seed, sigma_units=sigma)
