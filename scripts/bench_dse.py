@@ -64,12 +64,12 @@ def main() -> None:
                                    dashboard_address=None)
             execs.append(("Dask LocalCluster, 2 workers", {"dask": cluster.scheduler_address}))
         try:
-            for name, kw in execs:
+            for i, (name, kw) in enumerate(execs):
                 best = None
                 for r in range(args.repeat):
                     c0 = _cpu()
                     t0 = time.perf_counter()
-                    res = run_sweep(sw, Path(tmp) / f"{len(name)}-{r}", **kw)  # type: ignore[arg-type]
+                    res = run_sweep(sw, Path(tmp) / f"{i}-{r}", **kw)  # type: ignore[arg-type]
                     wall = time.perf_counter() - t0
                     cpu = _cpu() - c0
                     if best is None or res.seconds < best[0]:
