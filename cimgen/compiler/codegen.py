@@ -29,6 +29,7 @@ Lowering, in order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,8 @@ from .schedule import Schedule, fits, plan
 from .tiling import Tile
 
 MAX_AUTO_BATCH = 256
+# LDIN segments of a tile at an output position (see Compiler.patches).
+Segments = Callable[[Tile, int, int, int], list[tuple[int, int, int, int]]]
 
 
 def plane_scale(bitplanes: int) -> int:
@@ -315,7 +318,6 @@ class Compiler:
         layer = self.net.layers[i]
         blin = self.bn.layers[i]
         assert isinstance(blin, BasisLinear)
-        info = self.infos[i]
         cats, kind, bitplanes = self.layer_context(i)
         adc = self.adc_of[i]
         act = st.act
@@ -324,27 +326,14 @@ class Compiler:
         n_basis = self.bn.basis.count
         base, chunks = self.coef_rows(i)
         rel = self.rel
-        if isinstance(layer, Dense):
-            positions: list[tuple[int, int]] = [(0, 0)]
-            oc = layer.out_features
-        else:
-            _, oh, ow = info.out_shape
-            positions = [(y, x) for y in range(oh) for x in range(ow)]
-            oc = int(layer.weight.shape[0])
-            c_in, h_in, w_in = info.in_shape
-            kh, kw = int(layer.weight.shape[2]), int(layer.weight.shape[3])
-            pad_addr = self.pad_vector(layer.pad_value, c_in)
+        positions, oc, segments = self.patches(i)
         name = layer_name(i, layer)
         scratch = self.scratch_base
         for pos_i, (oy, ox) in enumerate(positions):
             for s in range(blin.segments):
                 f0 = s * r_len
                 seg = Tile(i, s, 0, f0, min(r_len, blin.rows - f0), 0, 0, np.zeros((0, 0)))
-                if isinstance(layer, Dense):
-                    segs = [(0, st.src.base + f0, seg.f_len, rel)]
-                else:
-                    segs = self.conv_segments(seg, st.src.base, oy, ox, layer, c_in, h_in, w_in,
-                                              kh, kw, pad_addr)
+                segs = segments(seg, st.src.base, oy, ox)
                 corr = self.basis_correction(i, seg.f_len)
                 self.emit("INCLR", f"{name} pos ({oy},{ox}) segment {s}")
                 for dst, src, n, r in segs:
@@ -410,7 +399,6 @@ class Compiler:
         """
         i = st.index
         layer = self.net.layers[i]
-        info = self.infos[i]
         cats, kind, bitplanes = self.layer_context(i)
         adc = self.adc_of[i]
         corr_addr = self.correction(i)
@@ -421,16 +409,7 @@ class Compiler:
         for t in self.tiles[i]:
             by_ct.setdefault(t.ct, []).append(t)
             phases.setdefault(t.ct, []).append(t.phase)
-        if isinstance(layer, Dense):
-            positions: list[tuple[int, int]] = [(0, 0)]
-            oc = layer.out_features
-        else:
-            _, oh, ow = info.out_shape
-            positions = [(y, x) for y in range(oh) for x in range(ow)]
-            oc = int(layer.weight.shape[0])
-            c_in, h_in, w_in = info.in_shape
-            kh, kw = int(layer.weight.shape[2]), int(layer.weight.shape[3])
-            pad_addr = self.pad_vector(layer.pad_value, c_in)
+        positions, oc, segments = self.patches(i)
         name = layer_name(i, layer)
         rel = self.rel
         work = []
@@ -454,11 +433,7 @@ class Compiler:
                     self.emit("ACC", "partial sum", src=int(Src.DMEM), mul=1, sh=0, addr=out,
                               lanes=o_len, rel=rel)
                 for t in here:
-                    if isinstance(layer, Dense):
-                        segs = [(0, st.src.base + t.f0, t.f_len, rel)]
-                    else:
-                        segs = self.conv_segments(t, st.src.base, oy, ox, layer, c_in, h_in,
-                                                  w_in, kh, kw, pad_addr)
+                    segs = segments(t, st.src.base, oy, ox)
                     self.emit_recipe(t, segs, cats, bitplanes, kind, adc, name, pos_i)
                 if not last:
                     self.emit("STA", "partial sum", dst=out, lanes=o_len, rel=rel)
@@ -471,6 +446,29 @@ class Compiler:
                               tbl=st.thr_addr + o0 * (k + 1), dst=out, lanes=o_len, rdst=rel)
                 else:
                     self.emit("STA", dst=out, lanes=o_len, rel=rel)
+
+    def patches(self, i: int) -> tuple[list[tuple[int, int]], int, Segments]:
+        """Linear layer i's output positions ((0, 0) for Dense), output channels, and
+        the LDIN segments of a tile at a position: (tile, source base, oy, ox) ->
+        [(IN offset, DMEM address, words, relative)]. A conv's pad vector is
+        allocated here, once per call."""
+        layer = self.net.layers[i]
+        rel = self.rel
+        if isinstance(layer, Dense):
+            def dense(t: Tile, base: int, _oy: int, _ox: int) -> list[tuple[int, int, int, int]]:
+                return [(0, base + t.f0, t.f_len, rel)]
+            return [(0, 0)], layer.out_features, dense
+        assert isinstance(layer, Conv2d)
+        info = self.infos[i]
+        _, oh, ow = info.out_shape
+        c_in, h_in, w_in = info.in_shape
+        kh, kw = int(layer.weight.shape[2]), int(layer.weight.shape[3])
+        pad_addr = self.pad_vector(layer.pad_value, c_in)
+
+        def conv(t: Tile, base: int, oy: int, ox: int) -> list[tuple[int, int, int, int]]:
+            return self.conv_segments(t, base, oy, ox, layer, c_in, h_in, w_in, kh, kw, pad_addr)
+        return ([(y, x) for y in range(oh) for x in range(ow)], int(layer.weight.shape[0]),
+                conv)
 
     def conv_segments(self, t: Tile, base: int, oy: int, ox: int, layer: Conv2d, c: int,
                       h: int, w: int, kh: int, kw: int, pad_addr: int
