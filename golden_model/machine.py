@@ -481,6 +481,7 @@ class Machine:
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
         n = self.image.dmem_init.size
         self.dmem[:, :n] = self.image.dmem_init
+        self._host_top = 0  # DMEM words below this may have been written by load_inputs
         cache = self.image.plan_cache
         if "plan" not in cache:
             decoded: list[isa.Instr | None] = []
@@ -522,6 +523,70 @@ class Machine:
     def load_inputs(self, addr: int, data: np.ndarray) -> None:
         """Host writes [B, n] words at DMEM[addr..]."""
         self.dmem[:, addr:addr + data.shape[1]] = data
+        self._host_top = max(self._host_top, min(addr + data.shape[1], self.dmem.shape[1]))
+
+    # ------------------------------------------------------------ reuse
+    def _dmem_top(self) -> int:
+        """Words past this one are never written by an instruction of the program:
+        every written DMEM range ends below it, a relative one at the largest IB any
+        LOOP of the program can set (loops do not nest)."""
+        cache = self.image.plan_cache
+        top = cache.get("dmem_top")
+        if top is None:
+            steps = [st for st in self.plan if st is not None]
+            max_ib = max(((st.a["count"] - 1) * st.a["stride"] for st in steps
+                          if st.op == _LOOP), default=0)
+            top = max((addr + n + (max_ib if rel else 0) for st in steps
+                       for addr, n, rel, written in st.spans if written), default=0)
+            top = cache["dmem_top"] = min(top, self.image.params.dmem_words)
+        return top
+
+    def reset(self, image_offset: int = 0) -> None:
+        """Back to the state of a new ``Machine(image, batch, image_offset=...)``
+        (probe, lift and fast are kept): no cell written, DMEM as the image loads it,
+        no READ since a write. What a run prepared (blocks, lifted loops, scratch
+        buffers, READ matrices keyed by cell content) is kept, and so are the arrays
+        (views of ``dmem`` stay valid). DMEM is restored up to the highest word a
+        program instruction or ``load_inputs`` can have written: words written
+        directly into ``dmem`` past that are not."""
+        n = self.image.dmem_init.size
+        top = max(self._dmem_top(), self._host_top, n)
+        words = self.dmem.T  # [words, B]
+        words[n:top] = 0
+        words[:n] = self.image.dmem_init[:, None]
+        self._host_top = 0
+        self.xbar_bits.fill(False)
+        for x in range(self.xbar_bits.shape[0]):
+            self._invalidate(x)
+        self._row_reads.fill(0)
+        self._writes = None
+        self.image_offset = image_offset
+
+    POOL_SIZE = 2  # machines ``release`` keeps per image (by batch, the last ones released)
+
+    @classmethod
+    def reuse(cls, image: ChipImage, batch: int, image_offset: int = 0) -> Machine:
+        """``Machine(image, batch, image_offset=image_offset)``, or one that
+        ``release`` gave back for this image and batch, ``reset``: the same runs,
+        without allocating and preparing again."""
+        pool: dict[int, Machine] = image.plan_cache.setdefault("pool", {})
+        m = pool.pop(batch, None)  # one caller gets it (dict.pop is atomic)
+        if m is None:
+            return cls(image, batch, image_offset=image_offset)
+        m.reset(image_offset)
+        return m
+
+    def release(self) -> None:
+        """Give this machine to ``reuse`` (the caller does not use it afterwards).
+        Only a machine with the default settings (no probe, lifting, prepared plan)
+        is kept."""
+        if self.probe is not None or not (self.lift and self.fast):
+            return
+        pool: dict[int, Machine] = self.image.plan_cache.setdefault("pool", {})
+        pool.pop(self.batch, None)
+        while len(pool) >= self.POOL_SIZE:
+            pool.pop(next(iter(pool)), None)
+        pool[self.batch] = self
 
     def _invalidate(self, xbar: int) -> None:
         self._cur.pop(xbar, None)

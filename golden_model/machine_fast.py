@@ -67,8 +67,10 @@ Fn = Callable[[int], None]  # an instruction: called with IB
 # at least every FOLD_READS READs: each READ adds less than 2^24 per row, so the
 # float64 sums stay exact.
 FOLD_READS = 1 << 28
-# Matrices an image keeps for the machines that run it (oldest dropped first).
-SHARED_MATRICES = 64
+# Bytes of READ matrices an image keeps for the machines that run it, by cell
+# content (least recently used dropped first): a streamed network re-PROGs the
+# same weights in every run.
+SHARED_MATRIX_BYTES = 256 << 20
 
 
 def charge_shift(rows: int) -> int:
@@ -174,8 +176,8 @@ class Ctx:
     """Registers, DMEM views and scratch buffers one set of closures runs on: the
     machine's own (one copy) or a lifted loop's (one copy per iteration)."""
 
-    def __init__(self, engine: Engine, regs: _Regs, copies: int, space: _Space | None
-                 ) -> None:
+    def __init__(self, engine: Engine, regs: _Regs, copies: int, space: _Space | None,
+                 bufs: dict[tuple[str, type], np.ndarray] | None = None) -> None:
         m = engine.m
         p = m.image.params
         B = m.batch
@@ -193,7 +195,9 @@ class Ctx:
         self.acc3 = regs.acc.reshape(p.cols, copies, B)
         self.code3 = regs.code.reshape(p.cols, copies, B)
         self.ndrv2 = regs.ndrv.reshape(copies, B)
-        self._bufs: dict[tuple[str, type], np.ndarray] = {}
+        # Scratch buffers hold nothing from one instruction to the next: contexts with
+        # the same columns share them.
+        self._bufs: dict[tuple[str, type], np.ndarray] = {} if bufs is None else bufs
         self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
         self.dirty = self.dirty_i = False  # ch2, chi hold something
@@ -710,6 +714,10 @@ class Engine:
         self.blocks: list[Block | bool | None] = [False] * n  # False: not built yet
         self.singles: list[Fn | bool | None] = [False] * n
         self.lifted: dict[tuple[int, int], Lifted] = {}
+        # Columns -> registers and scratch buffers of the lifted loops with that many
+        # columns: a lifted body writes every register before it reads it, and its
+        # registers are reset when it starts, so the loops can share them.
+        self.lifted_regs: dict[int, tuple[_Regs, dict[tuple[str, type], np.ndarray]]] = {}
         # (xbar, first column, width, SYM, ADC table) -> (crossbar version, matrix)
         self.mats: dict[tuple[int, int, int, bool, int], tuple[int, FastMat]] = {}
 
@@ -724,12 +732,13 @@ class Engine:
             shared = m.image.plan_cache.setdefault("fast_mats", {})
             bits = m.xbar_bits[xbar]
             skey = (*key, hashlib.blake2b(np.packbits(bits).tobytes(), digest_size=16).digest())
-            mat = shared.get(skey)
+            mat = shared.pop(skey, None)
             if mat is None:
                 mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
-                if len(shared) >= SHARED_MATRICES:
-                    del shared[next(iter(shared))]
-                shared[skey] = mat
+                size = sum(v.lhs.nbytes for v in shared.values())
+                while shared and size + mat.lhs.nbytes > SHARED_MATRIX_BYTES:
+                    size -= shared.pop(next(iter(shared))).lhs.nbytes
+            shared[skey] = mat  # the most recently used last
             hit = self.mats[key] = (ver, mat)
         return hit[1]
 
@@ -865,7 +874,11 @@ class Engine:
         length, stride = st.a["len"], st.a["stride"]
         lo, hi = window
         space = _Space(m.dmem.T, lo, stride, count, hi - lo)
-        ctx = Ctx(self, _Regs(p.rows, p.cols, count * m.batch), count, space)
+        N = count * m.batch
+        shared = self.lifted_regs.get(N)
+        if shared is None:
+            shared = self.lifted_regs[N] = (_Regs(p.rows, p.cols, N), {})
+        ctx = Ctx(self, shared[0], count, space, shared[1])
         body = [m.plan[pc + 1 + k] for k in range(length)]
         rpi = sum(1 for b in body if b is not None and b.op == _READ)
         fns: list[Fn] = []
@@ -892,6 +905,7 @@ class Engine:
         st = self.m.plan[pc]
         assert st is not None
         ctx = lf.ctx
+        ctx.regs.reset()  # as the definition's new registers
         ctx.res = res
         ctx.read_base = res.reads
         for f in lf.fns:

@@ -25,10 +25,12 @@ import pytest
 from netgen import random_network
 from test_streaming import tiny_image
 
-from cimgen.compiler import compile_network
+from cimgen.compiler import Compiled, compile_network
 from cimgen.config import MAPPINGS, make_config
+from cimgen.run import run_golden
 from golden_model import isa
 from golden_model.crossbar import DeviceParams, sample_device_map
+from golden_model.ir import Network
 from golden_model.isa import Src
 from golden_model.machine import ChipImage, Machine, RunResult
 from golden_model.physics import ReadPhysics
@@ -194,3 +196,111 @@ def test_in_gaps_and_pairs_past_the_array() -> None:
     dev = sample_device_map(DeviceParams(8, 8, 1, 5.0, 50.0, 0.05, sigma_hrs_ua=2.0,
                                          sigma_lrs_ua=6.0, seed=3))
     same_runs(machines(dataclasses.replace(img, devmap=dev), 2), 0, "variable cells")
+
+
+def fresh_run(comp: Compiled, q: np.ndarray, offset: int, m: Machine | None = None
+              ) -> tuple[Machine, tuple[object, ...], tuple[object, ...]]:
+    """Setup and inference on ``m`` (default: a new machine with its own plan cache)."""
+    if m is None:
+        m = Machine(dataclasses.replace(comp.image, plan_cache={}), comp.runs(q.shape[0]),
+                    image_offset=offset)
+    setup = m.run(comp.setup_entry)
+    comp.load_inputs(m, q)
+    res = m.run(comp.infer_entry)
+    return m, result_tuple(setup), result_tuple(res)
+
+
+@pytest.mark.parametrize("over", CONFIGS, ids=lambda o: ",".join(o) or "ideal")
+def test_reused_machine_equals_new(over: dict[str, object]) -> None:
+    """``Machine.reuse`` after ``release`` (what run_golden does) gives what a new
+    machine gives: other inputs, another image offset (read noise), fewer inputs
+    than the pooled machine's runs, the same machine twice in a row; run_golden too."""
+    for seed in range(2):
+        net = random_network(seed + 10, ternary=None)
+        rng = np.random.default_rng(seed)
+        cfg = make_config(None, {"mapping": "BNN_I" if seed else "TNN_I", "rows": 24,
+                                 "cols": 20, "num_xbars": 6, "seed": seed, "batch": 3, **over})
+        comp = compile_network(net, cfg)
+
+        def inputs(n: int, net: Network = net, rng: np.random.Generator = rng) -> np.ndarray:
+            return rng.choice(np.array(net.input.values.values), size=(n, *net.input.shape)
+                              ).astype(np.int16)
+        q7 = inputs(7)
+        for q, offset in ((q7, 0), (inputs(7), 4), (q7, 0), (inputs(5), 2), (inputs(8), 0)):
+            want_m, want_setup, want_res = fresh_run(comp, q, offset)
+            m = Machine.reuse(comp.image, comp.runs(q.shape[0]), image_offset=offset)
+            _, setup, res = fresh_run(comp, q, offset, m)
+            what = f"seed {seed} {over} inputs {q.shape[0]} offset {offset}"
+            assert setup == want_setup, what
+            assert res == want_res, what
+            np.testing.assert_array_equal(m.dmem, want_m.dmem, err_msg=what)
+            np.testing.assert_array_equal(m.xbar_bits, want_m.xbar_bits, err_msg=what)
+            m.release()
+            run = run_golden(comp, q, offset)
+            np.testing.assert_array_equal(run.logits, comp.output_logits(want_m.dmem, q.shape[0]))
+            assert result_tuple(run.result) == want_res, what
+            assert result_tuple(run.setup) == want_setup, what
+
+
+def test_reused_machine_restores_dmem() -> None:
+    """A reset machine's DMEM is the image's again: words a run wrote past the image
+    (absolute, relative at the largest IB of a loop) and words loaded by the host."""
+    dmem = np.zeros(40, np.int64)
+    dmem[:4] = [3, -2, 5, 7]
+    body = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=60, lanes=2, rel=1),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=0, lanes=2),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=44, lanes=2),
+            mk("STA", dst=60, lanes=2, rel=1)]
+    prog = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=50, lanes=3),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=1, lanes=3), mk("STA", dst=50, lanes=3),
+            mk("LOOP", count=4, len=len(body), stride=10), *body, mk("HALT")]
+    img = tiny_image(prog, dmem)
+    want = Machine(dataclasses.replace(img, plan_cache={}), 2)
+    want.load_inputs(44, np.array([[1, 2], [3, 4]]))
+    want.load_inputs(200, np.array([[9], [8]]))  # past every word the program writes
+    rw = want.run(0)
+    for _ in range(3):
+        m = Machine.reuse(img, 2)
+        m.load_inputs(44, np.array([[1, 2], [3, 4]]))
+        m.load_inputs(200, np.array([[9], [8]]))
+        assert result_tuple(m.run(0)) == result_tuple(rw)
+        np.testing.assert_array_equal(m.dmem, want.dmem)
+        m.release()
+    m = Machine.reuse(img, 2)
+    np.testing.assert_array_equal(m.dmem, Machine(img, 2).dmem)
+
+
+def test_lifted_loops_sharing_registers() -> None:
+    """Lifted loops with as many columns share registers: each starts from cleared
+    ones, as the definition's lifted loop with its new registers (CODE lanes past a
+    loop's READ read zero after it, whatever a wider loop before left there).
+
+    The comparison is with the definition's lifted loops (``Machine(fast=False,
+    lift=True)``): run iteration by iteration, those CODE lanes keep the wider
+    loop's values (a known difference of lifting, which compiled programs never
+    see: they read only CODE lanes a READ of the same body wrote)."""
+    dmem = np.array([1, -1, 0, 1, 1, -1, 1, 0, -1, 1, 1, 1] * 4)
+
+    def body(lanes: int, dst: int) -> list[isa.Instr]:
+        return [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=8, rsrc=1),
+                mk("READ", xbar=0, mask_a=isa.MASK_POS, sense=0, adc=0, bit=isa.BIT_SIGNED,
+                   lanes=lanes),
+                mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, lanes=lanes),
+                mk("ACC", src=int(Src.NDRV), mul=3, lanes=lanes),
+                mk("STA", dst=dst, lanes=lanes, rel=1)]
+    wide, narrow = body(6, 8), body(2, 14)  # relative windows [0, 14), [0, 16)
+    prog = [mk("PROG", xbar=0, row=r, wsrc=0) for r in range(8)]
+    prog += [mk("LOOP", count=3, len=len(wide), stride=16), *wide,
+             mk("LOOP", count=3, len=len(narrow), stride=16), *narrow,
+             mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, lanes=6),
+             mk("ACC", src=int(Src.NDRV), mul=1, lanes=6), mk("STA", dst=200, lanes=6),
+             mk("HALT")]
+    img = tiny_image(prog, dmem, dmem_words=1024)
+    img.wmem[0] = [1, 0, 1, 1, 0, 0, 1, 0]
+    ms = [Machine(dataclasses.replace(img, plan_cache={}), 2, fast=fast, lift=True)
+          for fast in (True, False)]
+    assert ms[0]._liftable(8, len(wide), 16, 3) is not None
+    for m in ms:
+        m.dmem[1, :40] = np.roll(dmem[:40], 3)
+    same_runs(ms, 0, "shared lifted registers")
+    same_runs(ms, 0, "shared lifted registers again")
