@@ -228,15 +228,17 @@ class Ctx:
             return self.win[:, o:o + n].transpose(1, 0, 2)
         return self.dm[a:a + n, None, :]
 
-    def fold(self, into: np.ndarray, zero: bool = False) -> None:
+    def fold(self, into: np.ndarray) -> None:
         """Add the read charge per column since the last fold to ``into`` (int64
-        [B], summed over copies) and restart. ``zero``: ``into`` holds zeros."""
+        [B], summed over copies) and restart."""
         if self.dirty:
             ch = self.ch2
-            if zero and self.copies == 1 and self.reads_since < self.float_fold:
-                # hi * 2^s + lo is below 2^53: exact in float64.
+            if self.copies == 1 and self.reads_since < self.float_fold:
+                # hi * 2^s + lo is below 2^53: exact in float64. (``into`` may hold a
+                # lifted loop's charge already: added, not assigned.)
                 t = ch[0] * float(1 << self.shift)
-                np.add(t, ch[1], out=into, casting="unsafe")
+                t += ch[1]
+                into += t.astype(np.int64)
             else:
                 h = ch.astype(np.int64)
                 h[0] <<= self.shift
@@ -751,7 +753,7 @@ class Engine:
     def _finish(self, res: RunResult) -> RunResult:
         ctx = self.ctx
         ctx.reads_since = res.reads - ctx.fold_base
-        ctx.fold(res.read_charge, zero=ctx.fold_base == 0)
+        ctx.fold(res.read_charge)
         return res
 
     def _fault(self, res: RunResult, err: Err, pc: int) -> RunResult:
