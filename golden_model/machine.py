@@ -26,6 +26,7 @@ Speed comes from three places, none of which changes a result:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -473,8 +474,12 @@ class Machine:
     def __post_init__(self) -> None:
         p = self.image.params
         self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
-        # Per crossbar: changes with every PROG that changes a cell (READ caches key on it).
-        self._xver = [0] * p.num_xbars
+        # Per crossbar: a digest of its cells (None: not computed since a PROG changed
+        # them; ``xbar_key``). READ caches key on it: the same cells, the same key.
+        self._xver: list[bytes | None] = [None] * p.num_xbars
+        # Cell writes of this run (``_prog_many``): the array, and the rows written.
+        self._writes_buf: np.ndarray | None = None
+        self._writes_rows: list[tuple[np.ndarray, np.ndarray]] = []
         self._row_reads = np.zeros((p.num_xbars, p.rows), dtype=np.int64)
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
@@ -524,6 +529,23 @@ class Machine:
         """Host writes [B, n] words at DMEM[addr..]."""
         self.dmem[:, addr:addr + data.shape[1]] = data
         self._host_top = max(self._host_top, min(addr + data.shape[1], self.dmem.shape[1]))
+
+    def load_slots(self, addr: int, stride: int, data: np.ndarray) -> None:
+        """``load_inputs(addr + s * stride, data[:, s])`` for every slot s of
+        ``data`` [B, slots, n], in order (one strided copy when the slots do not
+        overlap and fit DMEM)."""
+        _, slots, n = data.shape
+        words = self.dmem.T  # [words, B], C-contiguous
+        end = addr + (slots - 1) * stride + n
+        if slots < 2 or stride < n or end > words.shape[0] or data.shape[0] != self.batch:
+            for s in range(slots):
+                self.load_inputs(addr + s * stride, data[:, s])
+            return
+        s0, s1 = words.strides
+        view = np.lib.stride_tricks.as_strided(words[addr:], shape=(slots, n, self.batch),
+                                               strides=(stride * s0, s0, s1))
+        view[...] = data.transpose(1, 2, 0)
+        self._host_top = max(self._host_top, end)
 
     # ------------------------------------------------------------ reuse
     def _dmem_top(self) -> int:
@@ -592,7 +614,15 @@ class Machine:
         self._cur.pop(xbar, None)
         self._lrs.pop(xbar, None)
         self._mats.pop(xbar, None)
-        self._xver[xbar] += 1
+        self._xver[xbar] = None
+
+    def xbar_key(self, xbar: int) -> bytes:
+        """A digest of the cells of one crossbar (what READ caches key on)."""
+        key = self._xver[xbar]
+        if key is None:
+            key = self._xver[xbar] = hashlib.blake2b(
+                np.packbits(self.xbar_bits[xbar]).tobytes(), digest_size=16).digest()
+        return key
 
     # ------------------------------------------------------------ decoding
     def _prepare(self, ins: isa.Instr | None) -> _Step | None:
@@ -909,16 +939,24 @@ class Machine:
         new = self.image.wmem[ws].astype(bool)
         changed = new != self.xbar_bits[xs, rs]
         self.xbar_bits[xs, rs] = new
-        if self._writes is None:
-            self._writes = np.zeros(self.xbar_bits.shape, np.int32)
-        self._writes[xs, rs] += changed
+        writes = self._writes
+        if writes is None:  # the run's first PROG: its counts start at zero
+            writes = self._writes_buf
+            if writes is None:
+                writes = self._writes_buf = np.zeros(self.xbar_bits.shape, np.int32)
+            for rows in self._writes_rows:
+                writes[rows] = 0
+            self._writes_rows.clear()
+            self._writes = writes
+        self._writes_rows.append((xs, rs))
+        writes[xs, rs] += changed
         res.cells_written += int(changed.sum())
         res.wmem_rows += len(xs)
-        res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))
+        res.max_cell_writes = max(res.max_cell_writes, int(writes[xs, rs].max()))
         res.progs += len(xs)
         if self.image.params.physics.disturb:
             self._row_reads[xs, rs] = 0  # read disturb counts READs since the write
-        for x in np.unique(xs):
+        for x in np.unique(xs[changed.any(axis=1)]):  # crossbars whose cells changed
             self._invalidate(int(x))
 
     # ------------------------------------------------------------------ READ

@@ -28,7 +28,6 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,6 +50,7 @@ from .machine import (
     _VCOPY,
     _VMAX,
     INT32_MAX,
+    INT32_MIN,
     RunResult,
     _AdcLookup,
     _Regs,
@@ -120,6 +120,8 @@ class FastMat:
     div: int  # > 0: lanes hold ADC input / div and are the ideal ADC's code (after clip)
     clip: tuple[int, int] | None  # the ideal ADC's code range, when a lane can leave it
     nch: int  # charge rows: 2 (float32: high part, low part) or 1 (float64, exact)
+    colsum: int  # the largest sum of |lane entries| over the rows of a column
+    chsum: int  # the sum over rows of the largest charge-row entry
     # Views of lhs by (first row, rows); lhs is never written after it is built.
     views: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
@@ -161,7 +163,8 @@ def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _Adc
         lhs[lanes + 1] = rowsum
     lhs[:lanes] = w.T
     lhs[lanes] = 1
-    return FastMat(lhs, lanes, div, clip, 2 if f32 else 1)
+    chsum = max(int(hi_part.sum()), int(lo_part.sum())) if f32 else int(rowsum.sum())
+    return FastMat(lhs, lanes, div, clip, 2 if f32 else 1, colsum, chsum)
 
 
 def vec_chunks(n: int, src: int, src_len: int, dst: int, vw: int
@@ -210,14 +213,20 @@ class Ctx:
         self.fold_at = self.fold_base = 0
 
     def buf(self, kind: str, dtype: type) -> np.ndarray:
-        """Scratch memory, allocated on first use: "drive" and "bits" [rows, N],
-        "prod" [cols + 3, N], "x" [cols, N], "tmp" [cols, copies, B]."""
+        """Scratch memory, allocated on first use: "drive", "bits", "rhs", "cnt", "u8"
+        [rows, N], "charge" [2, N], "prod" [cols + 3, N], "x" [cols, N], "tmp", "act",
+        "cnt3", "cond" [cols, copies, B]. One buffer per kind and dtype: a closure's
+        buffers of different kinds never alias."""
         b = self._bufs.get((kind, dtype))
         if b is None:
             p = self.m.image.params
             shape = {"drive": (p.rows, self.N), "bits": (p.rows, self.N),
+                     "rhs": (p.rows, self.N), "cnt": (p.rows, self.N), "u8": (p.rows, self.N),
+                     "charge": (2, self.N),
                      "prod": (p.cols + 3, self.N), "x": (p.cols, self.N),
-                     "tmp": (p.cols, self.copies, self.B)}[kind]
+                     "tmp": (p.cols, self.copies, self.B), "act": (p.cols, self.copies, self.B),
+                     "cnt3": (p.cols, self.copies, self.B),
+                     "cond": (p.cols, self.copies, self.B)}[kind]
             b = self._bufs[(kind, dtype)] = np.empty(shape, dtype)
         return b
 
@@ -465,10 +474,10 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     vw = ctx.m.image.params.vec_width
     view = ctx.view
     acc = _acc_read(ctx, n)
+    regs = ctx.regs
+    a3 = ctx.acc3[:n]
 
-    def f_act(ib: int) -> None:
-        t0 = tbl + ib if rt else tbl
-        d0 = dst + ib if rd else dst
+    def general(t0: int, d0: int) -> None:
         acc3 = acc()
         for lo, hi in vec_chunks(n, t0, n * k1, d0, vw):
             tv = view(t0 + lo * k1, (hi - lo) * k1, rt)
@@ -478,6 +487,61 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
             for j in range(2, k1):
                 cnt += v >= tv[:, j]
             view(d0 + lo, hi - lo, rd)[...] = obias + oscale * cnt
+
+    # The outputs obias + oscale * count fit int8 (3-bit fields, k <= 3).
+    small = all(-128 <= obias + oscale * j <= 127 for j in range(k1))
+
+    def f_act(ib: int) -> None:
+        t0 = tbl + ib if rt else tbl
+        d0 = dst + ib if rd else dst
+        if rt or not small or (t0 < d0 + n and d0 < t0 + n * k1):
+            general(t0, d0)  # a relative table, or one the result overwrites
+            return
+        # An absolute table: per lane and run a sign s and thresholds t_j, one value
+        # per run for all copies. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and
+        # ACC <= floor(t / s) for s < 0: compare ACC with those, no products.
+        tv = view(t0, n * k1, False).reshape(n, k1, 1, -1)
+        sg = tv[:, 0]
+        lo_s, hi_s = int(sg.min()), int(sg.max())
+        if lo_s > 0:
+            ge = True
+        elif hi_s < 0:
+            ge = False
+        else:
+            general(t0, d0)  # signs of both kinds or zero
+            return
+        if lo_s == 1 and hi_s == 1:
+            t = tv[:, 1:]
+        else:
+            s64 = sg[:, None].astype(np.int64)
+            t = tv[:, 1:].astype(np.int64)
+            t = -((-t) // s64) if ge else t // s64
+        if regs.acc_hi < n:
+            regs.acc_lanes(n)
+        v: np.ndarray = a3
+        if regs.acc_bound > INT32_MAX:  # ACC wraps to 32 bits first
+            if t.dtype != np.int32:
+                tlo, thi = int(t.min()), int(t.max())
+                if (thi > INT32_MAX) if ge else (tlo < INT32_MIN):
+                    general(t0, d0)  # a threshold no int32 value reaches
+                    return
+                # Past the other end every int32 value passes: the end itself does.
+                t = (np.maximum(t, INT32_MIN) if ge else np.minimum(t, INT32_MAX)
+                     ).astype(np.int32)
+            v = ctx.buf("act", np.int32)[:n]
+            np.copyto(v, a3, casting="unsafe")  # two's complement wrap
+        cmp = np.greater_equal if ge else np.less_equal
+        cond = ctx.buf("cond", np.bool_)[:n]
+        cmp(v, t[:, 0], out=cond)
+        cnt = cond.view(np.int8)
+        if k1 > 2:
+            cnt = ctx.buf("cnt3", np.int8)[:n]
+            np.copyto(cnt, cond)
+            for j in range(1, k1 - 1):
+                cmp(v, t[:, j], out=cond)
+                np.add(cnt, cond, out=cnt)
+        np.multiply(cnt, np.int8(oscale), out=cnt)
+        np.add(cnt, np.int8(obias), out=view(d0, n, rd), casting="unsafe")
     return f_act
 
 
@@ -554,13 +618,13 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
     ndrv = regs.ndrv
     xbox: list[np.ndarray] = []  # the int64 ADC input, for tables without a closed form
     ch2 = ctx.ch2
-    xver = m._xver
+    xkey = m.xbar_key
     engine = ctx.engine
-    # (crossbar version, driven IN entries) -> what the product needs.
-    key: list[int] = [-1, -1]
+    # (crossbar cells key, driven IN entries) -> what the product needs.
+    key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []
 
-    def refresh(ver: int, hi: int) -> None:
+    def refresh(ver: bytes, hi: int) -> None:
         mat = engine.matrix(xbar, c0, width, sym, adc)
         nrows = min(2 * hi, p.rows - ro) if pair else hi
         lv = mat.views.get((ro, nrows))
@@ -580,7 +644,7 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
         if hi == 0 or (regs.in_pref < hi and not valid[:hi].all()):
             f_slow(ib)  # no driven row, or a gap in IN: gather the driven rows
             return
-        ver = xver[xbar]
+        ver = xkey(xbar)
         if key[0] != ver or key[1] != hi:
             refresh(ver, hi)
         mat, lv, d, prod, lanes, nd_row, ch_rows, nb = prep
@@ -619,6 +683,276 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
             regs.code_hi = n
     return f_read
 
+
+# ------------------------------------------------------------------ READ chains
+
+# READ fields that must agree for READs to share one matrix and driven rows.
+_SAME_READ = ("xbar", "col", "lanes", "sense", "row_off", "adc", "pair")
+F32_EXACT, F64_EXACT = 1 << 24, 1 << 53
+
+
+def read_chains(steps: list[_Step]) -> dict[int, int]:
+    """Runs of (READ, ACC from CODE) pairs over one matrix and driven rows, the
+    ACCs on the same lanes: first index -> index after the run.
+
+    With an ideal ADC whose lanes are the codes (``FastMat.div``, no clipping), the
+    run adds sum_i k_i * (W @ drive_i) = W @ (sum_i k_i * drive_i) to ACC: one
+    product for the whole run (``_chain_fn``)."""
+    out: dict[int, int] = {}
+    i = 0
+    while i + 1 < len(steps):
+        j = i
+        while _chain_pair(steps, j, steps[i], steps[i + 1]):
+            j += 2
+        if j - i >= 2:
+            out[i] = j
+        i = max(j, i + 1)
+    return out
+
+
+def _chain_pair(steps: list[_Step], i: int, first: _Step, first_acc: _Step) -> bool:
+    """steps[i:i + 2] is a READ like ``first`` and an ACC from CODE like ``first_acc``."""
+    if i + 1 >= len(steps):
+        return False
+    rd, acc = steps[i], steps[i + 1]
+    if rd.op != _READ or acc.op != _ACC or rd.fused is not None or acc.fused is not None:
+        return False
+    a, b, b0 = rd.a, acc.a, first_acc.a
+    return first.op == _READ and all(a[f] == first.a[f] for f in _SAME_READ) and \
+        b["src"] == Src.CODE and b["addr"] == b0["addr"] and b["lanes"] == b0["lanes"] and \
+        b["addr"] + b["lanes"] <= a["lanes"]
+
+
+def regs_read_later(later: list[_Step | None], lanes: int, halts: bool) -> bool:
+    """May CODE lanes [0, lanes) or NDRV, as a READ leaves them, be read? ``later``:
+    the instructions run next, in order; ``halts``: the run ends after them."""
+    covered = 0  # CODE lanes a READ since has written
+    ndrv = True  # NDRV not written since
+    known = (_ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _NOP, _READ)
+    for st in later:
+        if st is None or st.op == _HALT:
+            return st is None
+        if st.op not in known:
+            return True
+        a = st.a
+        if st.op == _READ:
+            covered = max(covered, a["lanes"])
+            ndrv = False
+        elif st.op == _ACC:
+            if a["src"] == Src.NDRV:
+                if ndrv:
+                    return True
+            elif a["src"] == Src.CODE and \
+                    max(a["addr"], covered) < min(a["addr"] + a["lanes"], lanes):
+                return True
+    return not halts
+
+
+def straight_after(m: Machine, pc: int) -> tuple[list[_Step | None], bool]:
+    """The plan from ``pc`` to the first HALT (True) or LOOP / invalid word (False)."""
+    out: list[_Step | None] = []
+    plan = m.plan
+    while 0 <= pc < len(plan):
+        st = plan[pc]
+        if st is None or st.op == _LOOP or st.err0 != Err.NONE:
+            return out, False
+        out.append(st)
+        if st.op == _HALT:
+            return out, True
+        pc += st.fused[0] if st.fused is not None else 1
+    return out, False
+
+
+def _chain_rhs(pairs: list[tuple[_Step, _Step]], ks: list[int]
+               ) -> tuple[str, int, int]:
+    """How a chain's right-hand side sum_i k_i * drive_i is formed: ("planes", c, M)
+    when READ i drives the rows whose IN value has bit b_i set and k_i = c * 2^b_i
+    (the sum is c * (IN & M), M = sum_i 2^b_i, a row driven popcount(IN & M) times);
+    ("sign", c, 0) for a READ of the positive and one of the negative IN values with
+    k = c and -c (c * sign(IN), rows of nonzero IN driven once); else ("sum", 0, 0)."""
+    reads = [rd.a for rd, _ in pairs]
+    if any(a["pair"] for a in reads):
+        return "sum", 0, 0
+    bits = [a["bit"] for a in reads]
+    if all(b != BIT_SIGNED and a["mask_a"] == MASK_POS for a, b in zip(reads, bits, strict=True)) \
+            and len(set(bits)) == len(bits):
+        c = ks[0] >> bits[0] if ks[0] % (1 << bits[0]) == 0 else 0
+        if c and all(k == c << b for k, b in zip(ks, bits, strict=True)):
+            return "planes", c, sum(1 << b for b in bits)
+    if len(reads) == 2 and bits == [BIT_SIGNED] * 2 and ks[0] == -ks[1] and \
+            {reads[0]["mask_a"], reads[1]["mask_a"]} == {MASK_POS, MASK_NEG}:
+        return "sign", ks[0] if reads[0]["mask_a"] == MASK_POS else ks[1], 0
+    return "sum", 0, 0
+
+
+def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool) -> Fn:
+    """(READ, ACC from CODE) pairs of ``read_chains`` as one product. ``slow``: the
+    pairs' own closures, run instead when the product would not be exact or a READ
+    needs the general path (gaps in IN, a probe, a matrix without div). ``live``:
+    CODE or NDRV as the last READ leaves them may be read: that pair runs on its own
+    closures after the product of the others (``with_chains`` fuses one pair only
+    when they are not read)."""
+    m = ctx.m
+    p = m.image.params
+    first = steps[0].a
+    acc_a, n = steps[1].a["addr"], steps[1].a["lanes"]
+    pairs = [(steps[k], steps[k + 1]) for k in range(0, len(steps), 2)]
+    tail: list[Fn] = []
+    if live:
+        pairs = pairs[:-1]
+        tail = slow[-2:]
+    nfused = len(pairs)
+    ks = [acc.a["mul"] << acc.a["sh"] for _, acc in pairs]
+    ksum = sum(abs(k) for k in ks)
+    for _, acc in pairs:
+        if acc.gain < 0:
+            acc.gain = m._acc_gain(acc)
+    gain = sum(acc.gain for _, acc in pairs)
+    # One pair: the product of the drive itself, scaled by k after.
+    kind, kc, kmask = ("one", ks[0], 0) if nfused == 1 else _chain_rhs(pairs, ks)
+    drivers = [(_driver(rd.a["mask_a"], rd.a["bit"]), _driver(rd.a["mask_b"], rd.a["bit"]),
+                rd.a["bit"] != BIT_SIGNED) for rd, _ in pairs]
+    xbar, ro, adc = first["xbar"], first["row_off"], first["adc"]
+    sym = first["sense"] == Sense.SYM
+    width = 2 * first["lanes"] if sym else first["lanes"]
+    c0 = first["col"]
+    pair = bool(first["pair"])
+    lim = (p.rows - ro + 1) // 2 if pair else p.rows - ro
+    regs = ctx.regs
+    valid = regs.in_valid
+    in_reg = regs.in_reg
+    acc2 = regs.acc
+    lanes_read = first["lanes"]
+    xkey = m.xbar_key
+    engine = ctx.engine
+    ch2 = ctx.ch2
+    key: list = [None, -1]  # (cells key, driven IN entries) of prep
+    prep: list = []  # [] : the product is not exact for this matrix
+
+    def refresh(ver: bytes, hi: int) -> None:
+        key[0], key[1] = ver, hi
+        prep.clear()
+        mat = engine.matrix(xbar, c0, width, sym, adc)
+        exact = F32_EXACT if mat.nch == 2 else F64_EXACT
+        if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
+                ksum >= exact or mat.chsum * nfused >= F64_EXACT:
+            return
+        nrows = min(2 * hi, p.rows - ro) if pair else hi
+        dt = mat.lhs.dtype.type
+        L = mat.lanes
+        lanes = mat.lhs[acc_a:acc_a + n, ro:ro + nrows]
+        # Each charge sum is below nfused * (sum of the row entries): float32 when
+        # exact (one READ: as exact as the matrix's own charge rows).
+        ch = mat.lhs[L + 1:, ro:ro + nrows]
+        big = int(ch.sum(axis=1, dtype=np.float64).max(initial=0))
+        cdt = dt if nfused == 1 else np.float32 if big * nfused < F32_EXACT else np.float64
+        d = ctx.buf("drive", dt)[:nrows]
+        prep[:] = [lanes, ch.astype(cdt), d, d if nfused == 1 else ctx.buf("rhs", dt)[:nrows],
+                   ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
+                   d if nfused == 1 else ctx.buf("cnt", cdt)[:nrows],
+                   ctx.buf("charge", cdt)[:mat.nch], nrows // 2]
+
+    def slow_path(ib: int) -> None:
+        for f in slow:
+            f(ib)
+
+    def f_chain(ib: int) -> None:
+        hi = regs.in_hi
+        if hi > lim:
+            hi = lim
+        b = regs.acc_bound + gain
+        if m.probe is not None or hi == 0 or b > ACC_HEADROOM or \
+                (regs.in_pref < hi and not valid[:hi].all()):
+            slow_path(ib)
+            return
+        ver = xkey(xbar)
+        if key[0] != ver or key[1] != hi:
+            refresh(ver, hi)
+        if not prep:
+            slow_path(ib)
+            return
+        lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb = prep
+        x = in_reg[:hi]
+        scale = 1  # k of a single pair, applied to the product
+        if kind == "planes":
+            np.bitwise_and(x, kmask, out=itmp)
+            if kc == 1:
+                np.copyto(rhs, itmp, casting="unsafe")
+            else:
+                np.multiply(itmp, kc, out=rhs, casting="unsafe")
+            u8 = ctx.buf("u8", np.uint8)[:hi]
+            np.copyto(u8, itmp, casting="unsafe")  # IN & M < 256 (bits 0..7)
+            np.bitwise_count(u8, out=u8)
+            np.copyto(cnt, u8)
+        elif kind == "sign":
+            np.sign(x, out=itmp)
+            if kc == 1:
+                np.copyto(rhs, itmp, casting="unsafe")
+            else:
+                np.multiply(itmp, kc, out=rhs, casting="unsafe")
+            np.not_equal(x, 0, out=cnt)
+        else:
+            for i, (drive_a, drive_b, planes) in enumerate(drivers):
+                t = itmp[:hi] if planes else x
+                if pair:
+                    drive_a(x, d[0::2], t)
+                    drive_b(x[:nb], d[1::2], itmp[:nb] if planes else x[:nb])
+                else:
+                    drive_a(x, d, t)
+                k = ks[i]
+                if kind == "one":
+                    scale = k  # rhs and cnt are d itself
+                elif i == 0:
+                    np.copyto(cnt, d)
+                    np.multiply(d, k, out=rhs)
+                else:
+                    np.add(cnt, d, out=cnt)
+                    if k == 1:
+                        np.add(rhs, d, out=rhs)
+                    elif k == -1:
+                        np.subtract(rhs, d, out=rhs)
+                    else:
+                        d *= k
+                        np.add(rhs, d, out=rhs)
+        np.matmul(lanes, rhs, out=prod)
+        h = regs.acc_hi
+        dst = acc2[:n]
+        if h == 0:
+            if scale == 1:
+                np.copyto(dst, prod, casting="unsafe")
+            else:
+                np.multiply(prod, scale, out=dst, casting="unsafe")
+        else:
+            if scale != 1:
+                np.multiply(prod, scale, out=prod)  # exact: |k| * colsum < 2^24 (2^53)
+            if h >= n and b < F64_EXACT:  # ACC + the sum in float64 is exact
+                np.add(dst, prod, out=dst, casting="unsafe")
+            else:
+                t64 = ctx.buf("tmp", np.int64).reshape(acc2.shape)
+                if h >= n:
+                    np.copyto(t64[:n], prod, casting="unsafe")
+                    np.add(dst, t64[:n], out=dst)
+                else:
+                    np.copyto(acc2[h:n], prod[h:], casting="unsafe")
+                    np.copyto(t64[:h], prod[:h], casting="unsafe")
+                    np.add(acc2[:h], t64[:h], out=acc2[:h])
+        regs.acc_hi = max(h, n)
+        regs.acc_bound = b
+        # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i).
+        for r in range(nch):
+            np.matmul(ch[r], cnt, out=chp[r])
+        if nch == 2:
+            np.add(ch2, chp, out=ch2)
+            ctx.dirty = True
+            ctx.reads_since += nfused
+        else:
+            ctx.chi += chp[0].astype(np.int64)
+            ctx.dirty_i = True
+        if regs.code_hi < lanes_read:
+            regs.code_hi = lanes_read
+        for f in tail:
+            f(ib)
+    return f_chain
 
 # ------------------------------------------------------------------ blocks
 
@@ -667,11 +1001,11 @@ def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
             break
     if not steps:
         return None
-    fns: list[Fn] = []
+    per: list[Fn | None] = []  # each step's closure
     n = cycles = lane_ops = dmem_acc = reads = conv = 0
     for k, st in enumerate(steps):
         if st.fused is not None:
-            fns.append(_fused_fn(st, ctx))
+            per.append(_fused_fn(st, ctx))
             n += st.fused[0]
             cycles += st.fused[0] * st.cost
             continue
@@ -680,13 +1014,38 @@ def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
         lane_ops += st.lane_ops
         dmem_acc += st.dmem_acc
         live = _ndrv_read_later(steps, k, halts) if st.op == _READ else True
-        f = build(st, ctx, k_read=reads, ndrv_live=live)
-        if f is not None:
-            fns.append(f)
+        per.append(build(st, ctx, k_read=reads, ndrv_live=live))
         if st.op == _READ:
             reads += 1
             conv += st.a["lanes"]
+    after, then_halts = ([], True) if halts else straight_after(m, q)
+    fns = with_chains(steps, per, ctx, after, then_halts)
     return Block(fns, q, n, cycles, lane_ops, dmem_acc, reads, conv, halts)
+
+
+def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[_Step | None],
+                halts: bool) -> list[Fn]:
+    """The closures of ``steps`` (``per``), each READ chain (``read_chains``) as one.
+    ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
+    chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
+    fns: list[Fn] = []
+    k = 0
+    while k < len(steps):
+        e = chains.get(k)
+        if e is None:
+            f = per[k]
+            if f is not None:
+                fns.append(f)
+            k += 1
+            continue
+        slow = [f for f in per[k:e] if f is not None]
+        live = regs_read_later([*steps[e:], *after], steps[k].a["lanes"], halts)
+        if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
+            fns += slow
+        else:
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live))
+        k = e
+    return fns
 
 
 @dataclass
@@ -720,29 +1079,22 @@ class Engine:
         # columns: a lifted body writes every register before it reads it, and its
         # registers are reset when it starts, so the loops can share them.
         self.lifted_regs: dict[int, tuple[_Regs, dict[tuple[str, type], np.ndarray]]] = {}
-        # (xbar, first column, width, SYM, ADC table) -> (crossbar version, matrix)
-        self.mats: dict[tuple[int, int, int, bool, int], tuple[int, FastMat]] = {}
 
     def matrix(self, xbar: int, c0: int, width: int, sym: bool, adc: int) -> FastMat:
-        key = (xbar, c0, width, sym, adc)
+        """The READ matrix of the crossbar's present cells. Machines of one image
+        usually hold the same cells (after the same setup and PROGs): they share
+        matrices through the image, keyed by the cells' content (``xbar_key``)."""
         m = self.m
-        ver = m._xver[xbar]
-        hit = self.mats.get(key)
-        if hit is None or hit[0] != ver:
-            # Machines of one image usually hold the same cells (after the same setup):
-            # they share matrices through the image, keyed by the cells' content.
-            shared = m.image.plan_cache.setdefault("fast_mats", {})
-            bits = m.xbar_bits[xbar]
-            skey = (*key, hashlib.blake2b(np.packbits(bits).tobytes(), digest_size=16).digest())
-            mat = shared.pop(skey, None)
-            if mat is None:
-                mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
-                size = sum(v.lhs.nbytes for v in shared.values())
-                while shared and size + mat.lhs.nbytes > SHARED_MATRIX_BYTES:
-                    size -= shared.pop(next(iter(shared))).lhs.nbytes
-            shared[skey] = mat  # the most recently used last
-            hit = self.mats[key] = (ver, mat)
-        return hit[1]
+        skey = (xbar, c0, width, sym, adc, m.xbar_key(xbar))
+        shared = m.image.plan_cache.setdefault("fast_mats", {})
+        mat = shared.pop(skey, None)
+        if mat is None:
+            mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
+            size = sum(v.lhs.nbytes for v in shared.values())
+            while shared and size + mat.lhs.nbytes > SHARED_MATRIX_BYTES:
+                size -= shared.pop(next(iter(shared))).lhs.nbytes
+        shared[skey] = mat  # the most recently used last
+        return mat
 
     def _single(self, pc: int, st: _Step) -> Fn | None:
         f = self.singles[pc]
@@ -883,19 +1235,22 @@ class Engine:
         ctx = Ctx(self, shared[0], count, space, shared[1])
         body = [m.plan[pc + 1 + k] for k in range(length)]
         rpi = sum(1 for b in body if b is not None and b.op == _READ)
-        fns: list[Fn] = []
+        per: list[Fn | None] = []
+        steps: list[_Step] = []
         cycles = lane_ops = dmem_acc = reads = conv = 0
         for b in body:
             assert b is not None
-            f = build(b, ctx, k_read=reads, rpi=rpi)
-            if f is not None:
-                fns.append(f)
+            steps.append(b)
+            per.append(build(b, ctx, k_read=reads, rpi=rpi))
             cycles += b.cost
             lane_ops += b.lane_ops
             dmem_acc += b.dmem_acc
             if b.op == _READ:
                 reads += 1
                 conv += b.a["lanes"]
+        # Registers leave the loop as its last iteration leaves them.
+        after, halts = straight_after(m, pc + 1 + length)
+        fns = with_chains(steps, per, ctx, after, halts)
         return Lifted(ctx, fns, cycles, lane_ops, dmem_acc, reads, conv)
 
     def _run_lifted(self, pc: int, count: int, window: tuple[int, int],

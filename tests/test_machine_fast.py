@@ -25,11 +25,11 @@ import pytest
 from netgen import random_network
 from test_streaming import tiny_image
 
-from cimgen.compiler import Compiled, compile_network
+from cimgen.compiler import Compiled, compile_network, machine_params
 from cimgen.config import MAPPINGS, make_config
 from cimgen.run import run_golden
 from golden_model import isa
-from golden_model.crossbar import DeviceParams, sample_device_map
+from golden_model.crossbar import DeviceParams, ideal_adc, sample_device_map, uniform_adc
 from golden_model.ir import Network
 from golden_model.isa import Src
 from golden_model.machine import ChipImage, Machine, RunResult
@@ -304,3 +304,137 @@ def test_lifted_loops_sharing_registers() -> None:
         m.dmem[1, :40] = np.roll(dmem[:40], 3)
     same_runs(ms, 0, "shared lifted registers")
     same_runs(ms, 0, "shared lifted registers again")
+
+
+CHAIN_ROWS = 16
+
+
+def chain_image(prog: list[isa.Instr], dmem: np.ndarray, rng: np.random.Generator,
+                variable: bool) -> ChipImage:
+    """A 16x16 chip: ADC tables 0/1 ideal SYM/POS (the lanes of a READ are its codes),
+    2 an ideal SYM table of 3 levels a side (clips), 3 a 3-bit uniform one."""
+    n = CHAIN_ROWS
+    cfg = make_config(None, {"rows": n, "cols": n, "num_xbars": 1, "dmem_words": 2048,
+                             "vec_width": 4})
+    di = cfg.lrs_units - cfg.hrs_units
+    tables = [ideal_adc("SYM", n, di), ideal_adc("POS", n, di), ideal_adc("SYM", 3, di),
+              uniform_adc("SYM", 3, -6.0 * di, 6.0 * di, di)]
+    padded = [t.padded(2 * n) for t in tables]
+    dev = sample_device_map(DeviceParams(n, n, 1, 5.0, 50.0, 0.05,
+                                         sigma_hrs_ua=2.0 if variable else 0.0,
+                                         sigma_lrs_ua=6.0 if variable else 0.0, seed=3))
+    return ChipImage(machine_params(cfg), tuple(isa.encode(i) for i in prog),
+                     rng.integers(0, 2, (n, n)).astype(np.uint8), dmem.astype(np.int32),
+                     np.stack([t for t, _ in padded]), np.stack([r for _, r in padded]), dev)
+
+
+def chain_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
+    """IN loaded (a prefix, at times with a gap), maybe ACC state first (lanes
+    cleared lazily, a bound past 2^53 or 2^62), a run of (READ, ACC from CODE)
+    pairs of one kind (bit planes, the sign pair, anything), then instructions that
+    read CODE or NDRV as the last READ left them, or not; STA and ACT of the result.
+    Relative words (``rel``): IN values at 0.., results at 16..; absolute: ACC
+    operands at 900.., ACT tables at 1000.. (``act_table``)."""
+    out = [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=int(rng.integers(1, 9)), rsrc=rel)]
+    if rng.random() < 0.2:  # a gap in IN: the general READ path
+        out.append(mk("LDIN", dst=10, src=3, lanes=3, rsrc=rel))
+    lanes = int(rng.integers(2, 7))
+    n = int(rng.integers(1, lanes + 1))
+    a0 = int(rng.integers(0, lanes - n + 1))
+    pre = rng.integers(4)
+    if pre == 0:
+        out.append(mk("ACLR"))
+    elif pre == 1:  # ACC lanes [0, 1) assigned: the chain adds to some lanes, assigns others
+        out += [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=3, addr=900, lanes=1)]
+    elif pre == 2:  # a bound past 2^53 (and at times past 2^62)
+        out += [mk("ACLR")] + [mk("ACC", src=int(Src.DMEM), mul=127, sh=15, addr=900,
+                                  lanes=8)] * int(rng.integers(1, 4))
+    kind = rng.integers(3)
+    sense, adc = int(rng.integers(2)), int(rng.integers(4))
+    adc = adc if adc > 1 else (0 if sense else 1)  # the ideal table of the sense
+    rd = {"xbar": 0, "row_off": int(rng.integers(0, 3)), "col": int(rng.integers(0, 3)),
+          "sense": sense, "adc": adc, "lanes": lanes, "pair": 0}
+    if kind == 0:  # bit planes: mask POS, k = c * 2^b
+        c = int(rng.choice([1, 1, 2, -1, 3]))
+        bits = rng.permutation(8)[:int(rng.integers(2, 6))]
+        pairs = [({**rd, "mask_a": isa.MASK_POS, "bit": int(b)},
+                  {"mul": c, "sh": int(b)}) for b in bits]
+    elif kind == 1:  # the sign pair
+        c = int(rng.choice([1, 2, -1]))
+        pairs = [({**rd, "mask_a": isa.MASK_POS, "bit": isa.BIT_SIGNED}, {"mul": c}),
+                 ({**rd, "mask_a": isa.MASK_NEG, "bit": isa.BIT_SIGNED}, {"mul": -c})]
+        if rng.random() < 0.5:
+            pairs.reverse()
+    else:
+        rd["pair"] = int(rng.integers(2))
+        pairs = [({**rd, "mask_a": int(rng.integers(8)), "mask_b": int(rng.integers(8)),
+                   "bit": int(rng.choice([0, 1, 3, isa.BIT_SIGNED]))},
+                  {"mul": int(rng.integers(-4, 5)), "sh": int(rng.integers(3))})
+                 for _ in range(int(rng.integers(2, 5)))]
+    for r, acc in pairs:
+        out += [mk("READ", **r), mk("ACC", src=int(Src.CODE), addr=a0, lanes=n, **acc)]
+    post = rng.integers(5)
+    if post == 0:  # CODE lanes of the last READ, past the ACCs' lanes
+        out += [mk("ACC", src=int(Src.CODE), mul=1, addr=0, lanes=lanes)]
+    elif post == 1:
+        out += [mk("ACC", src=int(Src.NDRV), mul=5, lanes=n)]
+    elif post == 2:  # overwritten first: the chain's CODE and NDRV are dead
+        out += [mk("READ", **{**rd, "mask_a": isa.MASK_POS, "bit": isa.BIT_SIGNED}),
+                mk("ACC", src=int(Src.CODE), mul=1, addr=0, lanes=lanes),
+                mk("ACC", src=int(Src.NDRV), mul=1, lanes=1)]
+    k = int(rng.integers(1, 4))
+    out += [mk("STA", dst=16, lanes=8, rel=rel),
+            mk("ACT", k=k, oscale=int(rng.integers(1, 4)), obias=int(rng.integers(-2, 2)),
+               tbl=act_table(int(rng.integers(4)), k), dst=24, rdst=rel, lanes=8)]
+    if not rel and rng.random() < 0.3:  # the result overwrites the table as it goes
+        t = act_table(int(rng.integers(4)), k)
+        out += [mk("ACT", k=k, oscale=1, obias=0, tbl=t, dst=t + int(rng.integers(1, 9)),
+                   lanes=8)]
+    return out
+
+
+def act_table(kind: int, k: int) -> int:
+    """DMEM address of the ACT table of a sign kind (``act_tables``) for k thresholds."""
+    return 1000 + 40 * (3 * kind + k - 1)
+
+
+def act_tables(rng: np.random.Generator, dmem: np.ndarray) -> None:
+    """ACT tables at 1000 + 40 t (8 lanes, k <= 3): signs all 1, all -1, mixed with
+    zero, larger than one; thresholds small and at the int32 ends."""
+    signs = [np.ones(8), -np.ones(8), rng.integers(-1, 2, 8), rng.integers(2, 5, 8)]
+    for kind, s in enumerate(signs):
+        for k in (1, 2, 3):
+            thr = rng.integers(-40, 40, (8, k))
+            thr[rng.random((8, k)) < 0.15] = -(2**31)
+            thr[rng.random((8, k)) < 0.15] = 2**31 - 1
+            a = act_table(kind, k)
+            dmem[a:a + 8 * (k + 1)] = np.column_stack([s, np.sort(thr, axis=1)]).ravel()
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
+    """Runs of (READ, ACC from CODE) as one product (machine_fast.read_chains), in
+    lifted loops and in straight code, and ACT by threshold comparison, against the
+    definition: bit planes, sign pairs, other pairs; ideal ADCs (the product path),
+    clipping and uniform ones, variable cells (the pairs one by one); CODE and NDRV
+    read after the run or not; ACC lanes cleared lazily and bounds past 2^53 / 2^62."""
+    for seed in range(chunk * 30, chunk * 30 + 30):
+        rng = np.random.default_rng(seed)
+        loop = bool(rng.integers(2))
+        body = chain_section(rng, int(loop))
+        prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
+        if loop:
+            prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=40))
+        prog += [*body, *chain_section(rng, 0), mk("HALT")]
+        dmem = np.zeros(1500, np.int64)
+        dmem[:120] = rng.integers(-3, 40, 120)
+        dmem[900:908] = rng.integers(-(2**31), 2**31, 8)
+        act_tables(rng, dmem)
+        img = chain_image(prog, dmem, rng, variable=seed % 5 == 4)
+        ms = machines(img, 3)
+        runs = rng.integers(-3, 40, (2, 120))
+        for m in ms:
+            m.dmem[1:, :120] = runs
+        what = f"seed {seed} loop {loop}"
+        same_runs(ms, 0, what)
+        same_runs(ms, 0, what + " again")
