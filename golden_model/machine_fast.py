@@ -12,15 +12,27 @@ cell and counter):
   event counts are added in one step. A block ends before a LOOP, an invalid
   word or an instruction whose range check fails, and after a HALT.
 - A READ keeps, per crossbar, column window and ADC step, one product matrix
-  (lanes, a row of ones for NDRV and two rows that give the read charge) that
-  is rebuilt only when a PROG changes that crossbar. When an ideal ADC's step
-  divides every entry (ideal or stuck cells), the lanes are stored divided by
-  it, so the product is the ADC code itself. The driven rows are a view of the
-  matrix when IN holds a contiguous prefix; any other IN state, and a chip
+  (lanes, a row of ones for NDRV and two rows that give the read charge), keyed
+  by a digest of the crossbar's cells (``Machine.xbar_key``): built once per
+  cell content, and shared by the machines of one image. When an ideal ADC's
+  step divides every entry (ideal or stuck cells), the lanes are stored divided
+  by it, so the product is the ADC code itself. The driven rows are a view of
+  the matrix when IN holds a contiguous prefix; any other IN state, and a chip
   with read noise, IR drop or read disturb, go through ``Machine._read_core``.
+- A run of (READ, ACC from CODE) pairs over one matrix and driven rows
+  (``read_chains``: bit planes, the positive/negative pair of a ternary input, a
+  single pair) is one product W @ sum_i k_i drive_i added to ACC, when those
+  lanes are the ADC codes (no clipping) and CODE/NDRV as the last READ leaves
+  them are not read afterwards (``regs_read_later``); when IN's rows come from
+  LDINs right before and nothing else reads IN, from their DMEM words directly
+  (``in_source``). Anything else at run time (a probe, IN gaps, a bound past
+  2^62, a matrix without the ADC step) runs the pairs' own closures.
+- ACT with an absolute table compares ACC (as int32) with ceil(t / s) or, for
+  s < 0, ~ACC with ~floor(t / s), per lane and run: no products.
 - A lifted loop (``Machine._liftable``) runs its body once as closures over
   registers with ``iterations x runs`` columns and strided DMEM windows, kept
-  per loop between runs.
+  per loop between runs; loops with as many columns share registers (reset at
+  the loop's start) and scratch buffers.
 
 Every exact-integer float product keeps its partial sums below 2^24 (float32)
 or 2^53 (float64), so BLAS's summation order does not matter.
@@ -122,8 +134,9 @@ class FastMat:
     nch: int  # charge rows: 2 (float32: high part, low part) or 1 (float64, exact)
     colsum: int  # the largest sum of |lane entries| over the rows of a column
     chsum: int  # the sum over rows of the largest charge-row entry
-    # Views of lhs by (first row, rows); lhs is never written after it is built.
-    views: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    # Views of lhs by (first row, rows), and matrices made of its rows (``_chain_fn``);
+    # lhs is never written after it is built.
+    views: dict[tuple, np.ndarray] = field(default_factory=dict)
 
 
 def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _AdcLookup
@@ -314,7 +327,9 @@ def _dmem_operand(ctx: Ctx, addr: int, n: int, rel: bool) -> Callable[[int], np.
     return lambda ib: v0 if ib == 0 else view(addr + ib, n, rel)
 
 
-def _ldin_fn(st: _Step, ctx: Ctx) -> Fn:
+def _ldin_fn(st: _Step, ctx: Ctx, copy: bool = True) -> Fn:
+    """LDIN; ``copy=False``: only IN's valid entries (``_chain_fn`` reads the
+    values from DMEM, see ``in_source``)."""
     a = st.a
     n, d0 = a["lanes"], a["dst"]
     end = d0 + n
@@ -324,13 +339,36 @@ def _ldin_fn(st: _Step, ctx: Ctx) -> Fn:
     mark = regs.ldin
 
     def f_ldin(ib: int) -> None:
-        np.copyto(dst, src(ib))
+        if copy:
+            np.copyto(dst, src(ib))
         if regs.in_exact and d0 <= regs.in_pref:
             if end > regs.in_pref:
                 regs.in_pref = regs.in_hi = end
         else:
             mark(d0, end)
     return f_ldin
+
+
+def _ldin_copy(st: _Step, ctx: Ctx) -> Fn:
+    """The values LDIN writes to IN, without the valid entries."""
+    a = st.a
+    n, d0 = a["lanes"], a["dst"]
+    src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
+    dst = ctx.in3[d0:d0 + n]
+    return lambda ib: np.copyto(dst, src(ib))
+
+
+def in_read_later(later: list[_Step | None], halts: bool) -> bool:
+    """May IN's values be read (by a READ) before the next INCLR?"""
+    for st in later:
+        if st is None or st.op == _HALT:
+            return st is None
+        if st.op in (_READ, _LOOP) or st.op not in (_ACC, _LDIN, _ACLR, _STA, _ACT, _VCOPY,
+                                                     _VMAX, _PROG, _NOP, _INCLR):
+            return True
+        if st.op == _INCLR:
+            return False
+    return not halts
 
 
 def _inclr_fn(ctx: Ctx) -> Fn:
@@ -499,46 +537,52 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
             return
         # An absolute table: per lane and run a sign s and thresholds t_j, one value
         # per run for all copies. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and
-        # ACC <= floor(t / s) for s < 0: compare ACC with those, no products.
+        # ACC <= floor(t / s), i.e. ~ACC >= ~floor(t / s), for s < 0 (~x = -1 - x
+        # reverses the order of int32 values without overflow): compare ACC, or
+        # ACC ^ mask (-1 on lanes with s < 0), with those; no products.
         tv = view(t0, n * k1, False).reshape(n, k1, 1, -1)
         sg = tv[:, 0]
         lo_s, hi_s = int(sg.min()), int(sg.max())
-        if lo_s > 0:
-            ge = True
-        elif hi_s < 0:
-            ge = False
-        else:
-            general(t0, d0)  # signs of both kinds or zero
+        if lo_s <= 0 <= hi_s and not sg.all():
+            general(t0, d0)  # a zero sign: 0 >= t, whatever ACC holds
             return
         if lo_s == 1 and hi_s == 1:
             t = tv[:, 1:]
         else:
             s64 = sg[:, None].astype(np.int64)
             t = tv[:, 1:].astype(np.int64)
-            t = -((-t) // s64) if ge else t // s64
+            if lo_s > 0:
+                t = -((-t) // s64)
+            elif hi_s < 0:
+                t = ~(t // s64)
+            else:
+                t = np.where(s64 > 0, -((-t) // s64), ~(t // s64))
+        if t.dtype != np.int32:
+            if int(t.max()) > INT32_MAX:
+                general(t0, d0)  # a threshold no int32 value reaches
+                return
+            # Below INT32_MIN every int32 value passes: INT32_MIN itself does.
+            t = np.maximum(t, INT32_MIN).astype(np.int32)
         if regs.acc_hi < n:
             regs.acc_lanes(n)
-        v: np.ndarray = a3
-        if regs.acc_bound > INT32_MAX:  # ACC wraps to 32 bits first
-            if t.dtype != np.int32:
-                tlo, thi = int(t.min()), int(t.max())
-                if (thi > INT32_MAX) if ge else (tlo < INT32_MIN):
-                    general(t0, d0)  # a threshold no int32 value reaches
-                    return
-                # Past the other end every int32 value passes: the end itself does.
-                t = (np.maximum(t, INT32_MIN) if ge else np.minimum(t, INT32_MAX)
-                     ).astype(np.int32)
-            v = ctx.buf("act", np.int32)[:n]
-            np.copyto(v, a3, casting="unsafe")  # two's complement wrap
-        cmp = np.greater_equal if ge else np.less_equal
+        # ACC as int32: its values, or wrapped to 32 bits when they may not fit
+        # (two's complement truncation); int32 comparisons are the faster ones.
+        v = ctx.buf("act", np.int32)[:n]
+        np.copyto(v, a3, casting="unsafe")
+        if hi_s < 0:
+            np.invert(v, out=v)
+        elif lo_s < 0:
+            mask = (sg < 0).astype(np.int32)
+            np.negative(mask, out=mask)  # 0 or -1 (all ones)
+            np.bitwise_xor(v, mask, out=v)
         cond = ctx.buf("cond", np.bool_)[:n]
-        cmp(v, t[:, 0], out=cond)
+        np.greater_equal(v, t[:, 0], out=cond)
         cnt = cond.view(np.int8)
         if k1 > 2:
             cnt = ctx.buf("cnt3", np.int8)[:n]
             np.copyto(cnt, cond)
             for j in range(1, k1 - 1):
-                cmp(v, t[:, j], out=cond)
+                np.greater_equal(v, t[:, j], out=cond)
                 np.add(cnt, cond, out=cnt)
         np.multiply(cnt, np.int8(oscale), out=cnt)
         np.add(cnt, np.int8(obias), out=view(d0, n, rd), casting="unsafe")
@@ -749,13 +793,23 @@ def regs_read_later(later: list[_Step | None], lanes: int, halts: bool) -> bool:
 
 
 def straight_after(m: Machine, pc: int) -> tuple[list[_Step | None], bool]:
-    """The plan from ``pc`` to the first HALT (True) or LOOP / invalid word (False)."""
+    """The instructions run from ``pc`` on, as far as CODE and NDRV are concerned,
+    to the first HALT (True) or an invalid word or the program's end (False). A
+    LOOP's body is listed once: which lanes an instruction reads or writes does not
+    depend on IB, so every iteration acts on CODE and NDRV as the first."""
     out: list[_Step | None] = []
     plan = m.plan
     while 0 <= pc < len(plan):
         st = plan[pc]
-        if st is None or st.op == _LOOP or st.err0 != Err.NONE:
+        if st is None or st.err0 != Err.NONE:
             return out, False
+        if st.op == _LOOP:
+            body = plan[pc + 1:pc + 1 + st.a["len"]]
+            if any(b is None or b.op in (_LOOP, _HALT) for b in body):
+                return out, False
+            out += body
+            pc += 1 + st.a["len"]
+            continue
         out.append(st)
         if st.op == _HALT:
             return out, True
@@ -785,13 +839,17 @@ def _chain_rhs(pairs: list[tuple[_Step, _Step]], ks: list[int]
     return "sum", 0, 0
 
 
-def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool) -> Fn:
+def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
+              src: list[tuple[int, int, Callable[[int], np.ndarray]]] | None = None,
+              fill: list[Fn] | None = None) -> Fn:
     """(READ, ACC from CODE) pairs of ``read_chains`` as one product. ``slow``: the
     pairs' own closures, run instead when the product would not be exact or a READ
     needs the general path (gaps in IN, a probe, a matrix without div). ``live``:
     CODE or NDRV as the last READ leaves them may be read: that pair runs on its own
     closures after the product of the others (``with_chains`` fuses one pair only
-    when they are not read)."""
+    when they are not read). ``src``: IN's rows as (first row, rows, DMEM operand) of
+    the LDINs that loaded them, whose closures only marked the entries valid (``fill``
+    copies the values, before the fallback)."""
     m = ctx.m
     p = m.image.params
     first = steps[0].a
@@ -847,14 +905,52 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool) -> Fn:
         big = int(ch.sum(axis=1, dtype=np.float64).max(initial=0))
         cdt = dt if nfused == 1 else np.float32 if big * nfused < F32_EXACT else np.float64
         d = ctx.buf("drive", dt)[:nrows]
-        prep[:] = [lanes, ch.astype(cdt), d, d if nfused == 1 else ctx.buf("rhs", dt)[:nrows],
+        if nfused == 1:
+            # One READ: the lanes and the charge rows in one product with the drive.
+            vkey = ("joint", acc_a, n, ro, nrows)
+            joint = mat.views.get(vkey)
+            if joint is None:
+                joint = mat.views[vkey] = np.concatenate([lanes, ch])
+            whole = ctx.buf("prod", dt)[:n + mat.nch]
+            prep[:] = [joint, None, d, d, ctx.buf("bits", np.int32)[:nrows], whole[:n],
+                       mat.nch, d, whole[n:], nrows // 2, whole]
+            return
+        prep[:] = [lanes, ch.astype(cdt), d, ctx.buf("rhs", dt)[:nrows],
                    ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
-                   d if nfused == 1 else ctx.buf("cnt", cdt)[:nrows],
-                   ctx.buf("charge", cdt)[:mat.nch], nrows // 2]
+                   ctx.buf("cnt", cdt)[:nrows], ctx.buf("charge", cdt)[:mat.nch], nrows // 2,
+                   None]
+
+    slow = [*(fill or []), *slow]
+    copies, B = ctx.copies, ctx.B
 
     def slow_path(ib: int) -> None:
         for f in slow:
             f(ib)
+
+    def segments(ib: int, hi: int) -> list[tuple[int, int, np.ndarray]]:
+        """IN rows [0, hi) as (first, end, values): IN itself, or DMEM words."""
+        if src is None:
+            return [(0, hi, in_reg[:hi])]
+        return [(r0, min(r0 + nr, hi), op(ib)[:min(nr, hi - r0)]) for r0, nr, op in src
+                if r0 < hi]
+
+    def pair_sum(i: int, d: np.ndarray, rhs: np.ndarray, cnt: np.ndarray) -> None:
+        """rhs += k_i * drive_i, cnt += drive_i (assigned for i = 0); d is drive_i."""
+        k = ks[i]
+        if kind == "one":
+            return
+        if i == 0:
+            np.copyto(cnt, d)
+            np.multiply(d, k, out=rhs)
+            return
+        np.add(cnt, d, out=cnt)
+        if k == 1:
+            np.add(rhs, d, out=rhs)
+        elif k == -1:
+            np.subtract(rhs, d, out=rhs)
+        else:
+            d *= k
+            np.add(rhs, d, out=rhs)
 
     def f_chain(ib: int) -> None:
         hi = regs.in_hi
@@ -871,76 +967,62 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool) -> Fn:
         if not prep:
             slow_path(ib)
             return
-        lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb = prep
-        x = in_reg[:hi]
-        scale = 1  # k of a single pair, applied to the product
-        if kind == "planes":
-            np.bitwise_and(x, kmask, out=itmp)
-            if kc == 1:
-                np.copyto(rhs, itmp, casting="unsafe")
-            else:
-                np.multiply(itmp, kc, out=rhs, casting="unsafe")
-            u8 = ctx.buf("u8", np.uint8)[:hi]
-            np.copyto(u8, itmp, casting="unsafe")  # IN & M < 256 (bits 0..7)
-            np.bitwise_count(u8, out=u8)
-            np.copyto(cnt, u8)
-        elif kind == "sign":
-            np.sign(x, out=itmp)
-            if kc == 1:
-                np.copyto(rhs, itmp, casting="unsafe")
-            else:
-                np.multiply(itmp, kc, out=rhs, casting="unsafe")
-            np.not_equal(x, 0, out=cnt)
-        else:
+        lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb, whole = prep
+        scale = ks[0] if kind == "one" else 1  # one pair: k applied to the product
+        if pair:
+            x = in_reg[:hi]
             for i, (drive_a, drive_b, planes) in enumerate(drivers):
-                t = itmp[:hi] if planes else x
-                if pair:
-                    drive_a(x, d[0::2], t)
-                    drive_b(x[:nb], d[1::2], itmp[:nb] if planes else x[:nb])
-                else:
-                    drive_a(x, d, t)
-                k = ks[i]
-                if kind == "one":
-                    scale = k  # rhs and cnt are d itself
-                elif i == 0:
-                    np.copyto(cnt, d)
-                    np.multiply(d, k, out=rhs)
-                else:
-                    np.add(cnt, d, out=cnt)
-                    if k == 1:
-                        np.add(rhs, d, out=rhs)
-                    elif k == -1:
-                        np.subtract(rhs, d, out=rhs)
+                drive_a(x, d[0::2], itmp[:hi] if planes else x)
+                drive_b(x[:nb], d[1::2], itmp[:nb] if planes else x[:nb])
+                pair_sum(i, d, rhs, cnt)
+        else:
+            for r0, r1, x in segments(ib, hi):
+                shape = x.shape if src is None else (r1 - r0, copies, B)
+                dd, tt = d[r0:r1].reshape(shape), itmp[r0:r1].reshape(shape)
+                rr, cc = rhs[r0:r1].reshape(shape), cnt[r0:r1].reshape(shape)
+                if kind == "planes":
+                    np.bitwise_and(x, kmask, out=tt)
+                    if kc == 1:
+                        np.copyto(rr, tt, casting="unsafe")
                     else:
-                        d *= k
-                        np.add(rhs, d, out=rhs)
-        np.matmul(lanes, rhs, out=prod)
+                        np.multiply(tt, kc, out=rr, casting="unsafe")
+                    u8 = ctx.buf("u8", np.uint8)[r0:r1].reshape(shape)
+                    np.copyto(u8, tt, casting="unsafe")  # IN & M < 256 (bits 0..7)
+                    np.bitwise_count(u8, out=u8)
+                    np.copyto(cc, u8)
+                elif kind == "sign":
+                    np.sign(x, out=tt)
+                    if kc == 1:
+                        np.copyto(rr, tt, casting="unsafe")
+                    else:
+                        np.multiply(tt, kc, out=rr, casting="unsafe")
+                    np.not_equal(x, 0, out=cc)
+                else:
+                    for i, (drive_a, _, planes) in enumerate(drivers):
+                        drive_a(x, dd, tt if planes else x)
+                        pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
+        np.matmul(lanes, rhs, out=prod if whole is None else whole)
         h = regs.acc_hi
         dst = acc2[:n]
+        if scale != 1:
+            np.multiply(prod, scale, out=prod)  # exact: |k| * colsum < 2^24 (2^53)
         if h == 0:
-            if scale == 1:
-                np.copyto(dst, prod, casting="unsafe")
-            else:
-                np.multiply(prod, scale, out=dst, casting="unsafe")
+            np.copyto(dst, prod, casting="unsafe")
         else:
-            if scale != 1:
-                np.multiply(prod, scale, out=prod)  # exact: |k| * colsum < 2^24 (2^53)
-            if h >= n and b < F64_EXACT:  # ACC + the sum in float64 is exact
-                np.add(dst, prod, out=dst, casting="unsafe")
-            else:
-                t64 = ctx.buf("tmp", np.int64).reshape(acc2.shape)
-                if h >= n:
-                    np.copyto(t64[:n], prod, casting="unsafe")
-                    np.add(dst, t64[:n], out=dst)
-                else:
-                    np.copyto(acc2[h:n], prod[h:], casting="unsafe")
-                    np.copyto(t64[:h], prod[:h], casting="unsafe")
-                    np.add(acc2[:h], t64[:h], out=acc2[:h])
+            if h < n:  # lanes past acc_hi are assigned
+                np.copyto(acc2[h:n], prod[h:], casting="unsafe")
+            # Integers of the float32 product are below 2^24: through int32 (faster
+            # than a mixed int64 + float32 sum).
+            ti = ctx.buf("prod", np.int32 if nch == 2 else np.int64)[:min(h, n)]
+            np.copyto(ti, prod[:min(h, n)], casting="unsafe")
+            np.add(acc2[:min(h, n)], ti, out=acc2[:min(h, n)])
         regs.acc_hi = max(h, n)
         regs.acc_bound = b
-        # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i).
-        for r in range(nch):
-            np.matmul(ch[r], cnt, out=chp[r])
+        # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
+        # (one READ: rows of its product).
+        if whole is None:
+            for r in range(nch):
+                np.matmul(ch[r], cnt, out=chp[r])
         if nch == 2:
             np.add(ch2, chp, out=ch2)
             ctx.dirty = True
@@ -1029,12 +1111,14 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
     ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
     chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
     fns: list[Fn] = []
+    at: dict[int, int] = {}  # step -> its closure's place in fns
     k = 0
     while k < len(steps):
         e = chains.get(k)
         if e is None:
             f = per[k]
             if f is not None:
+                at[k] = len(fns)
                 fns.append(f)
             k += 1
             continue
@@ -1042,10 +1126,43 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
         live = regs_read_later([*steps[e:], *after], steps[k].a["lanes"], halts)
         if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
             fns += slow
+        elif (loads := in_source(steps, k, e, after, halts, live)) is not None:
+            # The chain reads IN's values from the LDINs' DMEM words: the LDINs only
+            # mark IN's valid entries (their copies run when the chain falls back).
+            for j in loads:
+                fns[at[j]] = _ldin_fn(steps[j], ctx, copy=False)
+            fill = [_ldin_copy(steps[j], ctx) for j in loads]
+            src = [(steps[j].a["dst"], steps[j].a["lanes"],
+                    _dmem_operand(ctx, steps[j].a["src"], steps[j].a["lanes"],
+                                  bool(steps[j].a["rsrc"]))) for j in loads]
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live, src, fill))
         else:
             fns.append(_chain_fn(steps[k:e], ctx, slow, live))
         k = e
     return fns
+
+
+def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], halts: bool,
+              live: bool) -> list[int] | None:
+    """The LDINs (step indices) that, right after an INCLR and right before the
+    chain steps[k:e], load IN's rows as one prefix, when nothing else reads IN's
+    values before the next INCLR: the chain can read those values from the LDINs'
+    DMEM words (only LDINs lie between them and the chain, so DMEM is unchanged)."""
+    if steps[k].a["pair"] or live:
+        return None
+    j = k - 1
+    while j >= 0 and steps[j].op == _LDIN:
+        j -= 1
+    if j < 0 or steps[j].op != _INCLR or j == k - 1:
+        return None
+    end = 0
+    for st in steps[j + 1:k]:  # one prefix, in order
+        if st.a["dst"] != end:
+            return None
+        end += st.a["lanes"]
+    if in_read_later([*steps[e:], *after], halts):
+        return None
+    return list(range(j + 1, k))
 
 
 @dataclass

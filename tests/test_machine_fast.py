@@ -334,13 +334,8 @@ def chain_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
     pairs of one kind (bit planes, the sign pair, anything), then instructions that
     read CODE or NDRV as the last READ left them, or not; STA and ACT of the result.
     Relative words (``rel``): IN values at 0.., results at 16..; absolute: ACC
-    operands at 900.., ACT tables at 1000.. (``act_table``)."""
-    out = [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=int(rng.integers(1, 9)), rsrc=rel)]
-    if rng.random() < 0.2:  # a gap in IN: the general READ path
-        out.append(mk("LDIN", dst=10, src=3, lanes=3, rsrc=rel))
-    lanes = int(rng.integers(2, 7))
-    n = int(rng.integers(1, lanes + 1))
-    a0 = int(rng.integers(0, lanes - n + 1))
+    operands at 900.., IN values at 940.., ACT tables at 1000.. (``act_table``)."""
+    out = []
     pre = rng.integers(4)
     if pre == 0:
         out.append(mk("ACLR"))
@@ -349,6 +344,22 @@ def chain_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
     elif pre == 2:  # a bound past 2^53 (and at times past 2^62)
         out += [mk("ACLR")] + [mk("ACC", src=int(Src.DMEM), mul=127, sh=15, addr=900,
                                   lanes=8)] * int(rng.integers(1, 4))
+    # IN: one prefix from one or more LDINs (relative or absolute words: the chain may
+    # read them from DMEM), or with a gap (the general READ path).
+    out.append(mk("INCLR"))
+    end = 0
+    for _ in range(int(rng.integers(1, 4))):
+        lanes = int(rng.integers(1, 5))
+        r = int(rng.integers(2)) * rel
+        out.append(mk("LDIN", dst=end, src=(0 if r else 940) + end, lanes=lanes, rsrc=r))
+        end += lanes
+    if rng.random() < 0.2:
+        out.append(mk("LDIN", dst=end + 1, src=3, lanes=3, rsrc=rel))
+    if rng.random() < 0.3:  # between the LDINs and the chain: not read from DMEM
+        out.append(mk("ACLR") if pre != 1 else mk("NOP"))
+    lanes = int(rng.integers(2, 7))
+    n = int(rng.integers(1, lanes + 1))
+    a0 = int(rng.integers(0, lanes - n + 1))
     kind = rng.integers(3)
     sense, adc = int(rng.integers(2)), int(rng.integers(4))
     adc = adc if adc > 1 else (0 if sense else 1)  # the ideal table of the sense
@@ -385,9 +396,9 @@ def chain_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
     k = int(rng.integers(1, 4))
     out += [mk("STA", dst=16, lanes=8, rel=rel),
             mk("ACT", k=k, oscale=int(rng.integers(1, 4)), obias=int(rng.integers(-2, 2)),
-               tbl=act_table(int(rng.integers(4)), k), dst=24, rdst=rel, lanes=8)]
+               tbl=act_table(int(rng.integers(5)), k), dst=24, rdst=rel, lanes=8)]
     if not rel and rng.random() < 0.3:  # the result overwrites the table as it goes
-        t = act_table(int(rng.integers(4)), k)
+        t = act_table(int(rng.integers(5)), k)
         out += [mk("ACT", k=k, oscale=1, obias=0, tbl=t, dst=t + int(rng.integers(1, 9)),
                    lanes=8)]
     return out
@@ -399,9 +410,10 @@ def act_table(kind: int, k: int) -> int:
 
 
 def act_tables(rng: np.random.Generator, dmem: np.ndarray) -> None:
-    """ACT tables at 1000 + 40 t (8 lanes, k <= 3): signs all 1, all -1, mixed with
-    zero, larger than one; thresholds small and at the int32 ends."""
-    signs = [np.ones(8), -np.ones(8), rng.integers(-1, 2, 8), rng.integers(2, 5, 8)]
+    """ACT tables (``act_table``; 8 lanes, k <= 3): signs all 1, all -1, mixed with
+    zero, larger than one, of both kinds; thresholds small and at the int32 ends."""
+    signs = [np.ones(8), -np.ones(8), rng.integers(-1, 2, 8), rng.integers(2, 5, 8),
+             rng.choice([-3, -1, 1, 2], 8)]
     for kind, s in enumerate(signs):
         for k in (1, 2, 3):
             thr = rng.integers(-40, 40, (8, k))
@@ -426,9 +438,10 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
         if loop:
             prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=40))
         prog += [*body, *chain_section(rng, 0), mk("HALT")]
-        dmem = np.zeros(1500, np.int64)
+        dmem = np.zeros(1700, np.int64)
         dmem[:120] = rng.integers(-3, 40, 120)
         dmem[900:908] = rng.integers(-(2**31), 2**31, 8)
+        dmem[940:960] = rng.integers(-3, 40, 20)
         act_tables(rng, dmem)
         img = chain_image(prog, dmem, rng, variable=seed % 5 == 4)
         ms = machines(img, 3)
