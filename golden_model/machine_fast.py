@@ -41,6 +41,7 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,13 @@ FOLD_READS = 1 << 28
 # content (least recently used dropped first): a streamed network re-PROGs the
 # same weights in every run.
 SHARED_MATRIX_BYTES = 256 << 20
+
+
+# Products of at least this many multiply-adds are split in two halves of columns,
+# one on a worker thread (``Engine.matmul``): the reference inference's limit for BLAS
+# threads (kernels.SINGLE_THREAD_MACS). A worker waits for a CPU instead of spinning
+# as BLAS threads do, so a busy host costs little.
+SPLIT_MACS = 1 << 24
 
 
 def charge_shift(rows: int) -> int:
@@ -334,13 +342,13 @@ def _ldin_fn(st: _Step, ctx: Ctx, copy: bool = True) -> Fn:
     n, d0 = a["lanes"], a["dst"]
     end = d0 + n
     src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
-    dst = ctx.in3[d0:end]
+    dst_t = ctx.in3[d0:end].transpose(1, 0, 2)
     regs = ctx.regs
     mark = regs.ldin
 
     def f_ldin(ib: int) -> None:
-        if copy:
-            np.copyto(dst, src(ib))
+        if copy:  # copy-major: each copy's words are one block of DMEM
+            np.copyto(dst_t, src(ib).transpose(1, 0, 2))
         if regs.in_exact and d0 <= regs.in_pref:
             if end > regs.in_pref:
                 regs.in_pref = regs.in_hi = end
@@ -354,8 +362,8 @@ def _ldin_copy(st: _Step, ctx: Ctx) -> Fn:
     a = st.a
     n, d0 = a["lanes"], a["dst"]
     src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
-    dst = ctx.in3[d0:d0 + n]
-    return lambda ib: np.copyto(dst, src(ib))
+    dst_t = ctx.in3[d0:d0 + n].transpose(1, 0, 2)
+    return lambda ib: np.copyto(dst_t, src(ib).transpose(1, 0, 2))
 
 
 def in_read_later(later: list[_Step | None], halts: bool) -> bool:
@@ -425,6 +433,11 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
         operand = _dmem_operand(ctx, a["addr"], n, bool(a["rel"]))
     # Split points of the lanes by acc_hi -> (add part, assign part) views.
     parts: dict[int, tuple[np.ndarray, np.ndarray, slice]] = {}
+    # A lifted loop's relative words: walked copy-major ([copies, lanes, B]), each
+    # copy's words one block of DMEM.
+    cm = src_kind == Src.DMEM and bool(a["rel"]) and ctx.win is not None
+    dst_w = dst.transpose(1, 0, 2) if cm else dst
+    tmp_w = tmp[:n].transpose(1, 0, 2) if cm else tmp[:n]
 
     def f_acc(ib: int) -> None:
         if code_src is not None:
@@ -434,18 +447,18 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
         else:
             s = operand(ib)  # type: ignore[misc]
         h = regs.acc_hi
-        if h == 0:
-            np.multiply(s, k, out=dst, dtype=np.int64)
-            regs.acc_hi = n
-        elif h >= n:
-            if k == 1:
-                np.add(dst, s, out=dst)
+        if h == 0 or h >= n:
+            sw = s.transpose(1, 0, 2) if cm else s
+            if h == 0:
+                np.multiply(sw, k, out=dst_w, dtype=np.int64)
+                regs.acc_hi = n
+            elif k == 1:
+                np.add(dst_w, sw, out=dst_w)
             elif k == -1:
-                np.subtract(dst, s, out=dst)
+                np.subtract(dst_w, sw, out=dst_w)
             elif k:
-                t = tmp[:n]
-                np.multiply(s, k, out=t, dtype=np.int64)
-                np.add(dst, t, out=dst)
+                np.multiply(sw, k, out=tmp_w, dtype=np.int64)
+                np.add(dst_w, tmp_w, out=dst_w)
         else:
             pr = parts.get(h)
             if pr is None:
@@ -495,11 +508,14 @@ def _sta_fn(st: _Step, ctx: Ctx) -> Fn:
     regs = ctx.regs
     src = ctx.acc3[:n]
 
+    src_w = src.transpose(1, 0, 2)
+
     def f_sta(ib: int) -> None:
         if regs.acc_hi < n:
             regs.acc_lanes(n)
         # The int32 store truncates: two's complement wrap of an unwrapped sum.
-        np.copyto(dst(ib), src, casting="unsafe")
+        # (Copy-major: each copy's words are one block of DMEM.)
+        np.copyto(dst(ib).transpose(1, 0, 2), src_w, casting="unsafe")
     return f_sta
 
 
@@ -585,7 +601,8 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
                 np.greater_equal(v, t[:, j], out=cond)
                 np.add(cnt, cond, out=cnt)
         np.multiply(cnt, np.int8(oscale), out=cnt)
-        np.add(cnt, np.int8(obias), out=view(d0, n, rd), casting="unsafe")
+        np.add(cnt.transpose(1, 0, 2), np.int8(obias),
+               out=view(d0, n, rd).transpose(1, 0, 2), casting="unsafe")  # copy-major
     return f_act
 
 
@@ -664,6 +681,7 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
     ch2 = ctx.ch2
     xkey = m.xbar_key
     engine = ctx.engine
+    matmul = engine.matmul
     # (crossbar cells key, driven IN entries) -> what the product needs.
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []
@@ -697,7 +715,7 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
             drive_b(in_reg[:nb], d[1::2], itmp[:nb])
         else:
             drive_a(in_reg[:hi], d, itmp[:hi])
-        np.matmul(lv, d, out=prod)
+        matmul(lv, d, out=prod)
         if mat.div:
             if m.probe is not None:
                 x = lanes.astype(np.int64)
@@ -839,6 +857,15 @@ def _chain_rhs(pairs: list[tuple[_Step, _Step]], ks: list[int]
     return "sum", 0, 0
 
 
+def _part(b: np.ndarray, r0: int, r1: int, c0: int, c1: int, copy_major: object, B: int
+          ) -> np.ndarray:
+    """Rows [r0, r1) and copies [c0, c1) (columns c0 * B .. c1 * B) of a [rows, N]
+    buffer: as [rows, columns], or ``copy_major`` as [copies, rows, B]."""
+    if not copy_major:
+        return b[r0:r1, c0 * B:c1 * B]
+    return b[r0:r1].reshape(r1 - r0, -1, B).transpose(1, 0, 2)[c0:c1]
+
+
 def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
               src: list[tuple[int, int, Callable[[int], np.ndarray]]] | None = None,
               fill: list[Fn] | None = None) -> Fn:
@@ -883,6 +910,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     lanes_read = first["lanes"]
     xkey = m.xbar_key
     engine = ctx.engine
+    matmul = engine.matmul
     ch2 = ctx.ch2
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []  # [] : the product is not exact for this matrix
@@ -922,6 +950,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
 
     slow = [*(fill or []), *slow]
     copies, B = ctx.copies, ctx.B
+    scale = ks[0] if kind == "one" else 1  # one pair: k applied to the product
 
     def slow_path(ib: int) -> None:
         for f in slow:
@@ -952,6 +981,79 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             d *= k
             np.add(rhs, d, out=rhs)
 
+    def compute(ib: int, hi: int, h: int, c0: int, c1: int,
+                mm: Callable[..., None] = np.matmul) -> None:
+        """The chain's effect on ACC and the read charge for copies [c0, c1) of the
+        columns (``f_chain`` may run two halves at once: disjoint columns; then
+        ``mm`` is np.matmul, never the engine's, which would wait for the worker)."""
+        lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb, whole = prep
+        cols = slice(c0 * B, c1 * B)
+        if pair:
+            x = in_reg[:hi, cols]
+            for i, (drive_a, drive_b, planes) in enumerate(drivers):
+                drive_a(x, d[0::2, cols], itmp[:hi, cols] if planes else x)
+                drive_b(x[:nb], d[1::2, cols], itmp[:nb, cols] if planes else x[:nb])
+                pair_sum(i, d[:, cols], rhs[:, cols], cnt[:, cols])
+        else:
+            for r0, r1, x in segments(ib, hi):
+                if src is None:
+                    x = x[:, cols]
+                else:
+                    # Copy-major order ([copies, rows, B]): each copy's rows are one
+                    # block of DMEM, walked in order (one copy: absolute words).
+                    x = x.transpose(1, 0, 2)
+                    if x.shape[0] > 1:
+                        x = x[c0:c1]
+                dd, tt = _part(d, r0, r1, c0, c1, src, B), _part(itmp, r0, r1, c0, c1, src, B)
+                rr, cc = _part(rhs, r0, r1, c0, c1, src, B), _part(cnt, r0, r1, c0, c1, src, B)
+                if kind == "planes":
+                    np.bitwise_and(x, kmask, out=tt)
+                    if kc == 1:
+                        np.copyto(rr, tt, casting="unsafe")
+                    else:
+                        np.multiply(tt, kc, out=rr, casting="unsafe")
+                    u8 = _part(ctx.buf("u8", np.uint8), r0, r1, c0, c1, src, B)
+                    np.copyto(u8, tt, casting="unsafe")  # IN & M < 256 (bits 0..7)
+                    np.bitwise_count(u8, out=u8)
+                    np.copyto(cc, u8)
+                elif kind == "sign":
+                    np.sign(x, out=tt)
+                    if kc == 1:
+                        np.copyto(rr, tt, casting="unsafe")
+                    else:
+                        np.multiply(tt, kc, out=rr, casting="unsafe")
+                    np.not_equal(x, 0, out=cc)
+                else:
+                    for i, (drive_a, _, planes) in enumerate(drivers):
+                        drive_a(x, dd, tt if planes else x)
+                        pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
+        out = (prod if whole is None else whole)[:, cols]
+        mm(lanes, rhs[:, cols], out=out)
+        p_c = prod[:, cols]
+        if scale != 1:
+            np.multiply(p_c, scale, out=p_c)  # exact: |k| * colsum < 2^24 (2^53)
+        if h == 0:
+            np.copyto(acc2[:n, cols], p_c, casting="unsafe")
+        else:
+            if h < n:  # lanes past acc_hi are assigned
+                np.copyto(acc2[h:n, cols], p_c[h:], casting="unsafe")
+            # Integers of the float32 product are below 2^24: through int32 (faster
+            # than a mixed int64 + float32 sum).
+            k = min(h, n)
+            ti = ctx.buf("prod", np.int32 if nch == 2 else np.int64)[:k, cols]
+            np.copyto(ti, p_c[:k], casting="unsafe")
+            np.add(acc2[:k, cols], ti, out=acc2[:k, cols])
+        # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
+        # (one READ: rows of its product).
+        if whole is None:
+            for r in range(nch):
+                np.matmul(ch[r], cnt[:, cols], out=chp[r, cols])
+        if nch == 2:
+            np.add(ch2[:, cols], chp[:, cols], out=ch2[:, cols])
+        else:
+            chi = ctx.chi[cols]
+            chi += chp[0, cols].astype(np.int64)
+
     def f_chain(ib: int) -> None:
         hi = regs.in_hi
         if hi > lim:
@@ -967,68 +1069,23 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         if not prep:
             slow_path(ib)
             return
-        lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb, whole = prep
-        scale = ks[0] if kind == "one" else 1  # one pair: k applied to the product
-        if pair:
-            x = in_reg[:hi]
-            for i, (drive_a, drive_b, planes) in enumerate(drivers):
-                drive_a(x, d[0::2], itmp[:hi] if planes else x)
-                drive_b(x[:nb], d[1::2], itmp[:nb] if planes else x[:nb])
-                pair_sum(i, d, rhs, cnt)
-        else:
-            for r0, r1, x in segments(ib, hi):
-                shape = x.shape if src is None else (r1 - r0, copies, B)
-                dd, tt = d[r0:r1].reshape(shape), itmp[r0:r1].reshape(shape)
-                rr, cc = rhs[r0:r1].reshape(shape), cnt[r0:r1].reshape(shape)
-                if kind == "planes":
-                    np.bitwise_and(x, kmask, out=tt)
-                    if kc == 1:
-                        np.copyto(rr, tt, casting="unsafe")
-                    else:
-                        np.multiply(tt, kc, out=rr, casting="unsafe")
-                    u8 = ctx.buf("u8", np.uint8)[r0:r1].reshape(shape)
-                    np.copyto(u8, tt, casting="unsafe")  # IN & M < 256 (bits 0..7)
-                    np.bitwise_count(u8, out=u8)
-                    np.copyto(cc, u8)
-                elif kind == "sign":
-                    np.sign(x, out=tt)
-                    if kc == 1:
-                        np.copyto(rr, tt, casting="unsafe")
-                    else:
-                        np.multiply(tt, kc, out=rr, casting="unsafe")
-                    np.not_equal(x, 0, out=cc)
-                else:
-                    for i, (drive_a, _, planes) in enumerate(drivers):
-                        drive_a(x, dd, tt if planes else x)
-                        pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
-        np.matmul(lanes, rhs, out=prod if whole is None else whole)
         h = regs.acc_hi
-        dst = acc2[:n]
-        if scale != 1:
-            np.multiply(prod, scale, out=prod)  # exact: |k| * colsum < 2^24 (2^53)
-        if h == 0:
-            np.copyto(dst, prod, casting="unsafe")
+        half = copies // 2
+        if half and prep[0].shape[0] * prep[0].shape[1] * ctx.N >= SPLIT_MACS:
+            # Two halves of the copies at once: one on the worker thread.
+            job = engine.worker().submit(compute, ib, hi, h, 0, half)
+            try:
+                compute(ib, hi, h, half, copies)
+            finally:
+                job.result()
         else:
-            if h < n:  # lanes past acc_hi are assigned
-                np.copyto(acc2[h:n], prod[h:], casting="unsafe")
-            # Integers of the float32 product are below 2^24: through int32 (faster
-            # than a mixed int64 + float32 sum).
-            ti = ctx.buf("prod", np.int32 if nch == 2 else np.int64)[:min(h, n)]
-            np.copyto(ti, prod[:min(h, n)], casting="unsafe")
-            np.add(acc2[:min(h, n)], ti, out=acc2[:min(h, n)])
+            compute(ib, hi, h, 0, copies, matmul)
         regs.acc_hi = max(h, n)
         regs.acc_bound = b
-        # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
-        # (one READ: rows of its product).
-        if whole is None:
-            for r in range(nch):
-                np.matmul(ch[r], cnt, out=chp[r])
-        if nch == 2:
-            np.add(ch2, chp, out=ch2)
+        if prep[6] == 2:
             ctx.dirty = True
             ctx.reads_since += nfused
         else:
-            ctx.chi += chp[0].astype(np.int64)
             ctx.dirty_i = True
         if regs.code_hi < lanes_read:
             regs.code_hi = lanes_read
@@ -1196,6 +1253,28 @@ class Engine:
         # columns: a lifted body writes every register before it reads it, and its
         # registers are reset when it starts, so the loops can share them.
         self.lifted_regs: dict[int, tuple[_Regs, dict[tuple[str, type], np.ndarray]]] = {}
+
+    def worker(self) -> ThreadPoolExecutor:
+        """The worker thread of the image's machines (made on first use)."""
+        cache = self.m.image.plan_cache
+        pool = cache.get("worker")
+        if pool is None:
+            pool = cache.setdefault("worker", ThreadPoolExecutor(1, "golden-worker"))
+        return pool
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """``np.matmul(a, b, out=out)``; from ``SPLIT_MACS`` on, the first half of
+        b's columns on the worker thread of the image's machines while this thread
+        does the rest (each half an exact product: the same integers)."""
+        h = b.shape[1] // 2
+        if h == 0 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS:
+            np.matmul(a, b, out=out)
+            return
+        job = self.worker().submit(np.matmul, a, b[:, :h], out=out[:, :h])
+        try:
+            np.matmul(a, b[:, h:], out=out[:, h:])
+        finally:
+            job.result()
 
     def matrix(self, xbar: int, c0: int, width: int, sym: bool, adc: int) -> FastMat:
         """The READ matrix of the crossbar's present cells. Machines of one image

@@ -28,7 +28,7 @@ from test_streaming import tiny_image
 from cimgen.compiler import Compiled, compile_network, machine_params
 from cimgen.config import MAPPINGS, make_config
 from cimgen.run import run_golden
-from golden_model import isa
+from golden_model import isa, machine_fast
 from golden_model.crossbar import DeviceParams, ideal_adc, sample_device_map, uniform_adc
 from golden_model.ir import Network
 from golden_model.isa import Src
@@ -451,3 +451,13 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
         what = f"seed {seed} loop {loop}"
         same_runs(ms, 0, what)
         same_runs(ms, 0, what + " again")
+
+
+def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every product split in halves of columns across the worker thread
+    (``machine_fast.SPLIT_MACS``; by default only the large ones are): the same
+    results."""
+    monkeypatch.setattr(machine_fast, "SPLIT_MACS", 1)
+    test_read_chains_and_act_fast_equals_definition(1)
+    for mapping in ("BNN_I", "TNN_I", "BNN_III"):
+        network_case(mapping, 1, {"num_xbars": 1})
