@@ -26,6 +26,7 @@ Speed comes from three places, none of which changes a result:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -473,14 +474,19 @@ class Machine:
     def __post_init__(self) -> None:
         p = self.image.params
         self.xbar_bits = np.zeros((p.num_xbars, p.rows, p.cols), dtype=bool)
-        # Per crossbar: changes with every PROG that changes a cell (READ caches key on it).
-        self._xver = [0] * p.num_xbars
+        # Per crossbar: a digest of its cells (None: not computed since a PROG changed
+        # them; ``xbar_key``). READ caches key on it: the same cells, the same key.
+        self._xver: list[bytes | None] = [None] * p.num_xbars
+        # Cell writes of this run (``_prog_many``): the array, and the rows written.
+        self._writes_buf: np.ndarray | None = None
+        self._writes_rows: list[tuple[np.ndarray, np.ndarray]] = []
         self._row_reads = np.zeros((p.num_xbars, p.rows), dtype=np.int64)
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
         n = self.image.dmem_init.size
         self.dmem[:, :n] = self.image.dmem_init
+        self._host_top = 0  # DMEM words below this may have been written by load_inputs
         cache = self.image.plan_cache
         if "plan" not in cache:
             decoded: list[isa.Instr | None] = []
@@ -522,12 +528,101 @@ class Machine:
     def load_inputs(self, addr: int, data: np.ndarray) -> None:
         """Host writes [B, n] words at DMEM[addr..]."""
         self.dmem[:, addr:addr + data.shape[1]] = data
+        self._host_top = max(self._host_top, min(addr + data.shape[1], self.dmem.shape[1]))
+
+    def load_slots(self, addr: int, stride: int, data: np.ndarray) -> None:
+        """``load_inputs(addr + s * stride, data[:, s])`` for every slot s of
+        ``data`` [B, slots, n], in order (one strided copy when the slots do not
+        overlap and fit DMEM)."""
+        _, slots, n = data.shape
+        words = self.dmem.T  # [words, B], C-contiguous
+        end = addr + (slots - 1) * stride + n
+        if slots < 2 or stride < n or end > words.shape[0] or data.shape[0] != self.batch:
+            for s in range(slots):
+                self.load_inputs(addr + s * stride, data[:, s])
+            return
+        s0, s1 = words.strides
+        view = np.lib.stride_tricks.as_strided(words[addr:], shape=(slots, n, self.batch),
+                                               strides=(stride * s0, s0, s1))
+        view[...] = data.transpose(1, 2, 0)
+        self._host_top = max(self._host_top, end)
+
+    # ------------------------------------------------------------ reuse
+    def _dmem_top(self) -> int:
+        """Words past this one are never written by an instruction of the program:
+        every written DMEM range ends below it, a relative one at the largest IB any
+        LOOP of the program can set (loops do not nest)."""
+        cache = self.image.plan_cache
+        top = cache.get("dmem_top")
+        if top is None:
+            steps = [st for st in self.plan if st is not None]
+            max_ib = max(((st.a["count"] - 1) * st.a["stride"] for st in steps
+                          if st.op == _LOOP), default=0)
+            top = max((addr + n + (max_ib if rel else 0) for st in steps
+                       for addr, n, rel, written in st.spans if written), default=0)
+            top = cache["dmem_top"] = min(top, self.image.params.dmem_words)
+        return top
+
+    def reset(self, image_offset: int = 0) -> None:
+        """Back to the state of a new ``Machine(image, batch, image_offset=...)``
+        (probe, lift and fast are kept): no cell written, DMEM as the image loads it,
+        no READ since a write. What a run prepared (blocks, lifted loops, scratch
+        buffers, READ matrices keyed by cell content) is kept, and so are the arrays
+        (views of ``dmem`` stay valid). DMEM is restored up to the highest word a
+        program instruction or ``load_inputs`` can have written: words written
+        directly into ``dmem`` past that are not."""
+        n = self.image.dmem_init.size
+        top = max(self._dmem_top(), self._host_top, n)
+        words = self.dmem.T  # [words, B]
+        words[n:top] = 0
+        words[:n] = self.image.dmem_init[:, None]
+        self._host_top = 0
+        self.xbar_bits.fill(False)
+        for x in range(self.xbar_bits.shape[0]):
+            self._invalidate(x)
+        self._row_reads.fill(0)
+        self._writes = None
+        self.image_offset = image_offset
+
+    POOL_SIZE = 2  # machines ``release`` keeps per image (by batch, the last ones released)
+
+    @classmethod
+    def reuse(cls, image: ChipImage, batch: int, image_offset: int = 0) -> Machine:
+        """``Machine(image, batch, image_offset=image_offset)``, or one that
+        ``release`` gave back for this image and batch, ``reset``: the same runs,
+        without allocating and preparing again."""
+        pool: dict[int, Machine] = image.plan_cache.setdefault("pool", {})
+        m = pool.pop(batch, None)  # one caller gets it (dict.pop is atomic)
+        if m is None:
+            return cls(image, batch, image_offset=image_offset)
+        m.reset(image_offset)
+        return m
+
+    def release(self) -> None:
+        """Give this machine to ``reuse`` (the caller does not use it afterwards).
+        Only a machine with the default settings (no probe, lifting, prepared plan)
+        is kept."""
+        if self.probe is not None or not (self.lift and self.fast):
+            return
+        pool: dict[int, Machine] = self.image.plan_cache.setdefault("pool", {})
+        pool.pop(self.batch, None)
+        while len(pool) >= self.POOL_SIZE:
+            pool.pop(next(iter(pool)), None)
+        pool[self.batch] = self
 
     def _invalidate(self, xbar: int) -> None:
         self._cur.pop(xbar, None)
         self._lrs.pop(xbar, None)
         self._mats.pop(xbar, None)
-        self._xver[xbar] += 1
+        self._xver[xbar] = None
+
+    def xbar_key(self, xbar: int) -> bytes:
+        """A digest of the cells of one crossbar (what READ caches key on)."""
+        key = self._xver[xbar]
+        if key is None:
+            key = self._xver[xbar] = hashlib.blake2b(
+                np.packbits(self.xbar_bits[xbar]).tobytes(), digest_size=16).digest()
+        return key
 
     # ------------------------------------------------------------ decoding
     def _prepare(self, ins: isa.Instr | None) -> _Step | None:
@@ -844,16 +939,24 @@ class Machine:
         new = self.image.wmem[ws].astype(bool)
         changed = new != self.xbar_bits[xs, rs]
         self.xbar_bits[xs, rs] = new
-        if self._writes is None:
-            self._writes = np.zeros(self.xbar_bits.shape, np.int32)
-        self._writes[xs, rs] += changed
+        writes = self._writes
+        if writes is None:  # the run's first PROG: its counts start at zero
+            writes = self._writes_buf
+            if writes is None:
+                writes = self._writes_buf = np.zeros(self.xbar_bits.shape, np.int32)
+            for rows in self._writes_rows:
+                writes[rows] = 0
+            self._writes_rows.clear()
+            self._writes = writes
+        self._writes_rows.append((xs, rs))
+        writes[xs, rs] += changed
         res.cells_written += int(changed.sum())
         res.wmem_rows += len(xs)
-        res.max_cell_writes = max(res.max_cell_writes, int(self._writes[xs, rs].max()))
+        res.max_cell_writes = max(res.max_cell_writes, int(writes[xs, rs].max()))
         res.progs += len(xs)
         if self.image.params.physics.disturb:
             self._row_reads[xs, rs] = 0  # read disturb counts READs since the write
-        for x in np.unique(xs):
+        for x in np.unique(xs[changed.any(axis=1)]):  # crossbars whose cells changed
             self._invalidate(int(x))
 
     # ------------------------------------------------------------------ READ

@@ -12,15 +12,27 @@ cell and counter):
   event counts are added in one step. A block ends before a LOOP, an invalid
   word or an instruction whose range check fails, and after a HALT.
 - A READ keeps, per crossbar, column window and ADC step, one product matrix
-  (lanes, a row of ones for NDRV and two rows that give the read charge) that
-  is rebuilt only when a PROG changes that crossbar. When an ideal ADC's step
-  divides every entry (ideal or stuck cells), the lanes are stored divided by
-  it, so the product is the ADC code itself. The driven rows are a view of the
-  matrix when IN holds a contiguous prefix; any other IN state, and a chip
+  (lanes, a row of ones for NDRV and two rows that give the read charge), keyed
+  by a digest of the crossbar's cells (``Machine.xbar_key``): built once per
+  cell content, and shared by the machines of one image. When an ideal ADC's
+  step divides every entry (ideal or stuck cells), the lanes are stored divided
+  by it, so the product is the ADC code itself. The driven rows are a view of
+  the matrix when IN holds a contiguous prefix; any other IN state, and a chip
   with read noise, IR drop or read disturb, go through ``Machine._read_core``.
+- A run of (READ, ACC from CODE) pairs over one matrix and driven rows
+  (``read_chains``: bit planes, the positive/negative pair of a ternary input, a
+  single pair) is one product W @ sum_i k_i drive_i added to ACC, when those
+  lanes are the ADC codes (no clipping) and CODE/NDRV as the last READ leaves
+  them are not read afterwards (``regs_read_later``); when IN's rows come from
+  LDINs right before and nothing else reads IN, from their DMEM words directly
+  (``in_source``). Anything else at run time (a probe, IN gaps, a bound past
+  2^62, a matrix without the ADC step) runs the pairs' own closures.
+- ACT with an absolute table compares ACC (as int32) with ceil(t / s) or, for
+  s < 0, ~ACC with ~floor(t / s), per lane and run: no products.
 - A lifted loop (``Machine._liftable``) runs its body once as closures over
   registers with ``iterations x runs`` columns and strided DMEM windows, kept
-  per loop between runs.
+  per loop between runs; loops with as many columns share registers (reset at
+  the loop's start) and scratch buffers.
 
 Every exact-integer float product keeps its partial sums below 2^24 (float32)
 or 2^53 (float64), so BLAS's summation order does not matter.
@@ -28,8 +40,8 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -51,6 +63,7 @@ from .machine import (
     _VCOPY,
     _VMAX,
     INT32_MAX,
+    INT32_MIN,
     RunResult,
     _AdcLookup,
     _Regs,
@@ -67,8 +80,17 @@ Fn = Callable[[int], None]  # an instruction: called with IB
 # at least every FOLD_READS READs: each READ adds less than 2^24 per row, so the
 # float64 sums stay exact.
 FOLD_READS = 1 << 28
-# Matrices an image keeps for the machines that run it (oldest dropped first).
-SHARED_MATRICES = 64
+# Bytes of READ matrices an image keeps for the machines that run it, by cell
+# content (least recently used dropped first): a streamed network re-PROGs the
+# same weights in every run.
+SHARED_MATRIX_BYTES = 256 << 20
+
+
+# Products of at least this many multiply-adds are split in two halves of columns,
+# one on a worker thread (``Engine.matmul``): the reference inference's limit for BLAS
+# threads (kernels.SINGLE_THREAD_MACS). A worker waits for a CPU instead of spinning
+# as BLAS threads do, so a busy host costs little.
+SPLIT_MACS = 1 << 24
 
 
 def charge_shift(rows: int) -> int:
@@ -118,8 +140,11 @@ class FastMat:
     div: int  # > 0: lanes hold ADC input / div and are the ideal ADC's code (after clip)
     clip: tuple[int, int] | None  # the ideal ADC's code range, when a lane can leave it
     nch: int  # charge rows: 2 (float32: high part, low part) or 1 (float64, exact)
-    # Views of lhs by (first row, rows); lhs is never written after it is built.
-    views: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    colsum: int  # the largest sum of |lane entries| over the rows of a column
+    chsum: int  # the sum over rows of the largest charge-row entry
+    # Views of lhs by (first row, rows), and matrices made of its rows (``_chain_fn``);
+    # lhs is never written after it is built.
+    views: dict[tuple, np.ndarray] = field(default_factory=dict)
 
 
 def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _AdcLookup
@@ -159,7 +184,8 @@ def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _Adc
         lhs[lanes + 1] = rowsum
     lhs[:lanes] = w.T
     lhs[lanes] = 1
-    return FastMat(lhs, lanes, div, clip, 2 if f32 else 1)
+    chsum = max(int(hi_part.sum()), int(lo_part.sum())) if f32 else int(rowsum.sum())
+    return FastMat(lhs, lanes, div, clip, 2 if f32 else 1, colsum, chsum)
 
 
 def vec_chunks(n: int, src: int, src_len: int, dst: int, vw: int
@@ -174,8 +200,8 @@ class Ctx:
     """Registers, DMEM views and scratch buffers one set of closures runs on: the
     machine's own (one copy) or a lifted loop's (one copy per iteration)."""
 
-    def __init__(self, engine: Engine, regs: _Regs, copies: int, space: _Space | None
-                 ) -> None:
+    def __init__(self, engine: Engine, regs: _Regs, copies: int, space: _Space | None,
+                 bufs: dict[tuple[str, type], np.ndarray] | None = None) -> None:
         m = engine.m
         p = m.image.params
         B = m.batch
@@ -193,7 +219,9 @@ class Ctx:
         self.acc3 = regs.acc.reshape(p.cols, copies, B)
         self.code3 = regs.code.reshape(p.cols, copies, B)
         self.ndrv2 = regs.ndrv.reshape(copies, B)
-        self._bufs: dict[tuple[str, type], np.ndarray] = {}
+        # Scratch buffers hold nothing from one instruction to the next: contexts with
+        # the same columns share them.
+        self._bufs: dict[tuple[str, type], np.ndarray] = {} if bufs is None else bufs
         self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
         self.dirty = self.dirty_i = False  # ch2, chi hold something
@@ -206,14 +234,20 @@ class Ctx:
         self.fold_at = self.fold_base = 0
 
     def buf(self, kind: str, dtype: type) -> np.ndarray:
-        """Scratch memory, allocated on first use: "drive" and "bits" [rows, N],
-        "prod" [cols + 3, N], "x" [cols, N], "tmp" [cols, copies, B]."""
+        """Scratch memory, allocated on first use: "drive", "bits", "rhs", "cnt", "u8"
+        [rows, N], "charge" [2, N], "prod" [cols + 3, N], "x" [cols, N], "tmp", "act",
+        "cnt3", "cond" [cols, copies, B]. One buffer per kind and dtype: a closure's
+        buffers of different kinds never alias."""
         b = self._bufs.get((kind, dtype))
         if b is None:
             p = self.m.image.params
             shape = {"drive": (p.rows, self.N), "bits": (p.rows, self.N),
+                     "rhs": (p.rows, self.N), "cnt": (p.rows, self.N), "u8": (p.rows, self.N),
+                     "charge": (2, self.N),
                      "prod": (p.cols + 3, self.N), "x": (p.cols, self.N),
-                     "tmp": (p.cols, self.copies, self.B)}[kind]
+                     "tmp": (p.cols, self.copies, self.B), "act": (p.cols, self.copies, self.B),
+                     "cnt3": (p.cols, self.copies, self.B),
+                     "cond": (p.cols, self.copies, self.B)}[kind]
             b = self._bufs[(kind, dtype)] = np.empty(shape, dtype)
         return b
 
@@ -224,15 +258,17 @@ class Ctx:
             return self.win[:, o:o + n].transpose(1, 0, 2)
         return self.dm[a:a + n, None, :]
 
-    def fold(self, into: np.ndarray, zero: bool = False) -> None:
+    def fold(self, into: np.ndarray) -> None:
         """Add the read charge per column since the last fold to ``into`` (int64
-        [B], summed over copies) and restart. ``zero``: ``into`` holds zeros."""
+        [B], summed over copies) and restart."""
         if self.dirty:
             ch = self.ch2
-            if zero and self.copies == 1 and self.reads_since < self.float_fold:
-                # hi * 2^s + lo is below 2^53: exact in float64.
+            if self.copies == 1 and self.reads_since < self.float_fold:
+                # hi * 2^s + lo is below 2^53: exact in float64. (``into`` may hold a
+                # lifted loop's charge already: added, not assigned.)
                 t = ch[0] * float(1 << self.shift)
-                np.add(t, ch[1], out=into, casting="unsafe")
+                t += ch[1]
+                into += t.astype(np.int64)
             else:
                 h = ch.astype(np.int64)
                 h[0] <<= self.shift
@@ -299,23 +335,48 @@ def _dmem_operand(ctx: Ctx, addr: int, n: int, rel: bool) -> Callable[[int], np.
     return lambda ib: v0 if ib == 0 else view(addr + ib, n, rel)
 
 
-def _ldin_fn(st: _Step, ctx: Ctx) -> Fn:
+def _ldin_fn(st: _Step, ctx: Ctx, copy: bool = True) -> Fn:
+    """LDIN; ``copy=False``: only IN's valid entries (``_chain_fn`` reads the
+    values from DMEM, see ``in_source``)."""
     a = st.a
     n, d0 = a["lanes"], a["dst"]
     end = d0 + n
     src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
-    dst = ctx.in3[d0:end]
+    dst_t = ctx.in3[d0:end].transpose(1, 0, 2)
     regs = ctx.regs
     mark = regs.ldin
 
     def f_ldin(ib: int) -> None:
-        np.copyto(dst, src(ib))
+        if copy:  # copy-major: each copy's words are one block of DMEM
+            np.copyto(dst_t, src(ib).transpose(1, 0, 2))
         if regs.in_exact and d0 <= regs.in_pref:
             if end > regs.in_pref:
                 regs.in_pref = regs.in_hi = end
         else:
             mark(d0, end)
     return f_ldin
+
+
+def _ldin_copy(st: _Step, ctx: Ctx) -> Fn:
+    """The values LDIN writes to IN, without the valid entries."""
+    a = st.a
+    n, d0 = a["lanes"], a["dst"]
+    src = _dmem_operand(ctx, a["src"], n, bool(a["rsrc"]))
+    dst_t = ctx.in3[d0:d0 + n].transpose(1, 0, 2)
+    return lambda ib: np.copyto(dst_t, src(ib).transpose(1, 0, 2))
+
+
+def in_read_later(later: list[_Step | None], halts: bool) -> bool:
+    """May IN's values be read (by a READ) before the next INCLR?"""
+    for st in later:
+        if st is None or st.op == _HALT:
+            return st is None
+        if st.op in (_READ, _LOOP) or st.op not in (_ACC, _LDIN, _ACLR, _STA, _ACT, _VCOPY,
+                                                     _VMAX, _PROG, _NOP, _INCLR):
+            return True
+        if st.op == _INCLR:
+            return False
+    return not halts
 
 
 def _inclr_fn(ctx: Ctx) -> Fn:
@@ -372,6 +433,11 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
         operand = _dmem_operand(ctx, a["addr"], n, bool(a["rel"]))
     # Split points of the lanes by acc_hi -> (add part, assign part) views.
     parts: dict[int, tuple[np.ndarray, np.ndarray, slice]] = {}
+    # A lifted loop's relative words: walked copy-major ([copies, lanes, B]), each
+    # copy's words one block of DMEM.
+    cm = src_kind == Src.DMEM and bool(a["rel"]) and ctx.win is not None
+    dst_w = dst.transpose(1, 0, 2) if cm else dst
+    tmp_w = tmp[:n].transpose(1, 0, 2) if cm else tmp[:n]
 
     def f_acc(ib: int) -> None:
         if code_src is not None:
@@ -381,18 +447,18 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
         else:
             s = operand(ib)  # type: ignore[misc]
         h = regs.acc_hi
-        if h == 0:
-            np.multiply(s, k, out=dst, dtype=np.int64)
-            regs.acc_hi = n
-        elif h >= n:
-            if k == 1:
-                np.add(dst, s, out=dst)
+        if h == 0 or h >= n:
+            sw = s.transpose(1, 0, 2) if cm else s
+            if h == 0:
+                np.multiply(sw, k, out=dst_w, dtype=np.int64)
+                regs.acc_hi = n
+            elif k == 1:
+                np.add(dst_w, sw, out=dst_w)
             elif k == -1:
-                np.subtract(dst, s, out=dst)
+                np.subtract(dst_w, sw, out=dst_w)
             elif k:
-                t = tmp[:n]
-                np.multiply(s, k, out=t, dtype=np.int64)
-                np.add(dst, t, out=dst)
+                np.multiply(sw, k, out=tmp_w, dtype=np.int64)
+                np.add(dst_w, tmp_w, out=dst_w)
         else:
             pr = parts.get(h)
             if pr is None:
@@ -442,11 +508,14 @@ def _sta_fn(st: _Step, ctx: Ctx) -> Fn:
     regs = ctx.regs
     src = ctx.acc3[:n]
 
+    src_w = src.transpose(1, 0, 2)
+
     def f_sta(ib: int) -> None:
         if regs.acc_hi < n:
             regs.acc_lanes(n)
         # The int32 store truncates: two's complement wrap of an unwrapped sum.
-        np.copyto(dst(ib), src, casting="unsafe")
+        # (Copy-major: each copy's words are one block of DMEM.)
+        np.copyto(dst(ib).transpose(1, 0, 2), src_w, casting="unsafe")
     return f_sta
 
 
@@ -459,10 +528,10 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     vw = ctx.m.image.params.vec_width
     view = ctx.view
     acc = _acc_read(ctx, n)
+    regs = ctx.regs
+    a3 = ctx.acc3[:n]
 
-    def f_act(ib: int) -> None:
-        t0 = tbl + ib if rt else tbl
-        d0 = dst + ib if rd else dst
+    def general(t0: int, d0: int) -> None:
         acc3 = acc()
         for lo, hi in vec_chunks(n, t0, n * k1, d0, vw):
             tv = view(t0 + lo * k1, (hi - lo) * k1, rt)
@@ -472,6 +541,68 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
             for j in range(2, k1):
                 cnt += v >= tv[:, j]
             view(d0 + lo, hi - lo, rd)[...] = obias + oscale * cnt
+
+    # The outputs obias + oscale * count fit int8 (3-bit fields, k <= 3).
+    small = all(-128 <= obias + oscale * j <= 127 for j in range(k1))
+
+    def f_act(ib: int) -> None:
+        t0 = tbl + ib if rt else tbl
+        d0 = dst + ib if rd else dst
+        if rt or not small or (t0 < d0 + n and d0 < t0 + n * k1):
+            general(t0, d0)  # a relative table, or one the result overwrites
+            return
+        # An absolute table: per lane and run a sign s and thresholds t_j, one value
+        # per run for all copies. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and
+        # ACC <= floor(t / s), i.e. ~ACC >= ~floor(t / s), for s < 0 (~x = -1 - x
+        # reverses the order of int32 values without overflow): compare ACC, or
+        # ACC ^ mask (-1 on lanes with s < 0), with those; no products.
+        tv = view(t0, n * k1, False).reshape(n, k1, 1, -1)
+        sg = tv[:, 0]
+        lo_s, hi_s = int(sg.min()), int(sg.max())
+        if lo_s <= 0 <= hi_s and not sg.all():
+            general(t0, d0)  # a zero sign: 0 >= t, whatever ACC holds
+            return
+        if lo_s == 1 and hi_s == 1:
+            t = tv[:, 1:]
+        else:
+            s64 = sg[:, None].astype(np.int64)
+            t = tv[:, 1:].astype(np.int64)
+            if lo_s > 0:
+                t = -((-t) // s64)
+            elif hi_s < 0:
+                t = ~(t // s64)
+            else:
+                t = np.where(s64 > 0, -((-t) // s64), ~(t // s64))
+        if t.dtype != np.int32:
+            if int(t.max()) > INT32_MAX:
+                general(t0, d0)  # a threshold no int32 value reaches
+                return
+            # Below INT32_MIN every int32 value passes: INT32_MIN itself does.
+            t = np.maximum(t, INT32_MIN).astype(np.int32)
+        if regs.acc_hi < n:
+            regs.acc_lanes(n)
+        # ACC as int32: its values, or wrapped to 32 bits when they may not fit
+        # (two's complement truncation); int32 comparisons are the faster ones.
+        v = ctx.buf("act", np.int32)[:n]
+        np.copyto(v, a3, casting="unsafe")
+        if hi_s < 0:
+            np.invert(v, out=v)
+        elif lo_s < 0:
+            mask = (sg < 0).astype(np.int32)
+            np.negative(mask, out=mask)  # 0 or -1 (all ones)
+            np.bitwise_xor(v, mask, out=v)
+        cond = ctx.buf("cond", np.bool_)[:n]
+        np.greater_equal(v, t[:, 0], out=cond)
+        cnt = cond.view(np.int8)
+        if k1 > 2:
+            cnt = ctx.buf("cnt3", np.int8)[:n]
+            np.copyto(cnt, cond)
+            for j in range(1, k1 - 1):
+                np.greater_equal(v, t[:, j], out=cond)
+                np.add(cnt, cond, out=cnt)
+        np.multiply(cnt, np.int8(oscale), out=cnt)
+        np.add(cnt.transpose(1, 0, 2), np.int8(obias),
+               out=view(d0, n, rd).transpose(1, 0, 2), casting="unsafe")  # copy-major
     return f_act
 
 
@@ -548,13 +679,14 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
     ndrv = regs.ndrv
     xbox: list[np.ndarray] = []  # the int64 ADC input, for tables without a closed form
     ch2 = ctx.ch2
-    xver = m._xver
+    xkey = m.xbar_key
     engine = ctx.engine
-    # (crossbar version, driven IN entries) -> what the product needs.
-    key: list[int] = [-1, -1]
+    matmul = engine.matmul
+    # (crossbar cells key, driven IN entries) -> what the product needs.
+    key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []
 
-    def refresh(ver: int, hi: int) -> None:
+    def refresh(ver: bytes, hi: int) -> None:
         mat = engine.matrix(xbar, c0, width, sym, adc)
         nrows = min(2 * hi, p.rows - ro) if pair else hi
         lv = mat.views.get((ro, nrows))
@@ -574,7 +706,7 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
         if hi == 0 or (regs.in_pref < hi and not valid[:hi].all()):
             f_slow(ib)  # no driven row, or a gap in IN: gather the driven rows
             return
-        ver = xver[xbar]
+        ver = xkey(xbar)
         if key[0] != ver or key[1] != hi:
             refresh(ver, hi)
         mat, lv, d, prod, lanes, nd_row, ch_rows, nb = prep
@@ -583,7 +715,7 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
             drive_b(in_reg[:nb], d[1::2], itmp[:nb])
         else:
             drive_a(in_reg[:hi], d, itmp[:hi])
-        np.matmul(lv, d, out=prod)
+        matmul(lv, d, out=prod)
         if mat.div:
             if m.probe is not None:
                 x = lanes.astype(np.int64)
@@ -613,6 +745,353 @@ def _read_fn(st: _Step, ctx: Ctx, k_read: int, rpi: int, ndrv_live: bool) -> Fn:
             regs.code_hi = n
     return f_read
 
+
+# ------------------------------------------------------------------ READ chains
+
+# READ fields that must agree for READs to share one matrix and driven rows.
+_SAME_READ = ("xbar", "col", "lanes", "sense", "row_off", "adc", "pair")
+F32_EXACT, F64_EXACT = 1 << 24, 1 << 53
+
+
+def read_chains(steps: list[_Step]) -> dict[int, int]:
+    """Runs of (READ, ACC from CODE) pairs over one matrix and driven rows, the
+    ACCs on the same lanes: first index -> index after the run.
+
+    With an ideal ADC whose lanes are the codes (``FastMat.div``, no clipping), the
+    run adds sum_i k_i * (W @ drive_i) = W @ (sum_i k_i * drive_i) to ACC: one
+    product for the whole run (``_chain_fn``)."""
+    out: dict[int, int] = {}
+    i = 0
+    while i + 1 < len(steps):
+        j = i
+        while _chain_pair(steps, j, steps[i], steps[i + 1]):
+            j += 2
+        if j - i >= 2:
+            out[i] = j
+        i = max(j, i + 1)
+    return out
+
+
+def _chain_pair(steps: list[_Step], i: int, first: _Step, first_acc: _Step) -> bool:
+    """steps[i:i + 2] is a READ like ``first`` and an ACC from CODE like ``first_acc``."""
+    if i + 1 >= len(steps):
+        return False
+    rd, acc = steps[i], steps[i + 1]
+    if rd.op != _READ or acc.op != _ACC or rd.fused is not None or acc.fused is not None:
+        return False
+    a, b, b0 = rd.a, acc.a, first_acc.a
+    return first.op == _READ and all(a[f] == first.a[f] for f in _SAME_READ) and \
+        b["src"] == Src.CODE and b["addr"] == b0["addr"] and b["lanes"] == b0["lanes"] and \
+        b["addr"] + b["lanes"] <= a["lanes"]
+
+
+def regs_read_later(later: list[_Step | None], lanes: int, halts: bool) -> bool:
+    """May CODE lanes [0, lanes) or NDRV, as a READ leaves them, be read? ``later``:
+    the instructions run next, in order; ``halts``: the run ends after them."""
+    covered = 0  # CODE lanes a READ since has written
+    ndrv = True  # NDRV not written since
+    known = (_ACC, _LDIN, _INCLR, _ACLR, _STA, _ACT, _VCOPY, _VMAX, _PROG, _NOP, _READ)
+    for st in later:
+        if st is None or st.op == _HALT:
+            return st is None
+        if st.op not in known:
+            return True
+        a = st.a
+        if st.op == _READ:
+            covered = max(covered, a["lanes"])
+            ndrv = False
+        elif st.op == _ACC:
+            if a["src"] == Src.NDRV:
+                if ndrv:
+                    return True
+            elif a["src"] == Src.CODE and \
+                    max(a["addr"], covered) < min(a["addr"] + a["lanes"], lanes):
+                return True
+    return not halts
+
+
+def straight_after(m: Machine, pc: int) -> tuple[list[_Step | None], bool]:
+    """The instructions run from ``pc`` on, as far as CODE and NDRV are concerned,
+    to the first HALT (True) or an invalid word or the program's end (False). A
+    LOOP's body is listed once: which lanes an instruction reads or writes does not
+    depend on IB, so every iteration acts on CODE and NDRV as the first."""
+    out: list[_Step | None] = []
+    plan = m.plan
+    while 0 <= pc < len(plan):
+        st = plan[pc]
+        if st is None or st.err0 != Err.NONE:
+            return out, False
+        if st.op == _LOOP:
+            body = plan[pc + 1:pc + 1 + st.a["len"]]
+            if any(b is None or b.op in (_LOOP, _HALT) for b in body):
+                return out, False
+            out += body
+            pc += 1 + st.a["len"]
+            continue
+        out.append(st)
+        if st.op == _HALT:
+            return out, True
+        pc += st.fused[0] if st.fused is not None else 1
+    return out, False
+
+
+def _chain_rhs(pairs: list[tuple[_Step, _Step]], ks: list[int]
+               ) -> tuple[str, int, int]:
+    """How a chain's right-hand side sum_i k_i * drive_i is formed: ("planes", c, M)
+    when READ i drives the rows whose IN value has bit b_i set and k_i = c * 2^b_i
+    (the sum is c * (IN & M), M = sum_i 2^b_i, a row driven popcount(IN & M) times);
+    ("sign", c, 0) for a READ of the positive and one of the negative IN values with
+    k = c and -c (c * sign(IN), rows of nonzero IN driven once); else ("sum", 0, 0)."""
+    reads = [rd.a for rd, _ in pairs]
+    if any(a["pair"] for a in reads):
+        return "sum", 0, 0
+    bits = [a["bit"] for a in reads]
+    if all(b != BIT_SIGNED and a["mask_a"] == MASK_POS for a, b in zip(reads, bits, strict=True)) \
+            and len(set(bits)) == len(bits):
+        c = ks[0] >> bits[0] if ks[0] % (1 << bits[0]) == 0 else 0
+        if c and all(k == c << b for k, b in zip(ks, bits, strict=True)):
+            return "planes", c, sum(1 << b for b in bits)
+    if len(reads) == 2 and bits == [BIT_SIGNED] * 2 and ks[0] == -ks[1] and \
+            {reads[0]["mask_a"], reads[1]["mask_a"]} == {MASK_POS, MASK_NEG}:
+        return "sign", ks[0] if reads[0]["mask_a"] == MASK_POS else ks[1], 0
+    return "sum", 0, 0
+
+
+def _part(b: np.ndarray, r0: int, r1: int, c0: int, c1: int, copy_major: object, B: int
+          ) -> np.ndarray:
+    """Rows [r0, r1) and copies [c0, c1) (columns c0 * B .. c1 * B) of a [rows, N]
+    buffer: as [rows, columns], or ``copy_major`` as [copies, rows, B]."""
+    if not copy_major:
+        return b[r0:r1, c0 * B:c1 * B]
+    return b[r0:r1].reshape(r1 - r0, -1, B).transpose(1, 0, 2)[c0:c1]
+
+
+def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
+              src: list[tuple[int, int, Callable[[int], np.ndarray]]] | None = None,
+              fill: list[Fn] | None = None) -> Fn:
+    """(READ, ACC from CODE) pairs of ``read_chains`` as one product. ``slow``: the
+    pairs' own closures, run instead when the product would not be exact or a READ
+    needs the general path (gaps in IN, a probe, a matrix without div). ``live``:
+    CODE or NDRV as the last READ leaves them may be read: that pair runs on its own
+    closures after the product of the others (``with_chains`` fuses one pair only
+    when they are not read). ``src``: IN's rows as (first row, rows, DMEM operand) of
+    the LDINs that loaded them, whose closures only marked the entries valid (``fill``
+    copies the values, before the fallback)."""
+    m = ctx.m
+    p = m.image.params
+    first = steps[0].a
+    acc_a, n = steps[1].a["addr"], steps[1].a["lanes"]
+    pairs = [(steps[k], steps[k + 1]) for k in range(0, len(steps), 2)]
+    tail: list[Fn] = []
+    if live:
+        pairs = pairs[:-1]
+        tail = slow[-2:]
+    nfused = len(pairs)
+    ks = [acc.a["mul"] << acc.a["sh"] for _, acc in pairs]
+    ksum = sum(abs(k) for k in ks)
+    for _, acc in pairs:
+        if acc.gain < 0:
+            acc.gain = m._acc_gain(acc)
+    gain = sum(acc.gain for _, acc in pairs)
+    # One pair: the product of the drive itself, scaled by k after.
+    kind, kc, kmask = ("one", ks[0], 0) if nfused == 1 else _chain_rhs(pairs, ks)
+    drivers = [(_driver(rd.a["mask_a"], rd.a["bit"]), _driver(rd.a["mask_b"], rd.a["bit"]),
+                rd.a["bit"] != BIT_SIGNED) for rd, _ in pairs]
+    xbar, ro, adc = first["xbar"], first["row_off"], first["adc"]
+    sym = first["sense"] == Sense.SYM
+    width = 2 * first["lanes"] if sym else first["lanes"]
+    c0 = first["col"]
+    pair = bool(first["pair"])
+    lim = (p.rows - ro + 1) // 2 if pair else p.rows - ro
+    regs = ctx.regs
+    valid = regs.in_valid
+    in_reg = regs.in_reg
+    acc2 = regs.acc
+    lanes_read = first["lanes"]
+    xkey = m.xbar_key
+    engine = ctx.engine
+    matmul = engine.matmul
+    ch2 = ctx.ch2
+    key: list = [None, -1]  # (cells key, driven IN entries) of prep
+    prep: list = []  # [] : the product is not exact for this matrix
+
+    def refresh(ver: bytes, hi: int) -> None:
+        key[0], key[1] = ver, hi
+        prep.clear()
+        mat = engine.matrix(xbar, c0, width, sym, adc)
+        exact = F32_EXACT if mat.nch == 2 else F64_EXACT
+        if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
+                ksum >= exact or mat.chsum * nfused >= F64_EXACT:
+            return
+        nrows = min(2 * hi, p.rows - ro) if pair else hi
+        dt = mat.lhs.dtype.type
+        L = mat.lanes
+        lanes = mat.lhs[acc_a:acc_a + n, ro:ro + nrows]
+        # Each charge sum is below nfused * (sum of the row entries): float32 when
+        # exact (one READ: as exact as the matrix's own charge rows).
+        ch = mat.lhs[L + 1:, ro:ro + nrows]
+        big = int(ch.sum(axis=1, dtype=np.float64).max(initial=0))
+        cdt = dt if nfused == 1 else np.float32 if big * nfused < F32_EXACT else np.float64
+        d = ctx.buf("drive", dt)[:nrows]
+        if nfused == 1:
+            # One READ: the lanes and the charge rows in one product with the drive.
+            vkey = ("joint", acc_a, n, ro, nrows)
+            joint = mat.views.get(vkey)
+            if joint is None:
+                joint = mat.views[vkey] = np.concatenate([lanes, ch])
+            whole = ctx.buf("prod", dt)[:n + mat.nch]
+            prep[:] = [joint, None, d, d, ctx.buf("bits", np.int32)[:nrows], whole[:n],
+                       mat.nch, d, whole[n:], nrows // 2, whole]
+            return
+        prep[:] = [lanes, ch.astype(cdt), d, ctx.buf("rhs", dt)[:nrows],
+                   ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
+                   ctx.buf("cnt", cdt)[:nrows], ctx.buf("charge", cdt)[:mat.nch], nrows // 2,
+                   None]
+
+    slow = [*(fill or []), *slow]
+    copies, B = ctx.copies, ctx.B
+    scale = ks[0] if kind == "one" else 1  # one pair: k applied to the product
+
+    def slow_path(ib: int) -> None:
+        for f in slow:
+            f(ib)
+
+    def segments(ib: int, hi: int) -> list[tuple[int, int, np.ndarray]]:
+        """IN rows [0, hi) as (first, end, values): IN itself, or DMEM words."""
+        if src is None:
+            return [(0, hi, in_reg[:hi])]
+        return [(r0, min(r0 + nr, hi), op(ib)[:min(nr, hi - r0)]) for r0, nr, op in src
+                if r0 < hi]
+
+    def pair_sum(i: int, d: np.ndarray, rhs: np.ndarray, cnt: np.ndarray) -> None:
+        """rhs += k_i * drive_i, cnt += drive_i (assigned for i = 0); d is drive_i."""
+        k = ks[i]
+        if kind == "one":
+            return
+        if i == 0:
+            np.copyto(cnt, d)
+            np.multiply(d, k, out=rhs)
+            return
+        np.add(cnt, d, out=cnt)
+        if k == 1:
+            np.add(rhs, d, out=rhs)
+        elif k == -1:
+            np.subtract(rhs, d, out=rhs)
+        else:
+            d *= k
+            np.add(rhs, d, out=rhs)
+
+    def compute(ib: int, hi: int, h: int, c0: int, c1: int,
+                mm: Callable[..., None] = np.matmul) -> None:
+        """The chain's effect on ACC and the read charge for copies [c0, c1) of the
+        columns (``f_chain`` may run two halves at once: disjoint columns; then
+        ``mm`` is np.matmul, never the engine's, which would wait for the worker)."""
+        lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb, whole = prep
+        cols = slice(c0 * B, c1 * B)
+        if pair:
+            x = in_reg[:hi, cols]
+            for i, (drive_a, drive_b, planes) in enumerate(drivers):
+                drive_a(x, d[0::2, cols], itmp[:hi, cols] if planes else x)
+                drive_b(x[:nb], d[1::2, cols], itmp[:nb, cols] if planes else x[:nb])
+                pair_sum(i, d[:, cols], rhs[:, cols], cnt[:, cols])
+        else:
+            for r0, r1, x in segments(ib, hi):
+                if src is None:
+                    x = x[:, cols]
+                else:
+                    # Copy-major order ([copies, rows, B]): each copy's rows are one
+                    # block of DMEM, walked in order (one copy: absolute words).
+                    x = x.transpose(1, 0, 2)
+                    if x.shape[0] > 1:
+                        x = x[c0:c1]
+                dd, tt = _part(d, r0, r1, c0, c1, src, B), _part(itmp, r0, r1, c0, c1, src, B)
+                rr, cc = _part(rhs, r0, r1, c0, c1, src, B), _part(cnt, r0, r1, c0, c1, src, B)
+                if kind == "planes":
+                    np.bitwise_and(x, kmask, out=tt)
+                    if kc == 1:
+                        np.copyto(rr, tt, casting="unsafe")
+                    else:
+                        np.multiply(tt, kc, out=rr, casting="unsafe")
+                    u8 = _part(ctx.buf("u8", np.uint8), r0, r1, c0, c1, src, B)
+                    np.copyto(u8, tt, casting="unsafe")  # IN & M < 256 (bits 0..7)
+                    np.bitwise_count(u8, out=u8)
+                    np.copyto(cc, u8)
+                elif kind == "sign":
+                    np.sign(x, out=tt)
+                    if kc == 1:
+                        np.copyto(rr, tt, casting="unsafe")
+                    else:
+                        np.multiply(tt, kc, out=rr, casting="unsafe")
+                    np.not_equal(x, 0, out=cc)
+                else:
+                    for i, (drive_a, _, planes) in enumerate(drivers):
+                        drive_a(x, dd, tt if planes else x)
+                        pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
+        out = (prod if whole is None else whole)[:, cols]
+        mm(lanes, rhs[:, cols], out=out)
+        p_c = prod[:, cols]
+        if scale != 1:
+            np.multiply(p_c, scale, out=p_c)  # exact: |k| * colsum < 2^24 (2^53)
+        if h == 0:
+            np.copyto(acc2[:n, cols], p_c, casting="unsafe")
+        else:
+            if h < n:  # lanes past acc_hi are assigned
+                np.copyto(acc2[h:n, cols], p_c[h:], casting="unsafe")
+            # Integers of the float32 product are below 2^24: through int32 (faster
+            # than a mixed int64 + float32 sum).
+            k = min(h, n)
+            ti = ctx.buf("prod", np.int32 if nch == 2 else np.int64)[:k, cols]
+            np.copyto(ti, p_c[:k], casting="unsafe")
+            np.add(acc2[:k, cols], ti, out=acc2[:k, cols])
+        # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
+        # (one READ: rows of its product).
+        if whole is None:
+            for r in range(nch):
+                np.matmul(ch[r], cnt[:, cols], out=chp[r, cols])
+        if nch == 2:
+            np.add(ch2[:, cols], chp[:, cols], out=ch2[:, cols])
+        else:
+            chi = ctx.chi[cols]
+            chi += chp[0, cols].astype(np.int64)
+
+    def f_chain(ib: int) -> None:
+        hi = regs.in_hi
+        if hi > lim:
+            hi = lim
+        b = regs.acc_bound + gain
+        if m.probe is not None or hi == 0 or b > ACC_HEADROOM or \
+                (regs.in_pref < hi and not valid[:hi].all()):
+            slow_path(ib)
+            return
+        ver = xkey(xbar)
+        if key[0] != ver or key[1] != hi:
+            refresh(ver, hi)
+        if not prep:
+            slow_path(ib)
+            return
+        h = regs.acc_hi
+        half = copies // 2
+        if half and prep[0].shape[0] * prep[0].shape[1] * ctx.N >= SPLIT_MACS:
+            # Two halves of the copies at once: one on the worker thread.
+            job = engine.worker().submit(compute, ib, hi, h, 0, half)
+            try:
+                compute(ib, hi, h, half, copies)
+            finally:
+                job.result()
+        else:
+            compute(ib, hi, h, 0, copies, matmul)
+        regs.acc_hi = max(h, n)
+        regs.acc_bound = b
+        if prep[6] == 2:
+            ctx.dirty = True
+            ctx.reads_since += nfused
+        else:
+            ctx.dirty_i = True
+        if regs.code_hi < lanes_read:
+            regs.code_hi = lanes_read
+        for f in tail:
+            f(ib)
+    return f_chain
 
 # ------------------------------------------------------------------ blocks
 
@@ -661,11 +1140,11 @@ def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
             break
     if not steps:
         return None
-    fns: list[Fn] = []
+    per: list[Fn | None] = []  # each step's closure
     n = cycles = lane_ops = dmem_acc = reads = conv = 0
     for k, st in enumerate(steps):
         if st.fused is not None:
-            fns.append(_fused_fn(st, ctx))
+            per.append(_fused_fn(st, ctx))
             n += st.fused[0]
             cycles += st.fused[0] * st.cost
             continue
@@ -674,13 +1153,73 @@ def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
         lane_ops += st.lane_ops
         dmem_acc += st.dmem_acc
         live = _ndrv_read_later(steps, k, halts) if st.op == _READ else True
-        f = build(st, ctx, k_read=reads, ndrv_live=live)
-        if f is not None:
-            fns.append(f)
+        per.append(build(st, ctx, k_read=reads, ndrv_live=live))
         if st.op == _READ:
             reads += 1
             conv += st.a["lanes"]
+    after, then_halts = ([], True) if halts else straight_after(m, q)
+    fns = with_chains(steps, per, ctx, after, then_halts)
     return Block(fns, q, n, cycles, lane_ops, dmem_acc, reads, conv, halts)
+
+
+def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[_Step | None],
+                halts: bool) -> list[Fn]:
+    """The closures of ``steps`` (``per``), each READ chain (``read_chains``) as one.
+    ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
+    chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
+    fns: list[Fn] = []
+    at: dict[int, int] = {}  # step -> its closure's place in fns
+    k = 0
+    while k < len(steps):
+        e = chains.get(k)
+        if e is None:
+            f = per[k]
+            if f is not None:
+                at[k] = len(fns)
+                fns.append(f)
+            k += 1
+            continue
+        slow = [f for f in per[k:e] if f is not None]
+        live = regs_read_later([*steps[e:], *after], steps[k].a["lanes"], halts)
+        if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
+            fns += slow
+        elif (loads := in_source(steps, k, e, after, halts, live)) is not None:
+            # The chain reads IN's values from the LDINs' DMEM words: the LDINs only
+            # mark IN's valid entries (their copies run when the chain falls back).
+            for j in loads:
+                fns[at[j]] = _ldin_fn(steps[j], ctx, copy=False)
+            fill = [_ldin_copy(steps[j], ctx) for j in loads]
+            src = [(steps[j].a["dst"], steps[j].a["lanes"],
+                    _dmem_operand(ctx, steps[j].a["src"], steps[j].a["lanes"],
+                                  bool(steps[j].a["rsrc"]))) for j in loads]
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live, src, fill))
+        else:
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live))
+        k = e
+    return fns
+
+
+def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], halts: bool,
+              live: bool) -> list[int] | None:
+    """The LDINs (step indices) that, right after an INCLR and right before the
+    chain steps[k:e], load IN's rows as one prefix, when nothing else reads IN's
+    values before the next INCLR: the chain can read those values from the LDINs'
+    DMEM words (only LDINs lie between them and the chain, so DMEM is unchanged)."""
+    if steps[k].a["pair"] or live:
+        return None
+    j = k - 1
+    while j >= 0 and steps[j].op == _LDIN:
+        j -= 1
+    if j < 0 or steps[j].op != _INCLR or j == k - 1:
+        return None
+    end = 0
+    for st in steps[j + 1:k]:  # one prefix, in order
+        if st.a["dst"] != end:
+            return None
+        end += st.a["lanes"]
+    if in_read_later([*steps[e:], *after], halts):
+        return None
+    return list(range(j + 1, k))
 
 
 @dataclass
@@ -710,28 +1249,48 @@ class Engine:
         self.blocks: list[Block | bool | None] = [False] * n  # False: not built yet
         self.singles: list[Fn | bool | None] = [False] * n
         self.lifted: dict[tuple[int, int], Lifted] = {}
-        # (xbar, first column, width, SYM, ADC table) -> (crossbar version, matrix)
-        self.mats: dict[tuple[int, int, int, bool, int], tuple[int, FastMat]] = {}
+        # Columns -> registers and scratch buffers of the lifted loops with that many
+        # columns: a lifted body writes every register before it reads it, and its
+        # registers are reset when it starts, so the loops can share them.
+        self.lifted_regs: dict[int, tuple[_Regs, dict[tuple[str, type], np.ndarray]]] = {}
+
+    def worker(self) -> ThreadPoolExecutor:
+        """The worker thread of the image's machines (made on first use)."""
+        cache = self.m.image.plan_cache
+        pool = cache.get("worker")
+        if pool is None:
+            pool = cache.setdefault("worker", ThreadPoolExecutor(1, "golden-worker"))
+        return pool
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """``np.matmul(a, b, out=out)``; from ``SPLIT_MACS`` on, the first half of
+        b's columns on the worker thread of the image's machines while this thread
+        does the rest (each half an exact product: the same integers)."""
+        h = b.shape[1] // 2
+        if h == 0 or a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MACS:
+            np.matmul(a, b, out=out)
+            return
+        job = self.worker().submit(np.matmul, a, b[:, :h], out=out[:, :h])
+        try:
+            np.matmul(a, b[:, h:], out=out[:, h:])
+        finally:
+            job.result()
 
     def matrix(self, xbar: int, c0: int, width: int, sym: bool, adc: int) -> FastMat:
-        key = (xbar, c0, width, sym, adc)
+        """The READ matrix of the crossbar's present cells. Machines of one image
+        usually hold the same cells (after the same setup and PROGs): they share
+        matrices through the image, keyed by the cells' content (``xbar_key``)."""
         m = self.m
-        ver = m._xver[xbar]
-        hit = self.mats.get(key)
-        if hit is None or hit[0] != ver:
-            # Machines of one image usually hold the same cells (after the same setup):
-            # they share matrices through the image, keyed by the cells' content.
-            shared = m.image.plan_cache.setdefault("fast_mats", {})
-            bits = m.xbar_bits[xbar]
-            skey = (*key, hashlib.blake2b(np.packbits(bits).tobytes(), digest_size=16).digest())
-            mat = shared.get(skey)
-            if mat is None:
-                mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
-                if len(shared) >= SHARED_MATRICES:
-                    del shared[next(iter(shared))]
-                shared[skey] = mat
-            hit = self.mats[key] = (ver, mat)
-        return hit[1]
+        skey = (xbar, c0, width, sym, adc, m.xbar_key(xbar))
+        shared = m.image.plan_cache.setdefault("fast_mats", {})
+        mat = shared.pop(skey, None)
+        if mat is None:
+            mat = fast_matrix(m, xbar, c0, width, sym, m._adc(adc))
+            size = sum(v.lhs.nbytes for v in shared.values())
+            while shared and size + mat.lhs.nbytes > SHARED_MATRIX_BYTES:
+                size -= shared.pop(next(iter(shared))).lhs.nbytes
+        shared[skey] = mat  # the most recently used last
+        return mat
 
     def _single(self, pc: int, st: _Step) -> Fn | None:
         f = self.singles[pc]
@@ -742,7 +1301,7 @@ class Engine:
     def _finish(self, res: RunResult) -> RunResult:
         ctx = self.ctx
         ctx.reads_since = res.reads - ctx.fold_base
-        ctx.fold(res.read_charge, zero=ctx.fold_base == 0)
+        ctx.fold(res.read_charge)
         return res
 
     def _fault(self, res: RunResult, err: Err, pc: int) -> RunResult:
@@ -865,22 +1424,29 @@ class Engine:
         length, stride = st.a["len"], st.a["stride"]
         lo, hi = window
         space = _Space(m.dmem.T, lo, stride, count, hi - lo)
-        ctx = Ctx(self, _Regs(p.rows, p.cols, count * m.batch), count, space)
+        N = count * m.batch
+        shared = self.lifted_regs.get(N)
+        if shared is None:
+            shared = self.lifted_regs[N] = (_Regs(p.rows, p.cols, N), {})
+        ctx = Ctx(self, shared[0], count, space, shared[1])
         body = [m.plan[pc + 1 + k] for k in range(length)]
         rpi = sum(1 for b in body if b is not None and b.op == _READ)
-        fns: list[Fn] = []
+        per: list[Fn | None] = []
+        steps: list[_Step] = []
         cycles = lane_ops = dmem_acc = reads = conv = 0
         for b in body:
             assert b is not None
-            f = build(b, ctx, k_read=reads, rpi=rpi)
-            if f is not None:
-                fns.append(f)
+            steps.append(b)
+            per.append(build(b, ctx, k_read=reads, rpi=rpi))
             cycles += b.cost
             lane_ops += b.lane_ops
             dmem_acc += b.dmem_acc
             if b.op == _READ:
                 reads += 1
                 conv += b.a["lanes"]
+        # Registers leave the loop as its last iteration leaves them.
+        after, halts = straight_after(m, pc + 1 + length)
+        fns = with_chains(steps, per, ctx, after, halts)
         return Lifted(ctx, fns, cycles, lane_ops, dmem_acc, reads, conv)
 
     def _run_lifted(self, pc: int, count: int, window: tuple[int, int],
@@ -892,6 +1458,7 @@ class Engine:
         st = self.m.plan[pc]
         assert st is not None
         ctx = lf.ctx
+        ctx.regs.reset()  # as the definition's new registers
         ctx.res = res
         ctx.read_base = res.reads
         for f in lf.fns:

@@ -34,6 +34,7 @@ load average (``os.getloadavg``) before and after. Also measured:
 
     python scripts/bench_mvm.py --emulator /path/to/analog-cim-sim [--repeat 3]
                                 [--seconds 1.0] [--no-docs]
+    python scripts/bench_mvm.py --only-batch16 [--repeat 3]   # the batch-16 ratios alone
 
 Writes the section "Golden machine speed and the CIM-Explorer emulator (issue 18)"
 of docs/benchmarks.md unless --no-docs.
@@ -373,14 +374,24 @@ def markdown(results: list[dict[str, Any]], start: dict[str, float],
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--emulator", type=Path, required=True,
+    ap.add_argument("--emulator", type=Path, default=None,
                     help="analog-cim-sim checkout (not part of cimgen)")
     ap.add_argument("--build-dir", type=Path, default=None,
                     help="where the emulator is built (default: <emulator>/build-bench)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--only-batch16", action="store_true",
+                    help="only the batch-16 machine / reference ratios (no emulator, no "
+                         "start-up, no docs)")
     args = ap.parse_args()
+    if args.only_batch16:
+        print(f"batch 16 vs reference, example models (load average "
+              f"{', '.join(f'{v:.2f}' for v in os.getloadavg())})")
+        examples_batch16(args.repeat)
+        return
+    if args.emulator is None:
+        ap.error("--emulator is required (or --only-batch16)")
     cmdline = "python scripts/bench_mvm.py --emulator ANALOG_CIM_SIM " + \
         f"--repeat {args.repeat} --seconds {args.seconds:g}"
     load0 = os.getloadavg()

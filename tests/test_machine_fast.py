@@ -25,10 +25,12 @@ import pytest
 from netgen import random_network
 from test_streaming import tiny_image
 
-from cimgen.compiler import compile_network
+from cimgen.compiler import Compiled, compile_network, machine_params
 from cimgen.config import MAPPINGS, make_config
-from golden_model import isa
-from golden_model.crossbar import DeviceParams, sample_device_map
+from cimgen.run import run_golden
+from golden_model import isa, machine_fast
+from golden_model.crossbar import DeviceParams, ideal_adc, sample_device_map, uniform_adc
+from golden_model.ir import Network
 from golden_model.isa import Src
 from golden_model.machine import ChipImage, Machine, RunResult
 from golden_model.physics import ReadPhysics
@@ -194,3 +196,268 @@ def test_in_gaps_and_pairs_past_the_array() -> None:
     dev = sample_device_map(DeviceParams(8, 8, 1, 5.0, 50.0, 0.05, sigma_hrs_ua=2.0,
                                          sigma_lrs_ua=6.0, seed=3))
     same_runs(machines(dataclasses.replace(img, devmap=dev), 2), 0, "variable cells")
+
+
+def fresh_run(comp: Compiled, q: np.ndarray, offset: int, m: Machine | None = None
+              ) -> tuple[Machine, tuple[object, ...], tuple[object, ...]]:
+    """Setup and inference on ``m`` (default: a new machine with its own plan cache)."""
+    if m is None:
+        m = Machine(dataclasses.replace(comp.image, plan_cache={}), comp.runs(q.shape[0]),
+                    image_offset=offset)
+    setup = m.run(comp.setup_entry)
+    comp.load_inputs(m, q)
+    res = m.run(comp.infer_entry)
+    return m, result_tuple(setup), result_tuple(res)
+
+
+@pytest.mark.parametrize("over", CONFIGS, ids=lambda o: ",".join(o) or "ideal")
+def test_reused_machine_equals_new(over: dict[str, object]) -> None:
+    """``Machine.reuse`` after ``release`` (what run_golden does) gives what a new
+    machine gives: other inputs, another image offset (read noise), fewer inputs
+    than the pooled machine's runs, the same machine twice in a row; run_golden too."""
+    for seed in range(2):
+        net = random_network(seed + 10, ternary=None)
+        rng = np.random.default_rng(seed)
+        cfg = make_config(None, {"mapping": "BNN_I" if seed else "TNN_I", "rows": 24,
+                                 "cols": 20, "num_xbars": 6, "seed": seed, "batch": 3, **over})
+        comp = compile_network(net, cfg)
+
+        def inputs(n: int, net: Network = net, rng: np.random.Generator = rng) -> np.ndarray:
+            return rng.choice(np.array(net.input.values.values), size=(n, *net.input.shape)
+                              ).astype(np.int16)
+        q7 = inputs(7)
+        for q, offset in ((q7, 0), (inputs(7), 4), (q7, 0), (inputs(5), 2), (inputs(8), 0)):
+            want_m, want_setup, want_res = fresh_run(comp, q, offset)
+            m = Machine.reuse(comp.image, comp.runs(q.shape[0]), image_offset=offset)
+            _, setup, res = fresh_run(comp, q, offset, m)
+            what = f"seed {seed} {over} inputs {q.shape[0]} offset {offset}"
+            assert setup == want_setup, what
+            assert res == want_res, what
+            np.testing.assert_array_equal(m.dmem, want_m.dmem, err_msg=what)
+            np.testing.assert_array_equal(m.xbar_bits, want_m.xbar_bits, err_msg=what)
+            m.release()
+            run = run_golden(comp, q, offset)
+            np.testing.assert_array_equal(run.logits, comp.output_logits(want_m.dmem, q.shape[0]))
+            assert result_tuple(run.result) == want_res, what
+            assert result_tuple(run.setup) == want_setup, what
+
+
+def test_reused_machine_restores_dmem() -> None:
+    """A reset machine's DMEM is the image's again: words a run wrote past the image
+    (absolute, relative at the largest IB of a loop) and words loaded by the host."""
+    dmem = np.zeros(40, np.int64)
+    dmem[:4] = [3, -2, 5, 7]
+    body = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=60, lanes=2, rel=1),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=0, lanes=2),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=44, lanes=2),
+            mk("STA", dst=60, lanes=2, rel=1)]
+    prog = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=50, lanes=3),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=1, lanes=3), mk("STA", dst=50, lanes=3),
+            mk("LOOP", count=4, len=len(body), stride=10), *body, mk("HALT")]
+    img = tiny_image(prog, dmem)
+    want = Machine(dataclasses.replace(img, plan_cache={}), 2)
+    want.load_inputs(44, np.array([[1, 2], [3, 4]]))
+    want.load_inputs(200, np.array([[9], [8]]))  # past every word the program writes
+    rw = want.run(0)
+    for _ in range(3):
+        m = Machine.reuse(img, 2)
+        m.load_inputs(44, np.array([[1, 2], [3, 4]]))
+        m.load_inputs(200, np.array([[9], [8]]))
+        assert result_tuple(m.run(0)) == result_tuple(rw)
+        np.testing.assert_array_equal(m.dmem, want.dmem)
+        m.release()
+    m = Machine.reuse(img, 2)
+    np.testing.assert_array_equal(m.dmem, Machine(img, 2).dmem)
+
+
+def test_lifted_loops_sharing_registers() -> None:
+    """Lifted loops with as many columns share registers: each starts from cleared
+    ones, as the definition's lifted loop with its new registers (CODE lanes past a
+    loop's READ read zero after it, whatever a wider loop before left there).
+
+    The comparison is with the definition's lifted loops (``Machine(fast=False,
+    lift=True)``): run iteration by iteration, those CODE lanes keep the wider
+    loop's values (a known difference of lifting, which compiled programs never
+    see: they read only CODE lanes a READ of the same body wrote)."""
+    dmem = np.array([1, -1, 0, 1, 1, -1, 1, 0, -1, 1, 1, 1] * 4)
+
+    def body(lanes: int, dst: int) -> list[isa.Instr]:
+        return [mk("INCLR"), mk("LDIN", dst=0, src=0, lanes=8, rsrc=1),
+                mk("READ", xbar=0, mask_a=isa.MASK_POS, sense=0, adc=0, bit=isa.BIT_SIGNED,
+                   lanes=lanes),
+                mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, lanes=lanes),
+                mk("ACC", src=int(Src.NDRV), mul=3, lanes=lanes),
+                mk("STA", dst=dst, lanes=lanes, rel=1)]
+    wide, narrow = body(6, 8), body(2, 14)  # relative windows [0, 14), [0, 16)
+    prog = [mk("PROG", xbar=0, row=r, wsrc=0) for r in range(8)]
+    prog += [mk("LOOP", count=3, len=len(wide), stride=16), *wide,
+             mk("LOOP", count=3, len=len(narrow), stride=16), *narrow,
+             mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, lanes=6),
+             mk("ACC", src=int(Src.NDRV), mul=1, lanes=6), mk("STA", dst=200, lanes=6),
+             mk("HALT")]
+    img = tiny_image(prog, dmem, dmem_words=1024)
+    img.wmem[0] = [1, 0, 1, 1, 0, 0, 1, 0]
+    ms = [Machine(dataclasses.replace(img, plan_cache={}), 2, fast=fast, lift=True)
+          for fast in (True, False)]
+    assert ms[0]._liftable(8, len(wide), 16, 3) is not None
+    for m in ms:
+        m.dmem[1, :40] = np.roll(dmem[:40], 3)
+    same_runs(ms, 0, "shared lifted registers")
+    same_runs(ms, 0, "shared lifted registers again")
+
+
+CHAIN_ROWS = 16
+
+
+def chain_image(prog: list[isa.Instr], dmem: np.ndarray, rng: np.random.Generator,
+                variable: bool) -> ChipImage:
+    """A 16x16 chip: ADC tables 0/1 ideal SYM/POS (the lanes of a READ are its codes),
+    2 an ideal SYM table of 3 levels a side (clips), 3 a 3-bit uniform one."""
+    n = CHAIN_ROWS
+    cfg = make_config(None, {"rows": n, "cols": n, "num_xbars": 1, "dmem_words": 2048,
+                             "vec_width": 4})
+    di = cfg.lrs_units - cfg.hrs_units
+    tables = [ideal_adc("SYM", n, di), ideal_adc("POS", n, di), ideal_adc("SYM", 3, di),
+              uniform_adc("SYM", 3, -6.0 * di, 6.0 * di, di)]
+    padded = [t.padded(2 * n) for t in tables]
+    dev = sample_device_map(DeviceParams(n, n, 1, 5.0, 50.0, 0.05,
+                                         sigma_hrs_ua=2.0 if variable else 0.0,
+                                         sigma_lrs_ua=6.0 if variable else 0.0, seed=3))
+    return ChipImage(machine_params(cfg), tuple(isa.encode(i) for i in prog),
+                     rng.integers(0, 2, (n, n)).astype(np.uint8), dmem.astype(np.int32),
+                     np.stack([t for t, _ in padded]), np.stack([r for _, r in padded]), dev)
+
+
+def chain_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
+    """IN loaded (a prefix, at times with a gap), maybe ACC state first (lanes
+    cleared lazily, a bound past 2^53 or 2^62), a run of (READ, ACC from CODE)
+    pairs of one kind (bit planes, the sign pair, anything), then instructions that
+    read CODE or NDRV as the last READ left them, or not; STA and ACT of the result.
+    Relative words (``rel``): IN values at 0.., results at 16..; absolute: ACC
+    operands at 900.., IN values at 940.., ACT tables at 1000.. (``act_table``)."""
+    out = []
+    pre = rng.integers(4)
+    if pre == 0:
+        out.append(mk("ACLR"))
+    elif pre == 1:  # ACC lanes [0, 1) assigned: the chain adds to some lanes, assigns others
+        out += [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=3, addr=900, lanes=1)]
+    elif pre == 2:  # a bound past 2^53 (and at times past 2^62)
+        out += [mk("ACLR")] + [mk("ACC", src=int(Src.DMEM), mul=127, sh=15, addr=900,
+                                  lanes=8)] * int(rng.integers(1, 4))
+    # IN: one prefix from one or more LDINs (relative or absolute words: the chain may
+    # read them from DMEM), or with a gap (the general READ path).
+    out.append(mk("INCLR"))
+    end = 0
+    for _ in range(int(rng.integers(1, 4))):
+        lanes = int(rng.integers(1, 5))
+        r = int(rng.integers(2)) * rel
+        out.append(mk("LDIN", dst=end, src=(0 if r else 940) + end, lanes=lanes, rsrc=r))
+        end += lanes
+    if rng.random() < 0.2:
+        out.append(mk("LDIN", dst=end + 1, src=3, lanes=3, rsrc=rel))
+    if rng.random() < 0.3:  # between the LDINs and the chain: not read from DMEM
+        out.append(mk("ACLR") if pre != 1 else mk("NOP"))
+    lanes = int(rng.integers(2, 7))
+    n = int(rng.integers(1, lanes + 1))
+    a0 = int(rng.integers(0, lanes - n + 1))
+    kind = rng.integers(3)
+    sense, adc = int(rng.integers(2)), int(rng.integers(4))
+    adc = adc if adc > 1 else (0 if sense else 1)  # the ideal table of the sense
+    rd = {"xbar": 0, "row_off": int(rng.integers(0, 3)), "col": int(rng.integers(0, 3)),
+          "sense": sense, "adc": adc, "lanes": lanes, "pair": 0}
+    if kind == 0:  # bit planes: mask POS, k = c * 2^b
+        c = int(rng.choice([1, 1, 2, -1, 3]))
+        bits = rng.permutation(8)[:int(rng.integers(2, 6))]
+        pairs = [({**rd, "mask_a": isa.MASK_POS, "bit": int(b)},
+                  {"mul": c, "sh": int(b)}) for b in bits]
+    elif kind == 1:  # the sign pair
+        c = int(rng.choice([1, 2, -1]))
+        pairs = [({**rd, "mask_a": isa.MASK_POS, "bit": isa.BIT_SIGNED}, {"mul": c}),
+                 ({**rd, "mask_a": isa.MASK_NEG, "bit": isa.BIT_SIGNED}, {"mul": -c})]
+        if rng.random() < 0.5:
+            pairs.reverse()
+    else:
+        rd["pair"] = int(rng.integers(2))
+        pairs = [({**rd, "mask_a": int(rng.integers(8)), "mask_b": int(rng.integers(8)),
+                   "bit": int(rng.choice([0, 1, 3, isa.BIT_SIGNED]))},
+                  {"mul": int(rng.integers(-4, 5)), "sh": int(rng.integers(3))})
+                 for _ in range(int(rng.integers(2, 5)))]
+    for r, acc in pairs:
+        out += [mk("READ", **r), mk("ACC", src=int(Src.CODE), addr=a0, lanes=n, **acc)]
+    post = rng.integers(5)
+    if post == 0:  # CODE lanes of the last READ, past the ACCs' lanes
+        out += [mk("ACC", src=int(Src.CODE), mul=1, addr=0, lanes=lanes)]
+    elif post == 1:
+        out += [mk("ACC", src=int(Src.NDRV), mul=5, lanes=n)]
+    elif post == 2:  # overwritten first: the chain's CODE and NDRV are dead
+        out += [mk("READ", **{**rd, "mask_a": isa.MASK_POS, "bit": isa.BIT_SIGNED}),
+                mk("ACC", src=int(Src.CODE), mul=1, addr=0, lanes=lanes),
+                mk("ACC", src=int(Src.NDRV), mul=1, lanes=1)]
+    k = int(rng.integers(1, 4))
+    out += [mk("STA", dst=16, lanes=8, rel=rel),
+            mk("ACT", k=k, oscale=int(rng.integers(1, 4)), obias=int(rng.integers(-2, 2)),
+               tbl=act_table(int(rng.integers(5)), k), dst=24, rdst=rel, lanes=8)]
+    if not rel and rng.random() < 0.3:  # the result overwrites the table as it goes
+        t = act_table(int(rng.integers(5)), k)
+        out += [mk("ACT", k=k, oscale=1, obias=0, tbl=t, dst=t + int(rng.integers(1, 9)),
+                   lanes=8)]
+    return out
+
+
+def act_table(kind: int, k: int) -> int:
+    """DMEM address of the ACT table of a sign kind (``act_tables``) for k thresholds."""
+    return 1000 + 40 * (3 * kind + k - 1)
+
+
+def act_tables(rng: np.random.Generator, dmem: np.ndarray) -> None:
+    """ACT tables (``act_table``; 8 lanes, k <= 3): signs all 1, all -1, mixed with
+    zero, larger than one, of both kinds; thresholds small and at the int32 ends."""
+    signs = [np.ones(8), -np.ones(8), rng.integers(-1, 2, 8), rng.integers(2, 5, 8),
+             rng.choice([-3, -1, 1, 2], 8)]
+    for kind, s in enumerate(signs):
+        for k in (1, 2, 3):
+            thr = rng.integers(-40, 40, (8, k))
+            thr[rng.random((8, k)) < 0.15] = -(2**31)
+            thr[rng.random((8, k)) < 0.15] = 2**31 - 1
+            a = act_table(kind, k)
+            dmem[a:a + 8 * (k + 1)] = np.column_stack([s, np.sort(thr, axis=1)]).ravel()
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
+    """Runs of (READ, ACC from CODE) as one product (machine_fast.read_chains), in
+    lifted loops and in straight code, and ACT by threshold comparison, against the
+    definition: bit planes, sign pairs, other pairs; ideal ADCs (the product path),
+    clipping and uniform ones, variable cells (the pairs one by one); CODE and NDRV
+    read after the run or not; ACC lanes cleared lazily and bounds past 2^53 / 2^62."""
+    for seed in range(chunk * 30, chunk * 30 + 30):
+        rng = np.random.default_rng(seed)
+        loop = bool(rng.integers(2))
+        body = chain_section(rng, int(loop))
+        prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
+        if loop:
+            prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=40))
+        prog += [*body, *chain_section(rng, 0), mk("HALT")]
+        dmem = np.zeros(1700, np.int64)
+        dmem[:120] = rng.integers(-3, 40, 120)
+        dmem[900:908] = rng.integers(-(2**31), 2**31, 8)
+        dmem[940:960] = rng.integers(-3, 40, 20)
+        act_tables(rng, dmem)
+        img = chain_image(prog, dmem, rng, variable=seed % 5 == 4)
+        ms = machines(img, 3)
+        runs = rng.integers(-3, 40, (2, 120))
+        for m in ms:
+            m.dmem[1:, :120] = runs
+        what = f"seed {seed} loop {loop}"
+        same_runs(ms, 0, what)
+        same_runs(ms, 0, what + " again")
+
+
+def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every product split in halves of columns across the worker thread
+    (``machine_fast.SPLIT_MACS``; by default only the large ones are): the same
+    results."""
+    monkeypatch.setattr(machine_fast, "SPLIT_MACS", 1)
+    test_read_chains_and_act_fast_equals_definition(1)
+    for mapping in ("BNN_I", "TNN_I", "BNN_III"):
+        network_case(mapping, 1, {"num_xbars": 1})

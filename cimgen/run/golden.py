@@ -18,7 +18,6 @@ class MachineRun:
     logits: np.ndarray  # int64 [N, outputs]
     setup: RunResult
     result: RunResult  # one program run (a batch of comp.batch inputs; the same for every run)
-    dmem: np.ndarray  # [runs, dmem_words]
     runs: int = 1
     batch: int = 1
 
@@ -33,15 +32,18 @@ def run_golden(comp: Compiled, q: np.ndarray, run_offset: int = 0) -> MachineRun
     inputs per program run, all runs in lockstep. ``run_offset`` is the index of
     the first run in the whole input set (it keys the read noise)."""
     runs = comp.runs(q.shape[0])
-    mach = Machine(comp.image, runs, image_offset=run_offset)
+    # A machine of an earlier call for the same image and runs, reset (Machine.reuse):
+    # the same results as a new one, without allocating and preparing again.
+    mach = Machine.reuse(comp.image, runs, image_offset=run_offset)
     setup = mach.run(comp.setup_entry)
     if setup.error:
         raise MismatchError(f"setup program stopped with {setup.error.name} at pc "
                             f"{setup.fault_pc}", where="machine")
     comp.load_inputs(mach, q)
     res = mach.run(comp.infer_entry)
-    return MachineRun(comp.output_logits(mach.dmem, q.shape[0]), setup, res, mach.dmem, runs,
-                      comp.batch)
+    logits = comp.output_logits(mach.dmem, q.shape[0])
+    mach.release()
+    return MachineRun(logits, setup, res, runs, comp.batch)
 
 
 def cost_rows(comp: Compiled, run: MachineRun) -> list[tuple[str, str]]:
