@@ -27,6 +27,7 @@ from .ir import (
     analyze,
 )
 from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpool_nchw
+from .packed import PackedPlan, build
 
 
 def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
@@ -94,6 +95,24 @@ def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
     else:
         levels = q.level(y, axis=1).astype(np.int16)
     return (np.int16(st.int_bias) + np.int16(st.int_scale) * levels).astype(np.int16)
+
+
+def stage_levels(st: InputStage, x: np.ndarray) -> np.ndarray:
+    """The input quantizer's level index of every element (IR layout), as
+    ``quantize_stage`` computes it (any real dtype: bool, int8, float32 or int64)."""
+    q = st.quantizer
+    y = apply_chain(st.pre_ops, to_ir_layout(st, x), axis=1)
+    if q.kind == "bipolar":
+        return y >= F32(0)
+    if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:
+        return _count_at_least(y, np.asarray(q.thresholds, np.float32))
+    if (q.kind == "intquant" and not (q.bits == 1 and q.signed)
+            and np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0)):
+        # Dividing by 1 and adding 0 are exact: the float32 clip and rounding alone.
+        lo, hi = q.int_range()
+        y = ROUNDERS[q.rounding.upper()](np.clip(y, F32(lo), F32(hi)))
+        return y - F32(lo) if lo else y
+    return q.level(y, axis=1)
 
 
 def apply_threshold(layer: Threshold, acc: np.ndarray) -> np.ndarray:
@@ -236,10 +255,29 @@ class Plan:
         self.exact = top < 2**53 and not any(isinstance(ly, BRANCH_KINDS) for ly in net.layers)
         if not self.exact:
             return
-        self.dt = exact_dtype(top) if self.exact else np.float64
+        self.dt = exact_dtype(top)
         self.infos = infos
+        self.out_size = int(np.prod(infos[-1].out_shape))
+        # Images per chunk: about 2**19 elements in the largest per-image buffer (a
+        # conv's patches, a layer's output), unless a weight matrix is itself too big
+        # for the cache (then it, not the activations, must be read as few times as
+        # possible, and the batch runs whole).
+        per_image = [info.out_shape[1] * info.out_shape[2] * info.fan_in
+                     if isinstance(layer, Conv2d) else int(np.prod(info.out_shape))
+                     for layer, info in zip(net.layers, infos, strict=True)]
+        weights = [layer.weight.size for layer in net.layers if isinstance(layer, Dense | Conv2d)]
+        self.chunk = (max(1, (1 << 19) // max(per_image)) if max(weights) <= 1 << 18 else 0)
+        # Several images per float32 where the network allows it (golden_model.packed);
+        # otherwise one image per value, in the steps below.
+        self.packed: PackedPlan | None = build(net, infos)
         self.steps: list[tuple[str, tuple[object, ...]]] = []
-        dt = self.dt
+        self.out_nhwc = False
+        self.out_perm: np.ndarray | None = None
+        if self.packed is None:
+            self._prepare_steps()
+
+    def _prepare_steps(self) -> None:
+        net, infos, dt = self.net, self.infos, self.dt
         nhwc = len(net.input.shape) == 3
         perm: np.ndarray | None = None  # IR index of each stored feature (flat tensors)
         for layer, info in zip(net.layers, infos, strict=True):
@@ -275,22 +313,14 @@ class Plan:
                                            dt(layer.out_bias))))
         self.out_nhwc = nhwc
         self.out_perm = perm
-        self.out_size = int(np.prod(infos[-1].out_shape))
-        # Images per chunk: about 2**19 elements in the largest per-image buffer (a
-        # conv's patches, a layer's output), unless a weight matrix is itself too big
-        # for the cache (then it, not the activations, must be read as few times as
-        # possible, and the batch runs whole).
-        per_image = [info.out_shape[1] * info.out_shape[2] * info.fan_in
-                     if isinstance(layer, Conv2d) else int(np.prod(info.out_shape))
-                     for layer, info in zip(net.layers, infos, strict=True)]
-        weights = [layer.weight.size for layer in net.layers if isinstance(layer, Dense | Conv2d)]
-        self.chunk = (max(1, (1 << 19) // max(per_image)) if max(weights) <= 1 << 18 else 0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float32 input batch (checked) -> int64 logits: the input quantizer's float32
         ops, then ``forward``, without the int16 round trip when the quantizer is an
         IntQuant of scale 1 and zero point 0 (dividing by 1 and adding 0 are exact)."""
         st = self.net.input
+        if self.packed is not None:
+            return self._run_packed(self.packed, stage_levels(st, x))
         qz = st.quantizer
         if (qz.kind != "intquant" or (qz.bits == 1 and qz.signed)
                 or np.any(np.asarray(qz.scale) != 1) or np.any(np.asarray(qz.zeropt) != 0)):
@@ -307,11 +337,31 @@ class Plan:
         logits, exactly as ``forward_int``. Networks with convolutions run the whole
         plan a few images at a time, so every activation and patch buffer of a chunk
         stays in cache (the images are independent)."""
+        if self.packed is not None:
+            st = self.net.input
+            lev = q.astype(np.float32)
+            if st.int_bias:
+                lev -= F32(st.int_bias)
+            if st.int_scale != 1:
+                lev /= F32(st.int_scale)  # exact: the values are levels times the scale
+            return self._run_packed(self.packed, lev)
         n = q.shape[0]
         step = self.chunk or n
         out = np.empty((n, self.out_size), np.int64)
         for s in range(0, n, step):
             self._forward(q[s:s + step], out[s:s + step])
+        return out
+
+    def _run_packed(self, pk: PackedPlan, lev: np.ndarray) -> np.ndarray:
+        """Levels [n, *shape] -> int64 logits through the packed plan, a chunk of
+        packed rows at a time for convolutional networks (like ``forward``)."""
+        n = lev.shape[0]
+        out = np.empty((n, self.out_size), np.int64)
+        p = pk.pack(lev)
+        rows = p.shape[0]
+        step = self.chunk or max(rows, 1)
+        for r0 in range(0, rows, step):
+            pk.forward(p[r0:r0 + step], n, out, r0)
         return out
 
     def _forward(self, q: np.ndarray, out: np.ndarray) -> None:

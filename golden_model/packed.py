@@ -1,0 +1,571 @@
+"""Batch-packed exact inference: several images in each float32 value.
+
+The accumulators of a binary or ternary network are small integers, and a
+float32 holds every integer of magnitude below 2**24 exactly. A 1024-input
+binary layer needs 11 bits, so one float32 can carry the numbers of F images:
+image j of a group of F sits in the field of bits [s*j, s*j + s) of
+
+    P = sum_j 2**(s*j) * c_j        (c_j: an activation of image j, as a level count)
+
+and one float32 product ``P @ W`` is ``sum_j 2**(s*j) * (c_j @ W)``, every
+image's accumulator in its own field, provided that
+
+* every partial sum of the product is an integer below 2**24 in magnitude, so
+  the float32 product is exact in any order of addition. The inputs are >= 0,
+  so a partial sum of an output lies between the sum of its negative terms and
+  the sum of its positive ones: checked as ``S * hi + max(bias, 0) < 2**24`` and
+  ``-(S * lo + min(bias, 0)) < 2**24`` per output, [lo, hi] the accumulator
+  range over counts in [0, L] and S = sum_j 2**(s*j);
+* every field, after a per-output offset, lies in [0, 2**s), so fields never
+  borrow or carry into each other (checked from the accumulator range).
+
+A GEMM, an im2col copy and every elementwise pass then run on n / F rows
+instead of n.
+
+Activations without unpacking. With the offset G - T added to each field
+(G = 2**(s-1), T the threshold on the accumulator; the offset is a bias row of
+the product, against a column of ones in its input), a field is >= G exactly
+when the accumulator is >= T: bit s-1 of each field is that image's
+activation (this needs T - lo <= G and hi - T < G for the accumulator range
+[lo, hi]). Cast to int32 (exact: the sum is an integer below 2**24), one AND
+with the mask of the fields' top bits leaves G * sum_j 2**(s*j) * b_j: the
+next layer's packed input times G (a power of two, folded into the next
+layer's weights). A max-pool of 0/1 activations, or of accumulators before a
+non-decreasing threshold, is the OR of these bits.
+
+Levels, not values. Activations are carried as level counts c in [0, L] (a
+threshold's count of passed thresholds, the input quantizer's level index),
+with value = a + b * c. A layer's accumulator is a * rowsum(W) + b * (W @ c),
+so thresholds move to the count domain exactly (integer ceil and floor); a
+channel whose activation falls as W @ c grows has its weight row negated.
+Convolution padding must be a level, as it is for every network the importer
+makes.
+
+The last layer's fields are extracted exactly (int64 shifts and masks; its
+inputs split into chunks when one float32 product or one field cannot hold
+the whole sum) and mapped back to the integer logits. A network that cannot
+be packed with two or more images per value (branches, a pad value between
+levels, a max-pool that is not an OR, fields too wide) gets None from
+``build`` and runs unpacked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
+
+from .ir import Conv2d, Dense, Flatten, LayerInfo, MaxPool2d, Network, Threshold
+from .kernels import _OneBlasThread
+
+F32_EXACT = 2**24  # every integer of magnitude below this is a float32
+MAX_FIELDS = 4
+PASS_COST = 32  # one elementwise pass over an element, in multiply-adds (for choosing s, F)
+
+Pool = tuple[tuple[int, int], tuple[int, int]]  # kernel, stride
+ConvGeom = tuple[int, int, tuple[int, int], tuple[int, int, int, int]]  # kh, kw, stride, pads
+
+
+class _NotPackableError(Exception):
+    """The network does not meet a packing condition (it runs unpacked)."""
+
+
+# ------------------------------------------------------------- integer analysis
+
+
+@dataclass
+class _Act:
+    """A threshold in the count domain of the product before it:
+    count = #{k : d >= t[o, k]} with d = (W' @ c)[o], W' = W with rows ``neg`` negated."""
+
+    t: np.ndarray  # int64 [O, K], sorted along K, clipped to [lo, hi + 1]
+    neg: np.ndarray  # bool [O]
+
+
+@dataclass
+class _Lin:
+    """One dense or conv product in storage order (features as stored, patches in
+    (ky, kx, c) order), with the level range and value map of its input."""
+
+    w: np.ndarray  # int8 [O, K], the true weights
+    levels: int  # L: input counts are in [0, L]
+    a: int  # input value = a + b * count
+    b: int
+    conv: ConvGeom | None
+    pad: int = 0  # conv: the pad value's count
+    positions: int = 1  # output positions per image
+    act: _Act | None = None
+    _bounds: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _parts: tuple[np.ndarray, np.ndarray] | None = None  # prefix sums of the - and + weights
+
+    def signed_w(self) -> np.ndarray:
+        if self.act is None:
+            return self.w
+        return np.where(self.act.neg[:, None], -self.w, self.w)
+
+    def bounds(self, n: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Range [lo, hi] of d = (W' @ c)[o] over counts in [0, L] (pads included),
+        [n, O] for the inputs split into the n ``chunks`` (remembered: set ``act``
+        first)."""
+        if n == 1 and n not in self._bounds:
+            lo = self.levels * np.minimum(self.w, 0).sum(axis=1, dtype=np.int64)[None, :]
+            hi = self.levels * np.maximum(self.w, 0).sum(axis=1, dtype=np.int64)[None, :]
+            if self.act is not None:  # negated rows swap and negate the range
+                lo, hi = np.where(self.act.neg, -hi, lo), np.where(self.act.neg, -lo, hi)
+            self._bounds[n] = (lo, hi)
+        if n not in self._bounds:
+            if self._parts is None:  # prefix sums over the inputs, [O, K + 1]
+                o, k = self.w.shape
+                dt = np.int16 if k < 2**15 else np.int64
+                parts = []
+                for p in (np.minimum(self.w, 0), np.maximum(self.w, 0)):
+                    c = np.zeros((o, k + 1), dt)
+                    np.cumsum(p, axis=1, dtype=dt, out=c[:, 1:])
+                    parts.append(c)
+                self._parts = (parts[0], parts[1])
+            cuts = np.array(chunks(self.w.shape[1], n))
+            lo, hi = (self.levels * (p[:, cuts[:, 1]].T.astype(np.int64) - p[:, cuts[:, 0]].T)
+                      for p in self._parts)
+            if self.act is not None:  # negated rows swap and negate the range
+                lo, hi = np.where(self.act.neg, -hi, lo), np.where(self.act.neg, -lo, hi)
+            self._bounds[n] = (lo, hi)
+        return self._bounds[n]
+
+
+def chunks(k: int, n: int) -> tuple[tuple[int, int], ...]:
+    """0..k in n nearly equal ranges (fewer when n does not divide evenly)."""
+    size = -(-k // n)
+    return tuple((c, min(k, c + size)) for c in range(0, k, size))
+
+
+def _count_domain(layer: Threshold, lin: _Lin, acc_bound: int, pooled: bool) -> None:
+    """The threshold on acc = a * rowsum(W) + b * d as thresholds on +-d (sets lin.act)."""
+    bound = acc_bound + 1  # clipping keeps every comparison and keeps int64 small
+    t = np.clip(layer.thresholds.astype(np.int64), -bound, bound)
+    sigma = layer.sign.astype(np.int64)[:, None]
+    if pooled and (sigma != 1).any():
+        raise _NotPackableError("a decreasing threshold after a max-pool of accumulators")
+    e = sigma * lin.b  # sigma * acc >= t  <=>  e * d >= t - sigma * a * rowsum
+    rhs = t - sigma * lin.a * lin.w.sum(axis=1, dtype=np.int64)[:, None]
+    up = e > 0
+    # e > 0: d >= ceil(rhs / e); e < 0: d <= floor(rhs / e), i.e. -d >= -floor(rhs / e).
+    tt = np.where(up, -((-rhs) // np.where(up, e, 1)), -(rhs // np.where(up, 1, e)))
+    lin.act = _Act(np.sort(tt, axis=1), ~up[:, 0])
+    lin._bounds.clear()
+    lo, hi = (v[0] for v in lin.bounds())
+    lin.act.t = np.clip(lin.act.t, lo[:, None], hi[:, None] + 1)
+
+
+Op = tuple[str, object]
+
+
+def _analyze(net: Network, infos: list[LayerInfo]) -> tuple[list[_Lin], list[Op]]:
+    """The products in count terms, and the program in execution order:
+    ("lin", i), ("act", (i, pools)), ("pool", pool), ("flatten", None). Max-pools of
+    accumulators run after the threshold, on each threshold's bits (OR)."""
+    st = net.input
+    levels, a, b = st.quantizer.num_levels - 1, st.int_bias, st.int_scale
+    nhwc = len(st.shape) == 3
+    perm: np.ndarray | None = None
+    lins: list[_Lin] = []
+    prog: list[Op] = []
+    state = "values"  # "values": activations (counts); "acc": a product's accumulators
+    pooled: list[Pool] = []  # max-pools of accumulators, waiting for the threshold
+    for layer, info in zip(net.layers, infos, strict=True):
+        if isinstance(layer, Dense | Conv2d):
+            if state != "values" or b == 0:
+                raise _NotPackableError("a product without an activation input")
+            if isinstance(layer, Dense):
+                w = layer.weight if perm is None else layer.weight[:, perm]
+                lins.append(_Lin(np.asarray(w, np.int8), levels, a, b, None))
+                perm = None
+            else:
+                pad = (layer.pad_value - a) // b
+                if any(layer.pads) and (a + b * pad != layer.pad_value or not 0 <= pad <= levels):
+                    raise _NotPackableError("a pad value that is not a level")
+                w = layer.weight
+                wm = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1).astype(np.int8)
+                geom = (int(w.shape[2]), int(w.shape[3]), layer.stride, layer.pads)
+                lins.append(_Lin(wm, levels, a, b, geom, max(pad, 0),
+                                 info.out_shape[1] * info.out_shape[2]))
+            prog.append(("lin", len(lins) - 1))
+            state = "acc"
+        elif isinstance(layer, MaxPool2d):
+            if state == "acc":
+                pooled.append((layer.kernel, layer.stride))
+            elif prog and prog[-1][0] in ("act", "pool") and levels == 1 and b > 0:
+                prog.append(("pool", (layer.kernel, layer.stride)))  # max of 0/1 = OR
+            else:
+                raise _NotPackableError("a max-pool that is not an OR of bits")
+        elif isinstance(layer, Flatten):
+            if state == "acc":
+                raise _NotPackableError("a flatten between a product and its threshold")
+            if nhwc:
+                c, h, w_ = info.in_shape
+                perm = np.arange(c * h * w_).reshape(c, h, w_).transpose(1, 2, 0).reshape(-1)
+                nhwc = False
+            prog.append(("flatten", None))
+        elif isinstance(layer, Threshold):
+            if state != "acc" or layer.out_scale == 0:
+                raise _NotPackableError("a threshold that does not follow a product")
+            _count_domain(layer, lins[-1], infos[info.index - 1].acc_bound, bool(pooled))
+            prog.append(("act", (len(lins) - 1, tuple(pooled))))
+            pooled = []
+            levels, a, b = layer.thresholds.shape[1], layer.out_bias, layer.out_scale
+            state = "values"
+        else:
+            raise _NotPackableError(f"layer kind {type(layer).__name__}")
+    if state != "acc" or pooled or prog[-1][0] != "lin":
+        raise _NotPackableError("the network does not end in a product")
+    return lins, prog
+
+
+def _bits(v: int) -> int:
+    """The least s >= 0 with v <= 2**s (v >= 1)."""
+    return int(v - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A packing (s, F) that meets every exactness condition, and its final chunks."""
+
+    s: int
+    f: int
+    chunks: tuple[tuple[int, int], ...]  # the last product's input ranges
+    split: bool  # extract the fields of every chunk (one field cannot hold the sum)
+    cost: float
+    n: int  # the chunk count asked for (``chunks(k, n)``)
+
+
+def _layout(lins: list[_Lin], s: int, f: int, worse_than: float = np.inf) -> _Layout | None:
+    """Check (s, F) against every condition of the module text; None if one fails
+    (or if it would cost ``worse_than`` or more)."""
+    if s * f > 24:
+        return None
+    big_s = sum(1 << (s * j) for j in range(f))
+    g = 1 << (s - 1)
+    macs = 0.0
+    for lin in lins:
+        if lin.levels * big_s >= F32_EXACT:  # a packed count itself must be exact
+            return None
+        macs += lin.positions * lin.w.shape[0] * (lin.w.shape[1] + 1 + PASS_COST)
+        if lin.act is None:
+            continue
+        lo, hi = (v[0] for v in lin.bounds())
+        t = lin.act.t
+        if (t - lo[:, None]).max() > g or (hi[:, None] - t + 1).max() > g:
+            return None  # a field would leave [0, 2**s)
+        if not _exact(lo, hi, (g - t[:, 0]) * big_s, big_s):
+            return None
+    last = lins[-1]
+    lo, hi = (v[0] for v in last.bounds())
+    split = bool((hi - lo).max() >= 1 << s)  # one field cannot hold every sum
+    k = last.w.shape[1]
+    # Chunks of the last product's inputs: each an exact float32 product and, when one
+    # field cannot hold the whole sum, each sum in one field. From the fewest chunks
+    # the totals allow up to a count that surely works (one weight's range per field).
+    cap = min((F32_EXACT - 1) // (last.levels * big_s),
+              ((1 << s) - 1) // last.levels if split else k)
+    if cap < 1:
+        return None
+    least = max(1, int(max(hi.max(), -lo.min()) * big_s // F32_EXACT))
+    most = -(-k // cap)
+    if last.conv is not None and most > 1:
+        return None  # a convolution's patches are not split
+    o = last.w.shape[0] * last.positions
+
+    def cost(n: int) -> float:
+        passes = n * (3 * f + 1) if split else 2 * n + 2 * f
+        return (macs + o * PASS_COST * (passes + 3 * f)) / f
+
+    if cost(least) >= worse_than:
+        return None
+    for n in [*range(least, min(most, least + 4)), most]:
+        if cost(n) >= worse_than:
+            return None
+        if n == most:
+            break  # chunks of at most ``cap`` inputs: exact by construction
+        lo_c, hi_c = last.bounds(n)
+        if _exact(lo_c, hi_c, np.zeros(1, np.int64), big_s) and \
+                (not split or (hi_c - lo_c < 1 << s).all()):
+            break
+    cuts = chunks(k, n)
+    return _Layout(s, f, cuts, split, cost(len(cuts)), n)
+
+
+def _exact(lo: np.ndarray, hi: np.ndarray, bias: np.ndarray, big_s: int) -> bool:
+    """Every partial sum of a packed product is exact in float32: the inputs are
+    >= 0, so partial sums lie in [S * lo + min(bias, 0), S * hi + max(bias, 0)]."""
+    return bool((big_s * hi + np.maximum(bias, 0) < F32_EXACT).all()
+                and (-(big_s * lo + np.minimum(bias, 0)) < F32_EXACT).all())
+
+
+def build(net: Network, infos: list[LayerInfo], fields: tuple[int, int] | None = None
+          ) -> PackedPlan | None:
+    """A packed plan for a chain network, or None when it cannot hold two or more
+    images per float32. ``fields`` = (s, F) asks for that packing only (for tests)."""
+    try:
+        lins, prog = _analyze(net, infos)
+    except _NotPackableError:
+        return None
+    best: _Layout | None = None
+    for s, f in [fields] if fields else [(s, f) for s in range(1, 13)
+                                         for f in range(2, MAX_FIELDS + 1)]:
+        lay = _layout(lins, s, f, np.inf if best is None else best.cost)
+        if lay is not None and (best is None or lay.cost < best.cost):
+            best = lay
+    if best is None:
+        return None
+    try:
+        return PackedPlan(net, infos, lins, prog, best)
+    except _NotPackableError:
+        return None
+
+
+# ------------------------------------------------------------------ the plan
+
+
+@dataclass
+class _Prod:
+    """A prepared product: float32 weights [K (+1 bias row), O], divided by G."""
+
+    w: np.ndarray
+    bias: bool
+    conv: ConvGeom | None
+    fill: np.float32  # conv: the packed pad value
+    extra: np.ndarray | None = None  # act: float32 [K - 1, O], added for thresholds 1..
+    los: tuple[np.ndarray, ...] = ()  # final: int64 [O], each chunk's lowest d
+    scale: int = 1  # final: logits = scale * (sum of fields) + offset
+    offset: np.ndarray | None = None  # final: int64 [O]
+
+
+class PackedPlan:
+    """A chain network prepared to run F images per float32 (see the module text)."""
+
+    def __init__(self, net: Network, infos: list[LayerInfo], lins: list[_Lin],
+                 prog: list[Op], lay: _Layout) -> None:
+        self.s, self.f = s, f = lay.s, lay.f
+        self.chunks, self.split = lay.chunks, lay.split
+        self.prog = prog
+        self.shape = tuple(net.input.shape)
+        self.nhwc_in = len(self.shape) == 3
+        g = 1 << (s - 1)
+        self.big_s = big_s = sum(1 << (s * j) for j in range(f))
+        self.unit = np.float32(g)  # the packed value of level 1 in field 0
+        self.mask = np.int32(sum(1 << (s * j + s - 1) for j in range(f)))
+        self.prods: list[_Prod] = []
+        for i, lin in enumerate(lins):
+            ws = lin.signed_w()
+            wt = ws.T.astype(np.float32)
+            wt *= np.float32(1 / g)  # a power of two: exact
+            fill = np.float32(lin.pad * g * big_s)
+            if i == len(lins) - 1:
+                los = tuple(lin.bounds(lay.n)[0])
+                off = lin.a * lin.w.sum(axis=1, dtype=np.int64) + lin.b * sum(los)
+                if (abs(lin.b) * (lin.bounds()[1] - lin.bounds()[0]) + np.abs(off)).max() >= 2**31:
+                    raise _NotPackableError("logits beyond int32")
+                self.prods.append(_Prod(np.ascontiguousarray(wt), False, lin.conv, fill,
+                                        los=los, scale=lin.b, offset=off.astype(np.int32)))
+                continue
+            assert lin.act is not None
+            t = lin.act.t
+            bias = (g - t[:, 0]) * big_s  # field offset of threshold 0
+            assert (np.abs(bias) < F32_EXACT).all()
+            w = np.concatenate([wt, bias[None, :].astype(np.float32)], axis=0)
+            extra = -(t[:, 1:] - t[:, :1]).T * big_s  # thresholds 1..: offsets from 0
+            assert (np.abs(extra) < F32_EXACT).all()
+            self.prods.append(_Prod(w, True, lin.conv, fill,
+                                    extra=extra.astype(np.float32)))
+
+    def rows(self, n: int) -> int:
+        """Packed rows for n images (row i holds images i, i + rows, i + 2 rows, ...)."""
+        return -(-n // self.f)
+
+    def pack(self, lev: np.ndarray) -> np.ndarray:
+        """Levels [n, *shape] (IR layout, any real dtype) -> packed [rows, *shape]
+        float32 times G (NHWC for images)."""
+        rows = self.rows(lev.shape[0])
+        shape = (rows, self.shape[1], self.shape[2], self.shape[0]) if self.nhwc_in else \
+            (rows, *self.shape)
+        p = np.empty(shape, np.float32)
+        view = p.transpose(0, 3, 1, 2) if self.nhwc_in else p
+        np.multiply(lev[:rows], self.unit, out=view, casting="unsafe")
+        for j in range(1, self.f):
+            part = lev[j * rows:(j + 1) * rows]
+            if part.shape[0]:
+                view[:part.shape[0]] += part * np.float32(self.unit * (1 << (self.s * j)))
+        return p
+
+    def forward(self, p: np.ndarray, n: int, out: np.ndarray, r0: int = 0) -> None:
+        """Run packed rows ``p`` (rows r0.. of the packed batch of n images) and write
+        their images' logits into ``out`` [n, logits] int64."""
+        h = p
+        form = "float"  # "float": packed float32; "int": packed int32; "acc": fields
+        for kind, arg in self.prog:
+            if kind == "lin":
+                assert isinstance(arg, int)
+                pr = self.prods[arg]
+                if pr.offset is not None:
+                    self._final(h, form, pr, n, out, r0)
+                    return
+                h, form = self._product(h, form, pr), "acc"
+            elif kind == "act":
+                i, pools = arg  # type: ignore[misc]
+                h, form = self._act(h, self.prods[i].extra, pools), "int"
+            elif kind == "pool":
+                assert form == "int"
+                h = _or_pool(h, *arg)  # type: ignore[misc]
+            else:
+                h = h.reshape(h.shape[0], -1)
+
+    @staticmethod
+    def _to_float(h: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            return h if h.dtype == np.float32 else h.astype(np.float32)
+        np.copyto(out, h, casting="unsafe")
+        return out
+
+    def _product(self, h: np.ndarray, form: str, pr: _Prod) -> np.ndarray:
+        if pr.conv is not None:
+            return self._conv(h, pr, pr.w)
+        rows, k = h.shape
+        if pr.bias:
+            x = np.empty((rows, k + 1), np.float32)
+            x[:, k] = 1
+            self._to_float(h, x[:, :k])
+        else:
+            x = self._to_float(h)
+        with _OneBlasThread(rows * x.shape[1] * pr.w.shape[1]):
+            return x @ pr.w
+
+    def _conv(self, h: np.ndarray, pr: _Prod, w: np.ndarray) -> np.ndarray:
+        """NHWC convolution of packed rows by im2col + GEMM, a few rows at a time (the
+        patch buffer stays in cache); a bias row of ``w`` meets a column of ones."""
+        assert pr.conv is not None
+        kh, kw, (sh, sw), pads = pr.conv
+        rows, hh, ww, c = h.shape
+        t, left, b, r = pads
+        if h.dtype != np.float32 or any(pads):
+            xp = np.empty((rows, hh + t + b, ww + left + r, c), np.float32)
+            if any(pads):
+                xp.fill(pr.fill)
+            self._to_float(h, xp[:, t:t + hh, left:left + ww])
+        else:
+            xp = h
+        oh = (xp.shape[1] - kh) // sh + 1
+        ow = (xp.shape[2] - kw) // sw + 1
+        k = kh * kw * c
+        kb, o = w.shape
+        out = np.empty((rows, oh, ow, o), np.float32)
+        step = max(1, (1 << 19) // (oh * ow * kb))
+        buf = np.empty((min(rows, step) * oh * ow, kb), np.float32)
+        if kb > k:
+            buf[:, k] = 1
+        it = buf.itemsize
+        with _OneBlasThread(step * oh * ow * kb * o):
+            for s0 in range(0, rows, step):
+                e = min(rows, s0 + step)
+                part = buf[:(e - s0) * oh * ow]
+                dst = as_strided(part, shape=(e - s0, oh, ow, kh, kw, c),
+                                 strides=(oh * ow * kb * it, ow * kb * it, kb * it,
+                                          kw * c * it, c * it, it))
+                win = sliding_window_view(xp[s0:e], (kh, kw), axis=(1, 2))
+                dst[...] = win[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)
+                np.matmul(part, w, out=out[s0:e].reshape(-1, o))
+        return out
+
+    def _act(self, u0: np.ndarray, extra: np.ndarray | None, pools: tuple[Pool, ...]
+             ) -> np.ndarray:
+        """Fields u0 = d - t_0 + G (each in [0, 2**s)) -> the packed counts
+        G * sum_j 2**(s*j) * #{k : d_j >= t_k}, int32; ``pools`` (max-pools of the
+        accumulators) are ORs of each threshold's bits."""
+        mask = self.mask
+        acc = u0.astype(np.int32)
+        acc &= mask
+        for p in pools:
+            acc = _or_pool(acc, *p)
+        if extra is None:
+            return acc
+        y = np.empty(u0.shape, np.float32)
+        for k in range(extra.shape[0]):
+            np.add(u0, extra[k], out=y)  # d - t_k + G, exact
+            yi = y.astype(np.int32)
+            yi &= mask
+            for p in pools:
+                yi = _or_pool(yi, *p)
+            acc += yi
+        return acc
+
+    def _final(self, h: np.ndarray, form: str, pr: _Prod, n: int, out: np.ndarray,
+               r0: int) -> None:
+        """The last product: exact fields -> the integer logits of each image. The
+        products are float32 (exact); the fields are taken a block of rows at a time
+        so that their passes stay in cache."""
+        assert pr.offset is not None
+        o = pr.w.shape[1]
+        if pr.conv is None:
+            x = self._to_float(h)
+        parts: list[np.ndarray] = []
+        for c0, c1 in self.chunks:
+            if pr.conv is not None:
+                r = self._conv(h, pr, pr.w)
+            else:
+                with _OneBlasThread(x.shape[0] * (c1 - c0) * o):
+                    r = x[:, c0:c1] @ pr.w[c0:c1]
+            parts.append(r.reshape(r.shape[0], -1, o))
+        rows, positions = parts[0].shape[:2]
+        lows = [(lo * self.big_s).astype(np.float32) for lo in pr.los]
+        rows_all = self.rows(n)
+        blk = max(1, (1 << 15) // (positions * o))
+        for b0 in range(0, rows, blk):
+            b1 = min(rows, b0 + blk)
+            fields: list[np.ndarray] | None = None
+            total: np.ndarray | None = None
+            for r, low in zip(parts, lows, strict=True):
+                u = r[b0:b1] - low  # fields d - lo, each in [0, 2**s): exact
+                if not self.split:
+                    total = u if total is None else np.add(total, u, out=total)
+                    continue
+                fs = self._fields(u)
+                fields = fs if fields is None else [np.add(a, b, out=a)
+                                                   for a, b in zip(fields, fs, strict=True)]
+            if total is not None:
+                fields = self._fields(total)
+            assert fields is not None
+            for j, fj in enumerate(fields):
+                a0 = j * rows_all + r0 + b0
+                cnt = min(b1 - b0, n - a0)
+                if cnt <= 0:
+                    break
+                v = fj[:cnt]
+                v *= pr.scale
+                v += pr.offset
+                if positions > 1:  # a convolution's logits: NHWC -> NCHW order
+                    v = v.transpose(0, 2, 1)
+                out[a0:a0 + cnt] = v.reshape(cnt, -1)
+
+    def _fields(self, u: np.ndarray) -> list[np.ndarray]:
+        """Packed non-negative float32 integers below 2**24 -> the F fields, int32."""
+        s, f = self.s, self.f
+        ui = u.astype(np.int32)
+        fmask = np.int32((1 << s) - 1)
+        out = [ui & fmask]
+        out += [(ui >> (s * j)) & fmask for j in range(1, f - 1)]
+        out.append(ui >> (s * (f - 1)))
+        return out
+
+
+def _or_pool(h: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """Max-pool of packed 0/1 bits (int32 [rows, H, W, C]): the OR of each field."""
+    kh, kw = kernel
+    sh, sw = stride
+    oh = (h.shape[1] - kh) // sh + 1
+    ow = (h.shape[2] - kw) // sw + 1
+    out: np.ndarray | None = None
+    for dy in range(kh):
+        for dx in range(kw):
+            v = h[:, dy:dy + sh * (oh - 1) + 1:sh, dx:dx + sw * (ow - 1) + 1:sw]
+            out = v.copy() if out is None else np.bitwise_or(out, v, out=out)
+    assert out is not None
+    return out
