@@ -51,6 +51,9 @@ levels, a max-pool that is not an OR, fields too wide) gets None from
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -347,6 +350,7 @@ class PackedPlan:
                  prog: list[Op], lay: _Layout) -> None:
         self.s, self.f = s, f = lay.s, lay.f
         self.chunks, self.split = lay.chunks, lay.split
+        self.cost = lay.cost * f  # per packed row, in multiply-adds (roughly)
         self.prog = prog
         self.shape = tuple(net.input.shape)
         self.nhwc_in = len(self.shape) == 3
@@ -382,86 +386,123 @@ class PackedPlan:
         """Packed rows for n images (row i holds images i, i + rows, i + 2 rows, ...)."""
         return -(-n // self.f)
 
-    def pack(self, lev: np.ndarray) -> np.ndarray:
-        """Levels [n, *shape] (IR layout, any real dtype) -> packed [rows, *shape]
-        float32 times G (NHWC for images)."""
+    # ---------------------------------------------------------------- running
+
+    def pack(self, lev: np.ndarray, ws: Workspace) -> tuple[np.ndarray, str]:
+        """Levels [n, *shape] (IR layout, any real dtype) -> the packed batch [rows, ...]
+        float32 times G, and its form: "ready" when it is written straight into the
+        first product's input buffer (dense: a column of ones after it; conv: inside
+        the padding), else "float" (NHWC for images)."""
         rows = self.rows(lev.shape[0])
-        shape = (rows, self.shape[1], self.shape[2], self.shape[0]) if self.nhwc_in else \
-            (rows, *self.shape)
-        p = np.empty(shape, np.float32)
-        view = p.transpose(0, 3, 1, 2) if self.nhwc_in else p
+        kind = self.prog[0][0]
+        pr = self.prods[0]
+        if kind == "lin" and pr.conv is not None:
+            h = self._conv_input(ws, 0, pr, (rows, self.shape[1], self.shape[2], self.shape[0]))
+            t, left = pr.conv[3][:2]
+            view = h[:, t:t + self.shape[1], left:left + self.shape[2]].transpose(0, 3, 1, 2)
+            form = "ready"
+        elif kind == "lin":
+            h = self._dense_input(ws, 0, pr, rows, self.shape[0])
+            view = h[:, :self.shape[0]]
+            form = "ready"
+        else:
+            shape = (rows, self.shape[1], self.shape[2], self.shape[0]) if self.nhwc_in else \
+                (rows, *self.shape)
+            h = ws.get("pack", shape)
+            view = h.transpose(0, 3, 1, 2) if self.nhwc_in else h
+            form = "float"
         np.multiply(lev[:rows], self.unit, out=view, casting="unsafe")
         for j in range(1, self.f):
             part = lev[j * rows:(j + 1) * rows]
             if part.shape[0]:
-                view[:part.shape[0]] += part * np.float32(self.unit * (1 << (self.s * j)))
-        return p
+                tmp = ws.get("pack_tmp", part.shape)
+                np.multiply(part, np.float32(self.unit * (1 << (self.s * j))), out=tmp,
+                            casting="unsafe")
+                view[:part.shape[0]] += tmp
+        return h, form
 
-    def forward(self, p: np.ndarray, n: int, out: np.ndarray, r0: int = 0) -> None:
-        """Run packed rows ``p`` (rows r0.. of the packed batch of n images) and write
-        their images' logits into ``out`` [n, logits] int64."""
-        h = p
-        form = "float"  # "float": packed float32; "int": packed int32; "acc": fields
-        for kind, arg in self.prog:
+    def forward(self, h: np.ndarray, form: str, n: int, out: np.ndarray, ws: Workspace,
+                r0: int = 0) -> None:
+        """Run packed rows ``h`` (rows r0.. of the packed batch of n images, in
+        ``form``) and write their images' logits into ``out`` [n, logits] int64."""
+        for idx, (kind, arg) in enumerate(self.prog):
             if kind == "lin":
                 assert isinstance(arg, int)
                 pr = self.prods[arg]
                 if pr.offset is not None:
-                    self._final(h, form, pr, n, out, r0)
+                    self._final(arg, h, form, pr, n, out, r0, ws)
                     return
-                h, form = self._product(h, form, pr), "acc"
+                h, form = self._product(arg, h, form, pr, ws), "acc"
             elif kind == "act":
                 i, pools = arg  # type: ignore[misc]
-                h, form = self._act(h, self.prods[i].extra, pools), "int"
+                h, form = self._act(i, h, self.prods[i].extra, pools, ws), "int"
             elif kind == "pool":
                 assert form == "int"
-                h = _or_pool(h, *arg)  # type: ignore[misc]
+                kernel, stride = arg  # type: ignore[misc]
+                h = _or_pool(h, kernel, stride, ws, idx)
             else:
                 h = h.reshape(h.shape[0], -1)
 
     @staticmethod
-    def _to_float(h: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        if out is None:
-            return h if h.dtype == np.float32 else h.astype(np.float32)
-        np.copyto(out, h, casting="unsafe")
-        return out
+    def _dense_input(ws: Workspace, i: int, pr: _Prod, rows: int, k: int) -> np.ndarray:
+        """Product i's input buffer: [rows, k (+1: a column of ones for the bias row)]."""
+        def ones(b: np.ndarray) -> None:
+            b[:, k:] = 1
+        return ws.get(("in", i), (rows, k + pr.bias), init=ones)
 
-    def _product(self, h: np.ndarray, form: str, pr: _Prod) -> np.ndarray:
-        if pr.conv is not None:
-            return self._conv(h, pr, pr.w)
-        rows, k = h.shape
-        if pr.bias:
-            x = np.empty((rows, k + 1), np.float32)
-            x[:, k] = 1
-            self._to_float(h, x[:, :k])
-        else:
-            x = self._to_float(h)
-        with _OneBlasThread(rows * x.shape[1] * pr.w.shape[1]):
-            return x @ pr.w
-
-    def _conv(self, h: np.ndarray, pr: _Prod, w: np.ndarray) -> np.ndarray:
-        """NHWC convolution of packed rows by im2col + GEMM, a few rows at a time (the
-        patch buffer stays in cache); a bias row of ``w`` meets a column of ones."""
+    @staticmethod
+    def _conv_input(ws: Workspace, i: int, pr: _Prod, shape: tuple[int, ...]) -> np.ndarray:
+        """Product i's padded NHWC input buffer (the padding filled once)."""
         assert pr.conv is not None
-        kh, kw, (sh, sw), pads = pr.conv
-        rows, hh, ww, c = h.shape
-        t, left, b, r = pads
-        if h.dtype != np.float32 or any(pads):
-            xp = np.empty((rows, hh + t + b, ww + left + r, c), np.float32)
-            if any(pads):
-                xp.fill(pr.fill)
-            self._to_float(h, xp[:, t:t + hh, left:left + ww])
+        t, left, b, r = pr.conv[3]
+        rows, hh, ww, c = shape
+
+        def pad(buf: np.ndarray) -> None:
+            buf.fill(pr.fill)
+        return ws.get(("in", i), (rows, hh + t + b, ww + left + r, c), init=pad)
+
+    def _product(self, i: int, h: np.ndarray, form: str, pr: _Prod, ws: Workspace
+                 ) -> np.ndarray:
+        if pr.conv is not None:
+            return self._conv(i, self._conv_x(i, h, form, pr, ws), pr, ws)
+        if form == "ready":
+            x = h
         else:
-            xp = h
+            x = self._dense_input(ws, i, pr, h.shape[0], h.shape[1])
+            np.copyto(x[:, :h.shape[1]], h, casting="unsafe")
+        r = ws.get(("acc", i), (x.shape[0], pr.w.shape[1]))
+        with _OneBlasThread(x.shape[0] * x.shape[1] * pr.w.shape[1]):
+            np.matmul(x, pr.w, out=r)
+        return r
+
+    def _conv_x(self, i: int, h: np.ndarray, form: str, pr: _Prod, ws: Workspace
+                ) -> np.ndarray:
+        if form == "ready":
+            return h
+        assert pr.conv is not None
+        xp = self._conv_input(ws, i, pr, h.shape)
+        t, left = pr.conv[3][:2]
+        np.copyto(xp[:, t:t + h.shape[1], left:left + h.shape[2]], h, casting="unsafe")
+        return xp
+
+    def _conv(self, i: int, xp: np.ndarray, pr: _Prod, ws: Workspace) -> np.ndarray:
+        """NHWC convolution of padded packed rows by im2col + GEMM, a few rows at a
+        time (the patch buffer stays in cache); a bias row of ``w`` meets a column
+        of ones."""
+        assert pr.conv is not None
+        kh, kw, (sh, sw), _ = pr.conv
+        w = pr.w
+        rows, c = xp.shape[0], xp.shape[3]
         oh = (xp.shape[1] - kh) // sh + 1
         ow = (xp.shape[2] - kw) // sw + 1
         k = kh * kw * c
         kb, o = w.shape
-        out = np.empty((rows, oh, ow, o), np.float32)
+        out = ws.get(("acc", i), (rows, oh, ow, o))
         step = max(1, (1 << 19) // (oh * ow * kb))
-        buf = np.empty((min(rows, step) * oh * ow, kb), np.float32)
-        if kb > k:
-            buf[:, k] = 1
+
+        def ones(b: np.ndarray) -> None:
+            b[:, k:] = 1
+        buf = ws.get(("patches", i), (min(rows, step) * oh * ow, kb), init=ones)
         it = buf.itemsize
         with _OneBlasThread(step * oh * ow * kb * o):
             for s0 in range(0, rows, step):
@@ -475,64 +516,76 @@ class PackedPlan:
                 np.matmul(part, w, out=out[s0:e].reshape(-1, o))
         return out
 
-    def _act(self, u0: np.ndarray, extra: np.ndarray | None, pools: tuple[Pool, ...]
-             ) -> np.ndarray:
+    def _act(self, i: int, u0: np.ndarray, extra: np.ndarray | None,
+             pools: tuple[Pool, ...], ws: Workspace) -> np.ndarray:
         """Fields u0 = d - t_0 + G (each in [0, 2**s)) -> the packed counts
         G * sum_j 2**(s*j) * #{k : d_j >= t_k}, int32; ``pools`` (max-pools of the
         accumulators) are ORs of each threshold's bits."""
         mask = self.mask
-        acc = u0.astype(np.int32)
+        acc = ws.get(("act", i), u0.shape, np.int32)
+        np.copyto(acc, u0, casting="unsafe")  # exact: integers below 2**24
         acc &= mask
-        for p in pools:
-            acc = _or_pool(acc, *p)
+        for j, (kernel, stride) in enumerate(pools):
+            acc = _or_pool(acc, kernel, stride, ws, ("act_pool", i, 0, j))
         if extra is None:
             return acc
-        y = np.empty(u0.shape, np.float32)
+        y = ws.get(("act_y", i), u0.shape)
+        yi = ws.get(("act_yi", i), u0.shape, np.int32)
         for k in range(extra.shape[0]):
             np.add(u0, extra[k], out=y)  # d - t_k + G, exact
-            yi = y.astype(np.int32)
+            np.copyto(yi, y, casting="unsafe")
             yi &= mask
-            for p in pools:
-                yi = _or_pool(yi, *p)
-            acc += yi
+            b = yi
+            for j, (kernel, stride) in enumerate(pools):
+                b = _or_pool(b, kernel, stride, ws, ("act_pool", i, k + 1, j))
+            acc += b
         return acc
 
-    def _final(self, h: np.ndarray, form: str, pr: _Prod, n: int, out: np.ndarray,
-               r0: int) -> None:
+    def _final(self, i: int, h: np.ndarray, form: str, pr: _Prod, n: int, out: np.ndarray,
+               r0: int, ws: Workspace) -> None:
         """The last product: exact fields -> the integer logits of each image. The
         products are float32 (exact); the fields are taken a block of rows at a time
         so that their passes stay in cache."""
         assert pr.offset is not None
         o = pr.w.shape[1]
-        if pr.conv is None:
-            x = self._to_float(h)
         parts: list[np.ndarray] = []
-        for c0, c1 in self.chunks:
-            if pr.conv is not None:
-                r = self._conv(h, pr, pr.w)
+        if pr.conv is not None:
+            parts.append(self._conv(i, self._conv_x(i, h, form, pr, ws), pr, ws))
+        else:
+            if form == "ready" or h.dtype == np.float32:
+                x = h
             else:
+                x = ws.get(("in", i), h.shape)
+                np.copyto(x, h, casting="unsafe")
+            for c, (c0, c1) in enumerate(self.chunks):
+                r = ws.get(("acc", i, c), (x.shape[0], o))
                 with _OneBlasThread(x.shape[0] * (c1 - c0) * o):
-                    r = x[:, c0:c1] @ pr.w[c0:c1]
-            parts.append(r.reshape(r.shape[0], -1, o))
+                    np.matmul(x[:, c0:c1], pr.w[c0:c1], out=r)
+                parts.append(r)
+        parts = [r.reshape(r.shape[0], -1, o) for r in parts]
         rows, positions = parts[0].shape[:2]
         lows = [(lo * self.big_s).astype(np.float32) for lo in pr.los]
         rows_all = self.rows(n)
-        blk = max(1, (1 << 15) // (positions * o))
+        blk = min(rows, max(1, (1 << 15) // (positions * o)))
+        shape = (blk, positions, o)
         for b0 in range(0, rows, blk):
             b1 = min(rows, b0 + blk)
-            fields: list[np.ndarray] | None = None
-            total: np.ndarray | None = None
-            for r, low in zip(parts, lows, strict=True):
-                u = r[b0:b1] - low  # fields d - lo, each in [0, 2**s): exact
-                if not self.split:
-                    total = u if total is None else np.add(total, u, out=total)
-                    continue
-                fs = self._fields(u)
-                fields = fs if fields is None else [np.add(a, b, out=a)
-                                                   for a, b in zip(fields, fs, strict=True)]
-            if total is not None:
-                fields = self._fields(total)
-            assert fields is not None
+            u = ws.get("fin_u", shape)[:b1 - b0]
+            if not self.split:
+                np.subtract(parts[0][b0:b1], lows[0], out=u)
+                for r, low in zip(parts[1:], lows[1:], strict=True):
+                    np.add(u, r[b0:b1], out=u)  # each sum of fields below 2**24: exact
+                    u -= low
+                fields = self._fields(u, ws, "fin_f")
+            else:
+                for c, (r, low) in enumerate(zip(parts, lows, strict=True)):
+                    np.subtract(r[b0:b1], low, out=u)  # fields d - lo in [0, 2**s)
+                    fs = self._fields(u, ws, "fin_f" if c == 0 else "fin_g")
+                    if c == 0:
+                        fields = fs
+                    else:
+                        for a, b in zip(fields, fs, strict=True):
+                            a += b
             for j, fj in enumerate(fields):
                 a0 = j * rows_all + r0 + b0
                 cnt = min(b1 - b0, n - a0)
@@ -545,27 +598,109 @@ class PackedPlan:
                     v = v.transpose(0, 2, 1)
                 out[a0:a0 + cnt] = v.reshape(cnt, -1)
 
-    def _fields(self, u: np.ndarray) -> list[np.ndarray]:
+    def _fields(self, u: np.ndarray, ws: Workspace, key: str) -> list[np.ndarray]:
         """Packed non-negative float32 integers below 2**24 -> the F fields, int32."""
         s, f = self.s, self.f
-        ui = u.astype(np.int32)
+        ui = ws.get("fin_ui", u.shape, np.int32)
+        np.copyto(ui, u, casting="unsafe")
         fmask = np.int32((1 << s) - 1)
-        out = [ui & fmask]
-        out += [(ui >> (s * j)) & fmask for j in range(1, f - 1)]
-        out.append(ui >> (s * (f - 1)))
+        out = []
+        for j in range(f):
+            fj = ws.get((key, j), u.shape, np.int32)
+            if j == 0:
+                np.bitwise_and(ui, fmask, out=fj)
+            else:
+                np.right_shift(ui, s * j, out=fj)
+                if j < f - 1:
+                    fj &= fmask
+            out.append(fj)
         return out
 
 
-def _or_pool(h: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+class Workers:
+    """Helper threads that take chunks of packed rows alongside the calling thread.
+
+    Work stealing: every thread takes the next chunk when it is free, and the
+    caller waits only for chunks that were taken. A helper the OS does not
+    schedule in time (a loaded machine) leaves its share to the caller instead of
+    stalling the call, unlike a BLAS that splits one product between threads in
+    fixed halves. Each thread has its own ``Workspace``; numpy releases the GIL in
+    products, copies and elementwise passes. The pool belongs to its owner (a
+    Plan) and its threads end when the owner is garbage collected."""
+
+    def __init__(self, helpers: int) -> None:
+        self.helpers = helpers
+        self.spaces = [Workspace() for _ in range(helpers)]
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, job: Callable[[int, int, Workspace], None], tasks: list[tuple[int, int]],
+            ws: Workspace) -> None:
+        """``job(r0, r1, workspace)`` for every task, on this thread and the helpers."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="cimgen-plan")
+        todo = iter(tasks)
+        cond = threading.Condition()
+        state: list[int | BaseException | None] = [0, None]  # chunks done, first error
+
+        def drain(space: Workspace) -> None:
+            while True:
+                with cond:
+                    task = next(todo, None)
+                if task is None:
+                    return
+                try:
+                    job(*task, space)
+                except BaseException as e:  # re-raised by the caller
+                    with cond:
+                        state[1] = state[1] or e
+                finally:
+                    with cond:
+                        state[0] = int(state[0]) + 1  # type: ignore[arg-type]
+                        cond.notify_all()
+
+        for space in self.spaces:
+            self._pool.submit(drain, space)
+        drain(ws)
+        with cond:
+            cond.wait_for(lambda: state[0] == len(tasks))
+        if isinstance(state[1], BaseException):
+            raise state[1]
+
+
+class Workspace:
+    """Buffers of a run, kept for the next run of the same shapes (fresh arrays of a
+    few hundred kilobytes cost page faults on every call)."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[object, np.ndarray] = {}
+
+    def get(self, key: object, shape: tuple[int, ...], dtype: type[np.generic] = np.float32,
+            init: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """A buffer [shape[0] rows of at least that many, *shape[1:]] (contents left from
+        its last use; ``init`` runs once, on a new buffer)."""
+        buf = self._bufs.get(key)
+        if (buf is None or buf.dtype != dtype or buf.shape[1:] != tuple(shape[1:])
+                or buf.shape[0] < shape[0]):
+            buf = np.empty(shape, dtype)
+            if init is not None:
+                init(buf)
+            self._bufs[key] = buf
+        return buf[:shape[0]]
+
+
+def _or_pool(h: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], ws: Workspace,
+             key: object) -> np.ndarray:
     """Max-pool of packed 0/1 bits (int32 [rows, H, W, C]): the OR of each field."""
     kh, kw = kernel
     sh, sw = stride
     oh = (h.shape[1] - kh) // sh + 1
     ow = (h.shape[2] - kw) // sw + 1
-    out: np.ndarray | None = None
+    out = ws.get(("pool", key), (h.shape[0], oh, ow, h.shape[3]), np.int32)
     for dy in range(kh):
         for dx in range(kw):
             v = h[:, dy:dy + sh * (oh - 1) + 1:sh, dx:dx + sw * (ow - 1) + 1:sw]
-            out = v.copy() if out is None else np.bitwise_or(out, v, out=out)
-    assert out is not None
+            if dy == dx == 0:
+                out[...] = v
+            else:
+                np.bitwise_or(out, v, out=out)
     return out

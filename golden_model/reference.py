@@ -5,13 +5,15 @@ This is the ground truth every other executor in cimgen is compared with.
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import BadInputError
-from .floatops import F32, ROUNDERS, apply_chain
+from .floatops import F32, ROUNDERS, _per_channel, apply_chain
 from .ir import (
     BRANCH_KINDS,
     Add,
@@ -27,7 +29,19 @@ from .ir import (
     analyze,
 )
 from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpool_nchw
-from .packed import PackedPlan, build
+from .packed import PackedPlan, Workers, Workspace, build
+
+# The packed plan runs on this many threads at most (the caller and helpers), for
+# batches of at least PARALLEL_WORK multiply-add equivalents (golden_model.packed).
+MAX_THREADS = 4
+PARALLEL_WORK = 4e6
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
@@ -50,7 +64,7 @@ def check_stage_inputs(stage: InputStage, x: np.ndarray, where: str = "inputs") 
                             f"[batch, {', '.join(map(str, want))}]", where=where)
     if x.shape[0] == 0:
         raise BadInputError("empty batch", where=where)
-    if np.isnan(x).any():
+    if np.isnan(x.min()):  # a NaN anywhere makes the minimum NaN (no mask array)
         raise BadInputError(f"{int(np.isnan(x).sum())} NaN values", where=where)
 
 
@@ -97,22 +111,64 @@ def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
     return (np.int16(st.int_bias) + np.int16(st.int_scale) * levels).astype(np.int16)
 
 
-def stage_levels(st: InputStage, x: np.ndarray) -> np.ndarray:
+_ROUND_INTO = {"ROUND": np.round, "HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor,
+               "DOWN": np.fix}
+
+
+def stage_levels(st: InputStage, x: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
     """The input quantizer's level index of every element (IR layout), as
-    ``quantize_stage`` computes it (any real dtype: bool, int8, float32 or int64)."""
+    ``quantize_stage`` computes it: the same float32 operations in the same order
+    (any real dtype: bool, int8 or float32). ``ws`` supplies the buffers."""
+    ws = ws if ws is not None else Workspace()
     q = st.quantizer
-    y = apply_chain(st.pre_ops, to_ir_layout(st, x), axis=1)
+    x = to_ir_layout(st, x)
+    if any(op.kind == "bn" for op in st.pre_ops):
+        y = apply_chain(st.pre_ops, x, axis=1)
+    else:  # ElementwiseOp.apply's float32 operations, into a buffer
+        y = x
+        for op in st.pre_ops:
+            c = _per_channel(op.const, x.ndim)
+            buf = ws.get("levels_pre", x.shape)
+            if op.kind == "rsub":
+                np.subtract(c, y, out=buf)
+            else:
+                {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                 "div": np.divide}[op.kind](y, c, out=buf)
+            y = buf
     if q.kind == "bipolar":
-        return y >= F32(0)
+        return np.greater_equal(y, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
     if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:
-        return _count_at_least(y, np.asarray(q.thresholds, np.float32))
-    if (q.kind == "intquant" and not (q.bits == 1 and q.signed)
-            and np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0)):
-        # Dividing by 1 and adding 0 are exact: the float32 clip and rounding alone.
-        lo, hi = q.int_range()
-        y = ROUNDERS[q.rounding.upper()](np.clip(y, F32(lo), F32(hi)))
-        return y - F32(lo) if lo else y
-    return q.level(y, axis=1)
+        # Same float32 comparisons as Quantizer.level, channels kept on axis 1 (an int8
+        # count holds up to 127 thresholds; more take the generic path).
+        t = np.asarray(q.thresholds, np.float32)
+        bshape = (1, t.shape[0]) + (1,) * (y.ndim - 2)
+        cnt = ws.get("levels_count", y.shape, np.int8)
+        hit = ws.get("levels_bool", y.shape, np.bool_)
+        cnt[...] = 0
+        for k in range(t.shape[1]):
+            np.greater_equal(y, t[:, k].reshape(bshape), out=hit)
+            np.add(cnt, hit, out=cnt, casting="unsafe")
+        return cnt
+    if q.kind != "intquant":
+        return q.level(y, axis=1)
+    buf = ws.get("levels_float", y.shape)
+    if np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0):
+        buf[...] = y  # dividing by 1 and adding 0 are exact
+    else:
+        np.divide(y, _per_channel(q.scale, y.ndim), out=buf)
+        np.add(buf, _per_channel(q.zeropt, y.ndim), out=buf)
+    if q.bits == 1 and q.signed:
+        return np.greater_equal(buf, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+    lo, hi = q.int_range()
+    np.clip(buf, F32(lo), F32(hi), out=buf)
+    rnd = q.rounding.upper()
+    if rnd in _ROUND_INTO:
+        _ROUND_INTO[rnd](buf, out=buf)
+    else:
+        buf[...] = ROUNDERS[rnd](buf)
+    if lo:
+        buf -= F32(lo)
+    return buf
 
 
 def apply_threshold(layer: Threshold, acc: np.ndarray) -> np.ndarray:
@@ -270,6 +326,9 @@ class Plan:
         # Several images per float32 where the network allows it (golden_model.packed);
         # otherwise one image per value, in the steps below.
         self.packed: PackedPlan | None = build(net, infos)
+        self._ws = Workspace()
+        self._ws_lock = threading.Lock()
+        self._workers = Workers(max(0, min(_cpus(), MAX_THREADS) - 1))
         self.steps: list[tuple[str, tuple[object, ...]]] = []
         self.out_nhwc = False
         self.out_perm: np.ndarray | None = None
@@ -320,7 +379,7 @@ class Plan:
         IntQuant of scale 1 and zero point 0 (dividing by 1 and adding 0 are exact)."""
         st = self.net.input
         if self.packed is not None:
-            return self._run_packed(self.packed, stage_levels(st, x))
+            return self._run_packed(self.packed, x, stage=True)
         qz = st.quantizer
         if (qz.kind != "intquant" or (qz.bits == 1 and qz.signed)
                 or np.any(np.asarray(qz.scale) != 1) or np.any(np.asarray(qz.zeropt) != 0)):
@@ -344,7 +403,7 @@ class Plan:
                 lev -= F32(st.int_bias)
             if st.int_scale != 1:
                 lev /= F32(st.int_scale)  # exact: the values are levels times the scale
-            return self._run_packed(self.packed, lev)
+            return self._run_packed(self.packed, lev, stage=False)
         n = q.shape[0]
         step = self.chunk or n
         out = np.empty((n, self.out_size), np.int64)
@@ -352,16 +411,40 @@ class Plan:
             self._forward(q[s:s + step], out[s:s + step])
         return out
 
-    def _run_packed(self, pk: PackedPlan, lev: np.ndarray) -> np.ndarray:
-        """Levels [n, *shape] -> int64 logits through the packed plan, a chunk of
-        packed rows at a time for convolutional networks (like ``forward``)."""
-        n = lev.shape[0]
+    def _run_packed(self, pk: PackedPlan, x: np.ndarray, stage: bool) -> np.ndarray:
+        """Float32 inputs (``stage``: the input quantizer's levels first) or levels
+        [n, ...] -> int64 logits through the packed plan, a chunk of packed rows at a
+        time for convolutional networks (like ``forward``). The buffers are the
+        Plan's, kept between calls, unless another thread is using them (then the
+        call gets its own)."""
+        n = x.shape[0]
         out = np.empty((n, self.out_size), np.int64)
-        p = pk.pack(lev)
-        rows = p.shape[0]
-        step = self.chunk or max(rows, 1)
-        for r0 in range(0, rows, step):
-            pk.forward(p[r0:r0 + step], n, out, r0)
+        mine = self._ws_lock.acquire(blocking=False)
+        try:
+            ws = self._ws if mine else Workspace()
+            lev = stage_levels(self.net.input, x, ws) if stage else x
+            h, form = pk.pack(lev, ws)
+            rows = h.shape[0]
+            threads = 1 + self._workers.helpers if mine else 1
+            if threads > 1 and rows * pk.cost >= PARALLEL_WORK:
+                # Cache-sized chunks for the threads to take in turn, or one share each.
+                step = min(self.chunk or rows, -(-rows // threads))
+            else:
+                threads, step = 1, self.chunk or max(rows, 1)
+            tasks = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+            def job(r0: int, r1: int, space: Workspace) -> None:
+                pk.forward(h[r0:r1], form, n, out, space, r0)
+
+            if threads > 1 and len(tasks) > 1:
+                with _OneBlasThread(0):  # one BLAS thread per worker
+                    self._workers.run(job, tasks, ws)
+            else:
+                for r0, r1 in tasks:
+                    job(r0, r1, ws)
+        finally:
+            if mine:
+                self._ws_lock.release()
         return out
 
     def _forward(self, q: np.ndarray, out: np.ndarray) -> None:

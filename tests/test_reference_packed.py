@@ -8,6 +8,7 @@ flipped and negative-scale thresholds, batch sizes that leave a field empty."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from netgen import random_network
 from cimgen.frontend.datasets import digits_for
 from cimgen.frontend.onnx_import import load_model
 from golden_model import packed
-from golden_model.floatops import Quantizer
+from golden_model.floatops import ElementwiseOp, Quantizer, apply_chain
 from golden_model.ir import (
     Conv2d,
     Dense,
@@ -29,7 +30,8 @@ from golden_model.ir import (
     Threshold,
     analyze,
 )
-from golden_model.reference import Plan, infer, prepare, quantize_input
+from golden_model.packed import Workers, Workspace
+from golden_model.reference import Plan, infer, prepare, quantize_input, stage_levels
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -321,3 +323,98 @@ def test_unpackable_networks_fall_back() -> None:
         assert plan.packed is None
         q = random_levels(net, 6, 0)
         np.testing.assert_array_equal(plan.forward(q), int64_forward(net, q))
+
+
+QUANTIZERS = [
+    ("bipolar, pre-ops", InputStage((3, 4, 4), (
+        ElementwiseOp("sub", const=np.float32([0.5, -0.25, 1.0])),
+        ElementwiseOp("mul", const=np.float32([3.0])),
+        ElementwiseOp("div", const=np.float32([0.7, 2.0, -1.5])),
+        ElementwiseOp("add", const=np.float32([0.125])),
+        ElementwiseOp("rsub", const=np.float32([1.0, 0.0, -2.0]))),
+        Quantizer("bipolar"), 2, -1)),
+    ("multithreshold per channel", InputStage((3, 5), (), Quantizer(
+        "multithreshold", thresholds=np.float32([[-0.5, 0.5], [0.0, 0.0], [-1.0, 2.0]]),
+        out_scale=1.0, out_bias=-1.0), 1, -1)),
+    ("sign", InputStage((7,), (), Quantizer("sign"), 1, -1)),
+    ("intquant 1-bit signed", InputStage((7,), (), Quantizer(
+        "intquant", scale=np.float32([0.5]), bits=1, signed=True), 2, -1)),
+]
+for _rnd in ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "DOWN", "UP", "HALF_UP", "HALF_DOWN"):
+    QUANTIZERS.append((f"intquant signed 4-bit {_rnd}", InputStage((2, 6), (), Quantizer(
+        "intquant", scale=np.float32([0.5, 0.25]), zeropt=np.float32([1.0, -2.0]), bits=4,
+        signed=True, narrow=True, rounding=_rnd), 1, -7)))
+QUANTIZERS.append(("intquant unsigned 3-bit, scale 1", InputStage((9,), (), Quantizer(
+    "intquant", scale=np.float32([1.0]), zeropt=np.float32([0.0]), bits=3, signed=False),
+    1, 0)))
+
+
+@pytest.mark.parametrize("name", [q[0] for q in QUANTIZERS])
+def test_stage_levels_are_the_quantizer_levels(name: str) -> None:
+    """``stage_levels`` (float32 ops into buffers) against ``Quantizer.level`` (the
+    floatops path), on values with exact ties (halves, thresholds, zero)."""
+    st = dict(QUANTIZERS)[name]
+    rng = np.random.default_rng(7)
+    x = rng.normal(scale=3, size=(40, *st.shape)).astype(np.float32)
+    x.reshape(-1)[::3] = np.round(x.reshape(-1)[::3] * 2) / 2  # ties
+    x.reshape(-1)[::7] = 0
+    want = st.quantizer.level(apply_chain(st.pre_ops, x, axis=1), axis=1)
+    got = stage_levels(st, x)
+    np.testing.assert_array_equal(np.asarray(got, np.int64), want)
+    ws = Workspace()  # buffers reused: the same levels again, and for a smaller batch
+    for xs in (x, x, x[:3]):
+        np.testing.assert_array_equal(np.asarray(stage_levels(st, xs, ws), np.int64),
+                                      want[:xs.shape[0]])
+
+
+def test_buffers_reused_across_batch_sizes() -> None:
+    """The Plan keeps its buffers: batches of other sizes in any order give the same
+    logits (padding filled once, the column of ones kept, row views of larger
+    buffers)."""
+    for layers, shape in (CONV_CASES["1x1_then_stride2"], CONV_CASES["ternary_pool_before"]):
+        net = conv_net(layers, shape, ternary_in=layers is CONV_CASES["ternary_pool_before"][0])
+        plan = packed_plan(net)
+        q = random_levels(net, 300, 1)
+        want = int64_forward(net, q)
+        for n in (300, 7, 1, 300, 64, 2, 300):
+            np.testing.assert_array_equal(plan.forward(q[:n]), want[:n], err_msg=f"batch {n}")
+    net = load_model(str(EXAMPLES / "bnn_mlp.onnx"))
+    x, _ = digits_for(net.input.shape)
+    plan = packed_plan(net)
+    want = int64_forward(net, quantize_input(net, x))
+    for n in (len(x), 5, 1, len(x), 3):
+        np.testing.assert_array_equal(infer(net, x[:n], plan), want[:n])
+
+
+def test_helper_threads_and_concurrent_calls() -> None:
+    """The helper threads take chunks in any order; two threads calling one Plan at
+    once (the second gets its own buffers, no helpers) both get exact logits."""
+    net = load_model(str(EXAMPLES / "bnn_cnn.onnx"))
+    x, _ = digits_for(net.input.shape)
+    want = int64_forward(net, quantize_input(net, x))
+    plan = packed_plan(net)
+    plan._workers = Workers(2)  # more helpers than this machine may have CPUs
+    np.testing.assert_array_equal(infer(net, x, plan), want)
+    results: list[np.ndarray] = []
+
+    def call() -> None:
+        for _ in range(3):
+            results.append(infer(net, x, plan))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 9
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+
+
+def test_helper_thread_errors_reach_the_caller() -> None:
+    def job(r0: int, r1: int, ws: Workspace) -> None:
+        if r0 == 2:
+            raise ValueError("chunk 2")
+
+    with pytest.raises(ValueError, match="chunk 2"):
+        Workers(1).run(job, [(0, 1), (1, 2), (2, 3), (3, 4)], Workspace())
