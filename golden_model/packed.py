@@ -13,9 +13,9 @@ image's accumulator in its own field, provided that
 * every partial sum of the product is an integer below 2**24 in magnitude, so
   the float32 product is exact in any order of addition. The inputs are >= 0,
   so a partial sum of an output lies between the sum of its negative terms and
-  the sum of its positive ones: checked as ``S * hi + max(bias, 0) < 2**24`` and
-  ``-(S * lo + min(bias, 0)) < 2**24`` per output, [lo, hi] the accumulator
-  range over counts in [0, L] and S = sum_j 2**(s*j);
+  the sum of its positive ones: checked as ``S * hi < 2**24`` and
+  ``-S * lo < 2**24`` per output, [lo, hi] the accumulator range over counts in
+  [0, L] and S = sum_j 2**(s*j);
 * every field, after a per-output offset, lies in [0, 2**s), so fields never
   borrow or carry into each other (checked from the accumulator range).
 
@@ -23,11 +23,11 @@ A GEMM, an im2col copy and every elementwise pass then run on n / F rows
 instead of n.
 
 Activations without unpacking. With the offset G - T added to each field
-(G = 2**(s-1), T the threshold on the accumulator; the offset is a bias row of
-the product, against a column of ones in its input), a field is >= G exactly
-when the accumulator is >= T: bit s-1 of each field is that image's
+(G = 2**(s-1), T the threshold on the accumulator; one float32 addition per
+output, exact as its result is an integer in [0, 2**24)), a field is >= G
+exactly when the accumulator is >= T: bit s-1 of each field is that image's
 activation (this needs T - lo <= G and hi - T < G for the accumulator range
-[lo, hi]). Cast to int32 (exact: the sum is an integer below 2**24), one AND
+[lo, hi]). Cast to int32 (in the same pass as the addition), one AND
 with the mask of the fields' top bits leaves G * sum_j 2**(s*j) * b_j: the
 next layer's packed input times G (a power of two, folded into the next
 layer's weights). A max-pool of 0/1 activations, or of accumulators before a
@@ -54,13 +54,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from .ir import Conv2d, Dense, Flatten, LayerInfo, MaxPool2d, Network, Threshold
-from .kernels import _OneBlasThread
+from .kernels import SINGLE_THREAD_MACS, _OneBlasThread
 
 F32_EXACT = 2**24  # every integer of magnitude below this is a float32
 MAX_FIELDS = 4
@@ -259,7 +260,7 @@ def _layout(lins: list[_Lin], s: int, f: int, worse_than: float = np.inf) -> _La
         t = lin.act.t
         if (t - lo[:, None]).max() > g or (hi[:, None] - t + 1).max() > g:
             return None  # a field would leave [0, 2**s)
-        if not _exact(lo, hi, (g - t[:, 0]) * big_s, big_s):
+        if not _exact(lo, hi, big_s):
             return None
     last = lins[-1]
     lo, hi = (v[0] for v in last.bounds())
@@ -290,18 +291,17 @@ def _layout(lins: list[_Lin], s: int, f: int, worse_than: float = np.inf) -> _La
         if n == most:
             break  # chunks of at most ``cap`` inputs: exact by construction
         lo_c, hi_c = last.bounds(n)
-        if _exact(lo_c, hi_c, np.zeros(1, np.int64), big_s) and \
+        if _exact(lo_c, hi_c, big_s) and \
                 (not split or (hi_c - lo_c < 1 << s).all()):
             break
     cuts = chunks(k, n)
     return _Layout(s, f, cuts, split, cost(len(cuts)), n)
 
 
-def _exact(lo: np.ndarray, hi: np.ndarray, bias: np.ndarray, big_s: int) -> bool:
+def _exact(lo: np.ndarray, hi: np.ndarray, big_s: int) -> bool:
     """Every partial sum of a packed product is exact in float32: the inputs are
-    >= 0, so partial sums lie in [S * lo + min(bias, 0), S * hi + max(bias, 0)]."""
-    return bool((big_s * hi + np.maximum(bias, 0) < F32_EXACT).all()
-                and (-(big_s * lo + np.minimum(bias, 0)) < F32_EXACT).all())
+    >= 0, so partial sums lie in [S * lo, S * hi]."""
+    return bool((big_s * hi < F32_EXACT).all() and (-big_s * lo < F32_EXACT).all())
 
 
 def build(net: Network, infos: list[LayerInfo], fields: tuple[int, int] | None = None
@@ -331,14 +331,14 @@ def build(net: Network, infos: list[LayerInfo], fields: tuple[int, int] | None =
 
 @dataclass
 class _Prod:
-    """A prepared product: float32 weights [K (+1 bias row), O], divided by G."""
+    """A prepared product: float32 weights [K, O], divided by G."""
 
     w: np.ndarray
-    bias: bool
     conv: ConvGeom | None
     fill: np.float32  # conv: the packed pad value
-    extra: np.ndarray | None = None  # act: float32 [K - 1, O], added for thresholds 1..
+    offsets: np.ndarray | None = None  # act: float32 [thresholds, O], (G - t_k) * S
     los: tuple[np.ndarray, ...] = ()  # final: int64 [O], each chunk's lowest d
+    lows: tuple[np.ndarray, ...] = ()  # final: float32 [O], those times S
     scale: int = 1  # final: logits = scale * (sum of fields) + offset
     offset: np.ndarray | None = None  # final: int64 [O]
 
@@ -369,18 +369,27 @@ class PackedPlan:
                 off = lin.a * lin.w.sum(axis=1, dtype=np.int64) + lin.b * sum(los)
                 if (abs(lin.b) * (lin.bounds()[1] - lin.bounds()[0]) + np.abs(off)).max() >= 2**31:
                     raise _NotPackableError("logits beyond int32")
-                self.prods.append(_Prod(np.ascontiguousarray(wt), False, lin.conv, fill,
-                                        los=los, scale=lin.b, offset=off.astype(np.int32)))
+                lows = tuple((lo * big_s).astype(np.float32) for lo in los)
+                self.prods.append(_Prod(np.ascontiguousarray(wt), lin.conv, fill,
+                                        los=los, lows=lows, scale=lin.b,
+                                        offset=off.astype(np.int32)))
                 continue
             assert lin.act is not None
             t = lin.act.t
-            bias = (g - t[:, 0]) * big_s  # field offset of threshold 0
-            assert (np.abs(bias) < F32_EXACT).all()
-            w = np.concatenate([wt, bias[None, :].astype(np.float32)], axis=0)
-            extra = -(t[:, 1:] - t[:, :1]).T * big_s  # thresholds 1..: offsets from 0
-            assert (np.abs(extra) < F32_EXACT).all()
-            self.prods.append(_Prod(w, True, lin.conv, fill,
-                                    extra=extra.astype(np.float32)))
+            offsets = (g - t.T) * big_s  # the field offset of each threshold
+            assert (np.abs(offsets) < F32_EXACT).all()
+            self.prods.append(_Prod(np.ascontiguousarray(wt), lin.conv, fill,
+                                    offsets=offsets.astype(np.float32)))
+        # Multiply-adds per packed row of each dense product (for the BLAS thread
+        # choice; a convolution's products are cache-sized patches: 2**19 values).
+        self._dense_macs = [lin.w.shape[0] * (lin.w.shape[1] + 1) for lin in lins
+                            if lin.conv is None]
+        self._conv_macs = [lin.w.shape[0] * (1 << 19) for lin in lins if lin.conv is not None]
+
+
+    def small(self, rows: int) -> bool:
+        """Every product of ``rows`` packed rows is small enough for one BLAS thread."""
+        return max([rows * m for m in self._dense_macs] + self._conv_macs) < SINGLE_THREAD_MACS
 
     def rows(self, n: int) -> int:
         """Packed rows for n images (row i holds images i, i + rows, i + 2 rows, ...)."""
@@ -391,8 +400,8 @@ class PackedPlan:
     def pack(self, lev: np.ndarray, ws: Workspace) -> tuple[np.ndarray, str]:
         """Levels [n, *shape] (IR layout, any real dtype) -> the packed batch [rows, ...]
         float32 times G, and its form: "ready" when it is written straight into the
-        first product's input buffer (dense: a column of ones after it; conv: inside
-        the padding), else "float" (NHWC for images)."""
+        first product's input buffer (conv: inside the padding), else "float" (NHWC
+        for images)."""
         rows = self.rows(lev.shape[0])
         kind = self.prog[0][0]
         pr = self.prods[0]
@@ -400,10 +409,6 @@ class PackedPlan:
             h = self._conv_input(ws, 0, pr, (rows, self.shape[1], self.shape[2], self.shape[0]))
             t, left = pr.conv[3][:2]
             view = h[:, t:t + self.shape[1], left:left + self.shape[2]].transpose(0, 3, 1, 2)
-            form = "ready"
-        elif kind == "lin":
-            h = self._dense_input(ws, 0, pr, rows, self.shape[0])
-            view = h[:, :self.shape[0]]
             form = "ready"
         else:
             shape = (rows, self.shape[1], self.shape[2], self.shape[0]) if self.nhwc_in else \
@@ -424,7 +429,8 @@ class PackedPlan:
     def forward(self, h: np.ndarray, form: str, n: int, out: np.ndarray, ws: Workspace,
                 r0: int = 0) -> None:
         """Run packed rows ``h`` (rows r0.. of the packed batch of n images, in
-        ``form``) and write their images' logits into ``out`` [n, logits] int64."""
+        ``form``) and write their images' logits into ``out`` [n, logits] int64.
+        ``ws.one_blas_thread``: the caller already holds the BLAS to one thread."""
         for idx, (kind, arg) in enumerate(self.prog):
             if kind == "lin":
                 assert isinstance(arg, int)
@@ -435,20 +441,13 @@ class PackedPlan:
                 h, form = self._product(arg, h, form, pr, ws), "acc"
             elif kind == "act":
                 i, pools = arg  # type: ignore[misc]
-                h, form = self._act(i, h, self.prods[i].extra, pools, ws), "int"
+                h, form = self._act(i, h, self.prods[i].offsets, pools, ws), "int"
             elif kind == "pool":
                 assert form == "int"
                 kernel, stride = arg  # type: ignore[misc]
                 h = _or_pool(h, kernel, stride, ws, idx)
             else:
                 h = h.reshape(h.shape[0], -1)
-
-    @staticmethod
-    def _dense_input(ws: Workspace, i: int, pr: _Prod, rows: int, k: int) -> np.ndarray:
-        """Product i's input buffer: [rows, k (+1: a column of ones for the bias row)]."""
-        def ones(b: np.ndarray) -> None:
-            b[:, k:] = 1
-        return ws.get(("in", i), (rows, k + pr.bias), init=ones)
 
     @staticmethod
     def _conv_input(ws: Workspace, i: int, pr: _Prod, shape: tuple[int, ...]) -> np.ndarray:
@@ -465,15 +464,20 @@ class PackedPlan:
                  ) -> np.ndarray:
         if pr.conv is not None:
             return self._conv(i, self._conv_x(i, h, form, pr, ws), pr, ws)
-        if form == "ready":
-            x = h
-        else:
-            x = self._dense_input(ws, i, pr, h.shape[0], h.shape[1])
-            np.copyto(x[:, :h.shape[1]], h, casting="unsafe")
+        x = self._dense_x(i, h, ws)
         r = ws.get(("acc", i), (x.shape[0], pr.w.shape[1]))
-        with _OneBlasThread(x.shape[0] * x.shape[1] * pr.w.shape[1]):
+        with ws.blas(x.shape[0] * x.shape[1] * pr.w.shape[1]):
             np.matmul(x, pr.w, out=r)
         return r
+
+    @staticmethod
+    def _dense_x(i: int, h: np.ndarray, ws: Workspace) -> np.ndarray:
+        """A dense product's float32 input (packed counts as int32 are converted)."""
+        if h.dtype == np.float32:
+            return h
+        x = ws.get(("in", i), h.shape)
+        np.copyto(x, h, casting="unsafe")
+        return x
 
     def _conv_x(self, i: int, h: np.ndarray, form: str, pr: _Prod, ws: Workspace
                 ) -> np.ndarray:
@@ -487,24 +491,19 @@ class PackedPlan:
 
     def _conv(self, i: int, xp: np.ndarray, pr: _Prod, ws: Workspace) -> np.ndarray:
         """NHWC convolution of padded packed rows by im2col + GEMM, a few rows at a
-        time (the patch buffer stays in cache); a bias row of ``w`` meets a column
-        of ones."""
+        time (the patch buffer stays in cache)."""
         assert pr.conv is not None
         kh, kw, (sh, sw), _ = pr.conv
         w = pr.w
         rows, c = xp.shape[0], xp.shape[3]
         oh = (xp.shape[1] - kh) // sh + 1
         ow = (xp.shape[2] - kw) // sw + 1
-        k = kh * kw * c
         kb, o = w.shape
         out = ws.get(("acc", i), (rows, oh, ow, o))
         step = max(1, (1 << 19) // (oh * ow * kb))
-
-        def ones(b: np.ndarray) -> None:
-            b[:, k:] = 1
-        buf = ws.get(("patches", i), (min(rows, step) * oh * ow, kb), init=ones)
+        buf = ws.get(("patches", i), (min(rows, step) * oh * ow, kb))
         it = buf.itemsize
-        with _OneBlasThread(step * oh * ow * kb * o):
+        with ws.blas(step * oh * ow * kb * o):
             for s0 in range(0, rows, step):
                 e = min(rows, s0 + step)
                 part = buf[:(e - s0) * oh * ow]
@@ -516,28 +515,29 @@ class PackedPlan:
                 np.matmul(part, w, out=out[s0:e].reshape(-1, o))
         return out
 
-    def _act(self, i: int, u0: np.ndarray, extra: np.ndarray | None,
+    def _act(self, i: int, r: np.ndarray, offsets: np.ndarray | None,
              pools: tuple[Pool, ...], ws: Workspace) -> np.ndarray:
-        """Fields u0 = d - t_0 + G (each in [0, 2**s)) -> the packed counts
+        """Packed accumulators r = sum_j 2**(s*j) * d_j -> the packed counts
         G * sum_j 2**(s*j) * #{k : d_j >= t_k}, int32; ``pools`` (max-pools of the
         accumulators) are ORs of each threshold's bits."""
+        assert offsets is not None
         mask = self.mask
-        acc = ws.get(("act", i), u0.shape, np.int32)
-        np.copyto(acc, u0, casting="unsafe")  # exact: integers below 2**24
+        acc = ws.get(("act", i), r.shape, np.int32)
+        # Fields d - t_0 + G, each in [0, 2**s): the float32 sum is exact (an integer
+        # below 2**24), and so is its conversion to int32 in the same pass.
+        np.add(r, offsets[0], out=acc, casting="unsafe")
         acc &= mask
         for j, (kernel, stride) in enumerate(pools):
             acc = _or_pool(acc, kernel, stride, ws, ("act_pool", i, 0, j))
-        if extra is None:
+        if offsets.shape[0] == 1:
             return acc
-        y = ws.get(("act_y", i), u0.shape)
-        yi = ws.get(("act_yi", i), u0.shape, np.int32)
-        for k in range(extra.shape[0]):
-            np.add(u0, extra[k], out=y)  # d - t_k + G, exact
-            np.copyto(yi, y, casting="unsafe")
+        yi = ws.get(("act_yi", i), r.shape, np.int32)
+        for k in range(1, offsets.shape[0]):
+            np.add(r, offsets[k], out=yi, casting="unsafe")
             yi &= mask
             b = yi
             for j, (kernel, stride) in enumerate(pools):
-                b = _or_pool(b, kernel, stride, ws, ("act_pool", i, k + 1, j))
+                b = _or_pool(b, kernel, stride, ws, ("act_pool", i, k, j))
             acc += b
         return acc
 
@@ -559,12 +559,12 @@ class PackedPlan:
                 np.copyto(x, h, casting="unsafe")
             for c, (c0, c1) in enumerate(self.chunks):
                 r = ws.get(("acc", i, c), (x.shape[0], o))
-                with _OneBlasThread(x.shape[0] * (c1 - c0) * o):
+                with ws.blas(x.shape[0] * (c1 - c0) * o):
                     np.matmul(x[:, c0:c1], pr.w[c0:c1], out=r)
                 parts.append(r)
         parts = [r.reshape(r.shape[0], -1, o) for r in parts]
         rows, positions = parts[0].shape[:2]
-        lows = [(lo * self.big_s).astype(np.float32) for lo in pr.los]
+        lows = pr.lows
         rows_all = self.rows(n)
         blk = min(rows, max(1, (1 << 15) // (positions * o)))
         shape = (blk, positions, o)
@@ -673,6 +673,11 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[object, np.ndarray] = {}
+        self.one_blas_thread = False  # set while the caller holds the BLAS to one thread
+
+    def blas(self, macs: int) -> AbstractContextManager[object]:
+        """``_OneBlasThread(macs)``, or nothing when the caller holds one thread already."""
+        return nullcontext() if self.one_blas_thread else _OneBlasThread(macs)
 
     def get(self, key: object, shape: tuple[int, ...], dtype: type[np.generic] = np.float32,
             init: Callable[[np.ndarray], None] | None = None) -> np.ndarray:

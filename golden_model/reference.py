@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -425,7 +426,9 @@ class Plan:
             lev = stage_levels(self.net.input, x, ws) if stage else x
             h, form = pk.pack(lev, ws)
             rows = h.shape[0]
-            threads = 1 + self._workers.helpers if mine else 1
+            # Helper threads for networks of small weight matrices (self.chunk > 0);
+            # the products of big ones are long enough for the BLAS's own threads.
+            threads = 1 + self._workers.helpers if mine and self.chunk else 1
             if threads > 1 and rows * pk.cost >= PARALLEL_WORK:
                 # Cache-sized chunks for the threads to take in turn, or one share each.
                 step = min(self.chunk or rows, -(-rows // threads))
@@ -436,12 +439,19 @@ class Plan:
             def job(r0: int, r1: int, space: Workspace) -> None:
                 pk.forward(h[r0:r1], form, n, out, space, r0)
 
-            if threads > 1 and len(tasks) > 1:
-                with _OneBlasThread(0):  # one BLAS thread per worker
+            parallel = threads > 1 and len(tasks) > 1
+            # One BLAS thread for the whole run when every product is small (or the
+            # helpers run in parallel), set once instead of around each product.
+            single = parallel or pk.small(rows)
+            spaces = [ws, *self._workers.spaces] if mine else [ws]
+            for space in spaces:
+                space.one_blas_thread = single
+            with _OneBlasThread(0) if single else nullcontext():
+                if parallel:
                     self._workers.run(job, tasks, ws)
-            else:
-                for r0, r1 in tasks:
-                    job(r0, r1, ws)
+                else:
+                    for r0, r1 in tasks:
+                        job(r0, r1, ws)
         finally:
             if mine:
                 self._ws_lock.release()

@@ -150,12 +150,14 @@ def test_float32_bound_at_2_pow_24_minus_1_and_2_pow_24() -> None:
     sums need a second chunk). Both are exact at the largest sums (every input +1)."""
     big_s = 1 + 2**8 + 2**16
     assert 255 * big_s == 2**24 - 1
-    assert packed._exact(np.zeros(1, np.int64), np.array([255]), np.zeros(1, np.int64), big_s)
-    assert not packed._exact(np.zeros(1, np.int64), np.array([256]), np.zeros(1, np.int64),
-                             big_s)
-    # The bound is strict: a bias row taking a sum to exactly 2**24 is refused.
-    assert not packed._exact(np.zeros(1, np.int64), np.array([255]), np.ones(1, np.int64),
-                             big_s)
+    zero = np.zeros(1, np.int64)
+    assert packed._exact(zero, np.array([255]), big_s)
+    assert not packed._exact(zero, np.array([256]), big_s)
+    assert packed._exact(np.array([-255]), zero, big_s)
+    assert not packed._exact(np.array([-256]), zero, big_s)
+    # The bound is strict: sums that reach 2**24 itself are refused.
+    assert not packed._exact(zero, np.array([2**24]), 1)
+    assert packed._exact(zero, np.array([2**24 - 1]), 1)
     for k, chunks in ((255, 1), (256, 2)):
         net = one_dense(np.ones((3, k)))
         pk = packed.build(net, analyze(net), (8, 3))
