@@ -302,6 +302,12 @@ class Plan:
     Thresholds are clipped to the accumulator range before the cast, so every
     comparison is exact. ``forward_int`` uses it; the layer-by-layer path
     remains for ``trace`` and is checked against it by the tests.
+
+    Chains whose accumulators are small enough run packed instead
+    (``golden_model.packed``): several images share each float32, thresholds
+    act on the packed fields, and chunks of the batch run on the calling thread
+    and helper threads, with buffers the Plan keeps between calls
+    (tests/test_reference_packed.py checks it against int64 arithmetic).
     """
 
     def __init__(self, net: Network) -> None:
