@@ -52,13 +52,13 @@ levels, a max-pool that is not an OR, fields too wide) gets None from
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from .ir import Conv2d, Dense, Flatten, LayerInfo, MaxPool2d, Network, Threshold
 from .kernels import SINGLE_THREAD_MACS, _OneBlasThread
@@ -397,34 +397,42 @@ class PackedPlan:
 
     # ---------------------------------------------------------------- running
 
-    def pack(self, lev: np.ndarray, ws: Workspace) -> tuple[np.ndarray, str]:
-        """Levels [n, *shape] (IR layout, any real dtype) -> the packed batch [rows, ...]
-        float32 times G, and its form: "ready" when it is written straight into the
-        first product's input buffer (conv: inside the padding), else "float" (NHWC
-        for images)."""
-        rows = self.rows(lev.shape[0])
-        kind = self.prog[0][0]
+    def input_buffer(self, rows: int, ws: Workspace) -> tuple[np.ndarray, str]:
+        """The buffer of the packed batch [rows, ...] and its form: "ready" when it is
+        the first product's input buffer (conv: the padding around it), else "float"
+        (NHWC for images)."""
         pr = self.prods[0]
-        if kind == "lin" and pr.conv is not None:
-            h = self._conv_input(ws, 0, pr, (rows, self.shape[1], self.shape[2], self.shape[0]))
-            t, left = pr.conv[3][:2]
-            view = h[:, t:t + self.shape[1], left:left + self.shape[2]].transpose(0, 3, 1, 2)
-            form = "ready"
+        if self.prog[0][0] == "lin" and pr.conv is not None:
+            return self._conv_input(ws, 0, pr, (rows, self.shape[1], self.shape[2],
+                                                self.shape[0])), "ready"
+        shape = (rows, self.shape[1], self.shape[2], self.shape[0]) if self.nhwc_in else \
+            (rows, *self.shape)
+        return ws.get("pack", shape), "float"
+
+    def pack_rows(self, levels: Callable[[int, int, Workspace], np.ndarray], n: int,
+                  h: np.ndarray, r0: int, r1: int, ws: Workspace) -> None:
+        """Pack rows r0:r1 of the batch buffer ``h`` (``input_buffer``): row i holds
+        G * sum_j 2**(s*j) * levels of image j * rows + i; ``levels(a0, a1, ws)`` gives
+        the levels [a1 - a0, *shape] (IR layout, any real dtype) of images a0:a1."""
+        rows = h.shape[0]
+        if self.prods[0].conv is not None and self.prog[0][0] == "lin":
+            t, left = self.prods[0].conv[3][:2]
+            view = h[r0:r1, t:t + self.shape[1], left:left + self.shape[2]]
+            view = view.transpose(0, 3, 1, 2)
         else:
-            shape = (rows, self.shape[1], self.shape[2], self.shape[0]) if self.nhwc_in else \
-                (rows, *self.shape)
-            h = ws.get("pack", shape)
-            view = h.transpose(0, 3, 1, 2) if self.nhwc_in else h
-            form = "float"
-        np.multiply(lev[:rows], self.unit, out=view, casting="unsafe")
-        for j in range(1, self.f):
-            part = lev[j * rows:(j + 1) * rows]
-            if part.shape[0]:
-                tmp = ws.get("pack_tmp", part.shape)
-                np.multiply(part, np.float32(self.unit * (1 << (self.s * j))), out=tmp,
-                            casting="unsafe")
-                view[:part.shape[0]] += tmp
-        return h, form
+            view = h[r0:r1].transpose(0, 3, 1, 2) if self.nhwc_in else h[r0:r1]
+        for j in range(self.f):
+            a0, a1 = j * rows + r0, min(n, j * rows + r1)
+            if a0 >= a1:
+                break
+            lev = levels(a0, a1, ws)
+            unit = np.float32(self.unit * (1 << (self.s * j)))
+            if j == 0:  # every row has an image in field 0
+                np.multiply(lev, unit, out=view, casting="unsafe")
+            else:
+                tmp = ws.get("pack_tmp", lev.shape)
+                np.multiply(lev, unit, out=tmp, casting="unsafe")
+                view[:a1 - a0] += tmp
 
     def forward(self, h: np.ndarray, form: str, n: int, out: np.ndarray, ws: Workspace,
                 r0: int = 0) -> None:
@@ -498,21 +506,31 @@ class PackedPlan:
         rows, c = xp.shape[0], xp.shape[3]
         oh = (xp.shape[1] - kh) // sh + 1
         ow = (xp.shape[2] - kw) // sw + 1
-        kb, o = w.shape
+        k, o = w.shape
         out = ws.get(("acc", i), (rows, oh, ow, o))
-        step = max(1, (1 << 19) // (oh * ow * kb))
-        buf = ws.get(("patches", i), (min(rows, step) * oh * ow, kb))
-        it = buf.itemsize
-        with ws.blas(step * oh * ow * kb * o):
+        step = max(1, (1 << 19) // (oh * ow * k))
+        buf = ws.get(("patches", i), (min(rows, step) * oh * ow, k))
+        # The (window source, patch destination, output) views of each few rows, made
+        # once per set of buffers (making them costs more than copying small ones).
+        key = ("conv", i, xp.ctypes.data, xp.shape, xp.strides, buf.ctypes.data,
+               out.ctypes.data)
+        views = ws.views.get(key)
+        if views is None:
+            views = []
+            st = xp.strides
             for s0 in range(0, rows, step):
                 e = min(rows, s0 + step)
+                src = as_strided(xp[s0:e], shape=(e - s0, oh, ow, kh, kw, c),
+                                 strides=(st[0], sh * st[1], sw * st[2], st[1], st[2], st[3]),
+                                 writeable=False)
                 part = buf[:(e - s0) * oh * ow]
-                dst = as_strided(part, shape=(e - s0, oh, ow, kh, kw, c),
-                                 strides=(oh * ow * kb * it, ow * kb * it, kb * it,
-                                          kw * c * it, c * it, it))
-                win = sliding_window_view(xp[s0:e], (kh, kw), axis=(1, 2))
-                dst[...] = win[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)
-                np.matmul(part, w, out=out[s0:e].reshape(-1, o))
+                views.append((src, part.reshape(e - s0, oh, ow, kh, kw, c), part,
+                              out[s0:e].reshape(-1, o)))
+            ws.views[key] = views
+        with ws.blas(step * oh * ow * k * o):
+            for src, dst, part, res in views:
+                dst[...] = src
+                np.matmul(part, w, out=res)
         return out
 
     def _act(self, i: int, r: np.ndarray, offsets: np.ndarray | None,
@@ -633,38 +651,61 @@ class Workers:
         self.spaces = [Workspace() for _ in range(helpers)]
         self._pool: ThreadPoolExecutor | None = None
 
-    def run(self, job: Callable[[int, int, Workspace], None], tasks: list[tuple[int, int]],
+    def run(self, prologue: Callable[[], tuple[Job, list[tuple[int, int]]]],
             ws: Workspace) -> None:
-        """``job(r0, r1, workspace)`` for every task, on this thread and the helpers."""
+        """Wake the helpers, run ``prologue()`` on this thread while they wake (it
+        returns a job and its tasks), then ``job(r0, r1, workspace)`` for every task
+        on this thread and the helpers."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="cimgen-plan")
-        todo = iter(tasks)
         cond = threading.Condition()
-        state: list[int | BaseException | None] = [0, None]  # chunks done, first error
+        todo: list[Iterator[tuple[int, int]]] = []  # the tasks, once published
+        jobs: list[Job] = []
+        done: list[int] = [0]
+        errors: list[BaseException] = []
 
         def drain(space: Workspace) -> None:
             while True:
                 with cond:
-                    task = next(todo, None)
+                    task = next(todo[0], None)
                 if task is None:
                     return
                 try:
-                    job(*task, space)
+                    jobs[0](*task, space)
                 except BaseException as e:  # re-raised by the caller
                     with cond:
-                        state[1] = state[1] or e
+                        errors.append(e)
                 finally:
                     with cond:
-                        state[0] = int(state[0]) + 1  # type: ignore[arg-type]
+                        done[0] += 1
                         cond.notify_all()
 
+        def helper(space: Workspace) -> None:
+            with cond:
+                cond.wait_for(lambda: bool(todo))
+            drain(space)
+
         for space in self.spaces:
-            self._pool.submit(drain, space)
+            self._pool.submit(helper, space)
+        try:
+            job, tasks = prologue()
+        except BaseException:
+            with cond:  # let the helpers go
+                todo.append(iter(()))
+                cond.notify_all()
+            raise
+        with cond:
+            jobs.append(job)
+            todo.append(iter(tasks))
+            cond.notify_all()
         drain(ws)
         with cond:
-            cond.wait_for(lambda: state[0] == len(tasks))
-        if isinstance(state[1], BaseException):
-            raise state[1]
+            cond.wait_for(lambda: done[0] == len(tasks))
+        if errors:
+            raise errors[0]
+
+
+Job = Callable[[int, int, "Workspace"], None]
 
 
 class Workspace:
@@ -673,6 +714,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[object, np.ndarray] = {}
+        self.views: dict[object, list[tuple[np.ndarray, ...]]] = {}  # of current buffers
         self.one_blas_thread = False  # set while the caller holds the BLAS to one thread
 
     def blas(self, macs: int) -> AbstractContextManager[object]:
@@ -690,6 +732,7 @@ class Workspace:
             if init is not None:
                 init(buf)
             self._bufs[key] = buf
+            self.views.clear()  # views of the buffer this one replaces go too
         return buf[:shape[0]]
 
 

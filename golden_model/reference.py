@@ -30,7 +30,7 @@ from .ir import (
     analyze,
 )
 from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpool_nchw
-from .packed import PackedPlan, Workers, Workspace, build
+from .packed import Job, PackedPlan, Workers, Workspace, build
 
 # The packed plan runs on this many threads at most (the caller and helpers), for
 # batches of at least PARALLEL_WORK multiply-add equivalents (golden_model.packed).
@@ -426,38 +426,46 @@ class Plan:
         call gets its own)."""
         n = x.shape[0]
         out = np.empty((n, self.out_size), np.int64)
+        st = self.net.input
+        rows = pk.rows(n)
         mine = self._ws_lock.acquire(blocking=False)
         try:
             ws = self._ws if mine else Workspace()
-            lev = stage_levels(self.net.input, x, ws) if stage else x
-            h, form = pk.pack(lev, ws)
-            rows = h.shape[0]
             # Helper threads for networks of small weight matrices (self.chunk > 0);
             # the products of big ones are long enough for the BLAS's own threads.
             threads = 1 + self._workers.helpers if mine and self.chunk else 1
-            if threads > 1 and rows * pk.cost >= PARALLEL_WORK:
-                # Cache-sized chunks for the threads to take in turn, or one share each.
-                step = min(self.chunk or rows, -(-rows // threads))
-            else:
-                threads, step = 1, self.chunk or max(rows, 1)
-            tasks = [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+            if threads > 1 and rows > 1 and rows * pk.cost >= PARALLEL_WORK:
+                # Cache-sized chunks for the threads to take in turn, or one share each,
+                # each chunk quantizing its own images; one BLAS thread per thread.
+                def prologue() -> tuple[Job, list[tuple[int, int]]]:
+                    h, form = pk.input_buffer(rows, ws)
+                    step = min(self.chunk, -(-rows // threads))
 
-            def job(r0: int, r1: int, space: Workspace) -> None:
-                pk.forward(h[r0:r1], form, n, out, space, r0)
+                    def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
+                        return stage_levels(st, x[a0:a1], space) if stage else x[a0:a1]
 
-            parallel = threads > 1 and len(tasks) > 1
-            # One BLAS thread for the whole run when every product is small (or the
-            # helpers run in parallel), set once instead of around each product.
-            single = parallel or pk.small(rows)
-            spaces = [ws, *self._workers.spaces] if mine else [ws]
-            for space in spaces:
-                space.one_blas_thread = single
-            with _OneBlasThread(0) if single else nullcontext():
-                if parallel:
-                    self._workers.run(job, tasks, ws)
-                else:
-                    for r0, r1 in tasks:
-                        job(r0, r1, ws)
+                    def job(r0: int, r1: int, space: Workspace) -> None:
+                        pk.pack_rows(levels, n, h, r0, r1, space)
+                        pk.forward(h[r0:r1], form, n, out, space, r0)
+
+                    return job, [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+                for space in (ws, *self._workers.spaces):
+                    space.one_blas_thread = True
+                with _OneBlasThread(0):
+                    self._workers.run(prologue, ws)
+                return out
+            # One thread: the whole batch quantized at once, then chunks in turn; one
+            # BLAS thread for the run when every product is small (set once).
+            lev = stage_levels(st, x, ws) if stage else x
+            h, form = pk.input_buffer(rows, ws)
+            ws.one_blas_thread = pk.small(rows)
+            with _OneBlasThread(0) if ws.one_blas_thread else nullcontext():
+                step = self.chunk or max(rows, 1)
+                for r0 in range(0, rows, step):
+                    r1 = min(rows, r0 + step)
+                    pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
+                    pk.forward(h[r0:r1], form, n, out, ws, r0)
         finally:
             if mine:
                 self._ws_lock.release()

@@ -419,4 +419,14 @@ def test_helper_thread_errors_reach_the_caller() -> None:
             raise ValueError("chunk 2")
 
     with pytest.raises(ValueError, match="chunk 2"):
-        Workers(1).run(job, [(0, 1), (1, 2), (2, 3), (3, 4)], Workspace())
+        Workers(1).run(lambda: (job, [(0, 1), (1, 2), (2, 3), (3, 4)]), Workspace())
+
+    def prologue() -> tuple[packed.Job, list[tuple[int, int]]]:
+        raise KeyError("prologue")
+
+    workers = Workers(2)
+    with pytest.raises(KeyError, match="prologue"):
+        workers.run(prologue, Workspace())
+    seen: list[int] = []  # the helpers were let go: the pool still runs new work
+    workers.run(lambda: (lambda r0, r1, ws: seen.append(r0), [(0, 1), (1, 2)]), Workspace())
+    assert sorted(seen) == [0, 1]
