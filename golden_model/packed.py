@@ -53,15 +53,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .ir import Conv2d, Dense, Flatten, LayerInfo, MaxPool2d, Network, Threshold
 from .kernels import SINGLE_THREAD_MACS, _OneBlasThread
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 F32_EXACT = 2**24  # every integer of magnitude below this is a float32
 MAX_FIELDS = 4
@@ -657,6 +660,8 @@ class Workers:
         returns a job and its tasks), then ``job(r0, r1, workspace)`` for every task
         on this thread and the helpers."""
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # (imports logging: lazily)
+
             self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="cimgen-plan")
         cond = threading.Condition()
         todo: list[Iterator[tuple[int, int]]] = []  # the tasks, once published
