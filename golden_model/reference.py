@@ -5,13 +5,16 @@ This is the ground truth every other executor in cimgen is compared with.
 
 from __future__ import annotations
 
+import os
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import BadInputError
-from .floatops import F32, ROUNDERS, apply_chain
+from .floatops import F32, ROUNDERS, _per_channel, apply_chain
 from .ir import (
     BRANCH_KINDS,
     Add,
@@ -27,6 +30,19 @@ from .ir import (
     analyze,
 )
 from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpool_nchw
+from .packed import Job, PackedPlan, Workers, Workspace, build
+
+# The packed plan runs on this many threads at most (the caller and helpers), for
+# batches of at least PARALLEL_WORK multiply-add equivalents (golden_model.packed).
+MAX_THREADS = 4
+PARALLEL_WORK = 4e6
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def check_inputs(net: Network, x: np.ndarray, where: str = "inputs") -> None:
@@ -49,7 +65,7 @@ def check_stage_inputs(stage: InputStage, x: np.ndarray, where: str = "inputs") 
                             f"[batch, {', '.join(map(str, want))}]", where=where)
     if x.shape[0] == 0:
         raise BadInputError("empty batch", where=where)
-    if np.isnan(x).any():
+    if np.isnan(x.min()):  # a NaN anywhere makes the minimum NaN (no mask array)
         raise BadInputError(f"{int(np.isnan(x).sum())} NaN values", where=where)
 
 
@@ -94,6 +110,66 @@ def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
     else:
         levels = q.level(y, axis=1).astype(np.int16)
     return (np.int16(st.int_bias) + np.int16(st.int_scale) * levels).astype(np.int16)
+
+
+_ROUND_INTO = {"ROUND": np.round, "HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor,
+               "DOWN": np.fix}
+
+
+def stage_levels(st: InputStage, x: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
+    """The input quantizer's level index of every element (IR layout), as
+    ``quantize_stage`` computes it: the same float32 operations in the same order
+    (any real dtype: bool, int8 or float32). ``ws`` supplies the buffers."""
+    ws = ws if ws is not None else Workspace()
+    q = st.quantizer
+    x = to_ir_layout(st, x)
+    if any(op.kind == "bn" for op in st.pre_ops):
+        y = apply_chain(st.pre_ops, x, axis=1)
+    else:  # ElementwiseOp.apply's float32 operations, into a buffer
+        y = x
+        for op in st.pre_ops:
+            c = _per_channel(op.const, x.ndim)
+            buf = ws.get("levels_pre", x.shape)
+            if op.kind == "rsub":
+                np.subtract(c, y, out=buf)
+            else:
+                {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                 "div": np.divide}[op.kind](y, c, out=buf)
+            y = buf
+    if q.kind == "bipolar":
+        return np.greater_equal(y, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+    if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:
+        # Same float32 comparisons as Quantizer.level, channels kept on axis 1 (an int8
+        # count holds up to 127 thresholds; more take the generic path).
+        t = np.asarray(q.thresholds, np.float32)
+        bshape = (1, t.shape[0]) + (1,) * (y.ndim - 2)
+        cnt = ws.get("levels_count", y.shape, np.int8)
+        hit = ws.get("levels_bool", y.shape, np.bool_)
+        cnt[...] = 0
+        for k in range(t.shape[1]):
+            np.greater_equal(y, t[:, k].reshape(bshape), out=hit)
+            np.add(cnt, hit, out=cnt, casting="unsafe")
+        return cnt
+    if q.kind != "intquant":
+        return q.level(y, axis=1)
+    buf = ws.get("levels_float", y.shape)
+    if np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0):
+        buf[...] = y  # dividing by 1 and adding 0 are exact
+    else:
+        np.divide(y, _per_channel(q.scale, y.ndim), out=buf)
+        np.add(buf, _per_channel(q.zeropt, y.ndim), out=buf)
+    if q.bits == 1 and q.signed:
+        return np.greater_equal(buf, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+    lo, hi = q.int_range()
+    np.clip(buf, F32(lo), F32(hi), out=buf)
+    rnd = q.rounding.upper()
+    if rnd in _ROUND_INTO:
+        _ROUND_INTO[rnd](buf, out=buf)
+    else:
+        buf[...] = ROUNDERS[rnd](buf)
+    if lo:
+        buf -= F32(lo)
+    return buf
 
 
 def apply_threshold(layer: Threshold, acc: np.ndarray) -> np.ndarray:
@@ -226,6 +302,12 @@ class Plan:
     Thresholds are clipped to the accumulator range before the cast, so every
     comparison is exact. ``forward_int`` uses it; the layer-by-layer path
     remains for ``trace`` and is checked against it by the tests.
+
+    Chains whose accumulators are small enough run packed instead
+    (``golden_model.packed``): several images share each float32, thresholds
+    act on the packed fields, and chunks of the batch run on the calling thread
+    and helper threads, with buffers the Plan keeps between calls
+    (tests/test_reference_packed.py checks it against int64 arithmetic).
     """
 
     def __init__(self, net: Network) -> None:
@@ -236,10 +318,32 @@ class Plan:
         self.exact = top < 2**53 and not any(isinstance(ly, BRANCH_KINDS) for ly in net.layers)
         if not self.exact:
             return
-        self.dt = exact_dtype(top) if self.exact else np.float64
+        self.dt = exact_dtype(top)
         self.infos = infos
+        self.out_size = int(np.prod(infos[-1].out_shape))
+        # Images per chunk: about 2**19 elements in the largest per-image buffer (a
+        # conv's patches, a layer's output), unless a weight matrix is itself too big
+        # for the cache (then it, not the activations, must be read as few times as
+        # possible, and the batch runs whole).
+        per_image = [info.out_shape[1] * info.out_shape[2] * info.fan_in
+                     if isinstance(layer, Conv2d) else int(np.prod(info.out_shape))
+                     for layer, info in zip(net.layers, infos, strict=True)]
+        weights = [layer.weight.size for layer in net.layers if isinstance(layer, Dense | Conv2d)]
+        self.chunk = (max(1, (1 << 19) // max(per_image)) if max(weights) <= 1 << 18 else 0)
+        # Several images per float32 where the network allows it (golden_model.packed);
+        # otherwise one image per value, in the steps below.
+        self.packed: PackedPlan | None = build(net, infos)
+        self._ws = Workspace()
+        self._ws_lock = threading.Lock()
+        self._workers = Workers(max(0, min(_cpus(), MAX_THREADS) - 1))
         self.steps: list[tuple[str, tuple[object, ...]]] = []
-        dt = self.dt
+        self.out_nhwc = False
+        self.out_perm: np.ndarray | None = None
+        if self.packed is None:
+            self._prepare_steps()
+
+    def _prepare_steps(self) -> None:
+        net, infos, dt = self.net, self.infos, self.dt
         nhwc = len(net.input.shape) == 3
         perm: np.ndarray | None = None  # IR index of each stored feature (flat tensors)
         for layer, info in zip(net.layers, infos, strict=True):
@@ -275,22 +379,14 @@ class Plan:
                                            dt(layer.out_bias))))
         self.out_nhwc = nhwc
         self.out_perm = perm
-        self.out_size = int(np.prod(infos[-1].out_shape))
-        # Images per chunk: about 2**19 elements in the largest per-image buffer (a
-        # conv's patches, a layer's output), unless a weight matrix is itself too big
-        # for the cache (then it, not the activations, must be read as few times as
-        # possible, and the batch runs whole).
-        per_image = [info.out_shape[1] * info.out_shape[2] * info.fan_in
-                     if isinstance(layer, Conv2d) else int(np.prod(info.out_shape))
-                     for layer, info in zip(net.layers, infos, strict=True)]
-        weights = [layer.weight.size for layer in net.layers if isinstance(layer, Dense | Conv2d)]
-        self.chunk = (max(1, (1 << 19) // max(per_image)) if max(weights) <= 1 << 18 else 0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float32 input batch (checked) -> int64 logits: the input quantizer's float32
         ops, then ``forward``, without the int16 round trip when the quantizer is an
         IntQuant of scale 1 and zero point 0 (dividing by 1 and adding 0 are exact)."""
         st = self.net.input
+        if self.packed is not None:
+            return self._run_packed(self.packed, x, stage=True)
         qz = st.quantizer
         if (qz.kind != "intquant" or (qz.bits == 1 and qz.signed)
                 or np.any(np.asarray(qz.scale) != 1) or np.any(np.asarray(qz.zeropt) != 0)):
@@ -307,11 +403,72 @@ class Plan:
         logits, exactly as ``forward_int``. Networks with convolutions run the whole
         plan a few images at a time, so every activation and patch buffer of a chunk
         stays in cache (the images are independent)."""
+        if self.packed is not None:
+            st = self.net.input
+            lev = q.astype(np.float32)
+            if st.int_bias:
+                lev -= F32(st.int_bias)
+            if st.int_scale != 1:
+                lev /= F32(st.int_scale)  # exact: the values are levels times the scale
+            return self._run_packed(self.packed, lev, stage=False)
         n = q.shape[0]
         step = self.chunk or n
         out = np.empty((n, self.out_size), np.int64)
         for s in range(0, n, step):
             self._forward(q[s:s + step], out[s:s + step])
+        return out
+
+    def _run_packed(self, pk: PackedPlan, x: np.ndarray, stage: bool) -> np.ndarray:
+        """Float32 inputs (``stage``: the input quantizer's levels first) or levels
+        [n, ...] -> int64 logits through the packed plan, a chunk of packed rows at a
+        time for convolutional networks (like ``forward``). The buffers are the
+        Plan's, kept between calls, unless another thread is using them (then the
+        call gets its own)."""
+        n = x.shape[0]
+        out = np.empty((n, self.out_size), np.int64)
+        st = self.net.input
+        rows = pk.rows(n)
+        mine = self._ws_lock.acquire(blocking=False)
+        try:
+            ws = self._ws if mine else Workspace()
+            # Helper threads for networks of small weight matrices (self.chunk > 0);
+            # the products of big ones are long enough for the BLAS's own threads.
+            threads = 1 + self._workers.helpers if mine and self.chunk else 1
+            if threads > 1 and rows > 1 and rows * pk.cost >= PARALLEL_WORK:
+                # Cache-sized chunks for the threads to take in turn, or one share each,
+                # each chunk quantizing its own images; one BLAS thread per thread.
+                def prologue() -> tuple[Job, list[tuple[int, int]]]:
+                    h, form = pk.input_buffer(rows, ws)
+                    step = min(self.chunk, -(-rows // threads))
+
+                    def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
+                        return stage_levels(st, x[a0:a1], space) if stage else x[a0:a1]
+
+                    def job(r0: int, r1: int, space: Workspace) -> None:
+                        pk.pack_rows(levels, n, h, r0, r1, space)
+                        pk.forward(h[r0:r1], form, n, out, space, r0)
+
+                    return job, [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+                for space in (ws, *self._workers.spaces):
+                    space.one_blas_thread = True
+                with _OneBlasThread(0):
+                    self._workers.run(prologue, ws)
+                return out
+            # One thread: the whole batch quantized at once, then chunks in turn; one
+            # BLAS thread for the run when every product is small (set once).
+            lev = stage_levels(st, x, ws) if stage else x
+            h, form = pk.input_buffer(rows, ws)
+            ws.one_blas_thread = pk.small(rows)
+            with _OneBlasThread(0) if ws.one_blas_thread else nullcontext():
+                step = self.chunk or max(rows, 1)
+                for r0 in range(0, rows, step):
+                    r1 = min(rows, r0 + step)
+                    pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
+                    pk.forward(h[r0:r1], form, n, out, ws, r0)
+        finally:
+            if mine:
+                self._ws_lock.release()
         return out
 
     def _forward(self, q: np.ndarray, out: np.ndarray) -> None:
