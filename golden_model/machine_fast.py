@@ -40,10 +40,11 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from itertools import chain
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -366,7 +367,7 @@ def _ldin_copy(st: _Step, ctx: Ctx) -> Fn:
     return lambda ib: np.copyto(dst_t, src(ib).transpose(1, 0, 2))
 
 
-def in_read_later(later: list[_Step | None], halts: bool) -> bool:
+def in_read_later(later: Iterable[_Step | None], halts: bool) -> bool:
     """May IN's values be read (by a READ) before the next INCLR?"""
     for st in later:
         if st is None or st.op == _HALT:
@@ -785,7 +786,16 @@ def _chain_pair(steps: list[_Step], i: int, first: _Step, first_acc: _Step) -> b
         b["addr"] + b["lanes"] <= a["lanes"]
 
 
-def regs_read_later(later: list[_Step | None], lanes: int, halts: bool) -> bool:
+T = TypeVar("T")
+
+
+def islice_from(seq: list[T], start: int) -> Iterator[T]:
+    """``seq[start:]`` without copying it (the scans below stop early)."""
+    for i in range(start, len(seq)):
+        yield seq[i]
+
+
+def regs_read_later(later: Iterable[_Step | None], lanes: int, halts: bool) -> bool:
     """May CODE lanes [0, lanes) or NDRV, as a READ leaves them, be read? ``later``:
     the instructions run next, in order; ``halts``: the run ends after them."""
     covered = 0  # CODE lanes a READ since has written
@@ -800,6 +810,11 @@ def regs_read_later(later: list[_Step | None], lanes: int, halts: bool) -> bool:
         if st.op == _READ:
             covered = max(covered, a["lanes"])
             ndrv = False
+            if covered >= lanes:
+                # Both overwritten: nothing after (not even a fault's state) sees them.
+                # Stopping here keeps the scan short (it ran to the program's end,
+                # quadratic in its length).
+                return False
         elif st.op == _ACC:
             if a["src"] == Src.NDRV:
                 if ndrv:
@@ -1114,7 +1129,7 @@ class Block:
 def _ndrv_read_later(steps: list[_Step], k: int, halts: bool) -> bool:
     """May NDRV as the READ at steps[k] leaves it be read? (It is dead when the
     next READ or the run's end comes before any ACC from NDRV.)"""
-    for st in steps[k + 1:]:
+    for st in islice_from(steps, k + 1):
         if st.op == _ACC and st.a["src"] == Src.NDRV:
             return True
         if st.op == _READ:
@@ -1180,7 +1195,7 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
             k += 1
             continue
         slow = [f for f in per[k:e] if f is not None]
-        live = regs_read_later([*steps[e:], *after], steps[k].a["lanes"], halts)
+        live = regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"], halts)
         if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
             fns += slow
         elif (loads := in_source(steps, k, e, after, halts, live)) is not None:
@@ -1217,7 +1232,7 @@ def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], hal
         if st.a["dst"] != end:
             return None
         end += st.a["lanes"]
-    if in_read_later([*steps[e:], *after], halts):
+    if in_read_later(chain(islice_from(steps, e), after), halts):
         return None
     return list(range(j + 1, k))
 
