@@ -586,12 +586,13 @@ class PackedPlan:
         parts = [r.reshape(r.shape[0], -1, o) for r in parts]
         rows, positions = parts[0].shape[:2]
         lows = pr.lows
-        rows_all = self.rows(n)
+        # ``out`` has F * rows_all rows: field j of packed row i is image j * rows_all + i
+        # (rows past the batch's last image are written and not returned).
+        dst = out.reshape(self.f, self.rows(n), o, positions)
         blk = min(rows, max(1, (1 << 15) // (positions * o)))
-        shape = (blk, positions, o)
         for b0 in range(0, rows, blk):
             b1 = min(rows, b0 + blk)
-            u = ws.get("fin_u", shape)[:b1 - b0]
+            u = ws.get("fin_u", (blk, positions, o))[:b1 - b0]
             if not self.split:
                 np.subtract(parts[0][b0:b1], lows[0], out=u)
                 for r, low in zip(parts[1:], lows[1:], strict=True):
@@ -601,40 +602,28 @@ class PackedPlan:
             else:
                 for c, (r, low) in enumerate(zip(parts, lows, strict=True)):
                     np.subtract(r[b0:b1], low, out=u)  # fields d - lo in [0, 2**s)
-                    fs = self._fields(u, ws, "fin_f" if c == 0 else "fin_g")
                     if c == 0:
-                        fields = fs
+                        fields = self._fields(u, ws, "fin_f")
                     else:
-                        for a, b in zip(fields, fs, strict=True):
-                            a += b
-            for j, fj in enumerate(fields):
-                a0 = j * rows_all + r0 + b0
-                cnt = min(b1 - b0, n - a0)
-                if cnt <= 0:
-                    break
-                v = fj[:cnt]
-                v *= pr.scale
-                v += pr.offset
-                if positions > 1:  # a convolution's logits: NHWC -> NCHW order
-                    v = v.transpose(0, 2, 1)
-                out[a0:a0 + cnt] = v.reshape(cnt, -1)
+                        fields += self._fields(u, ws, "fin_g")
+            fields *= pr.scale
+            fields += pr.offset
+            # [F, rows, positions, O] -> each image's logits (NCHW order for a conv's)
+            dst[:, r0 + b0:r0 + b1] = fields.transpose(0, 1, 3, 2)
 
-    def _fields(self, u: np.ndarray, ws: Workspace, key: str) -> list[np.ndarray]:
-        """Packed non-negative float32 integers below 2**24 -> the F fields, int32."""
+    def _fields(self, u: np.ndarray, ws: Workspace, key: str) -> np.ndarray:
+        """Packed non-negative float32 integers below 2**24 -> the F fields, int32
+        [F, *u.shape]."""
         s, f = self.s, self.f
         ui = ws.get("fin_ui", u.shape, np.int32)
         np.copyto(ui, u, casting="unsafe")
         fmask = np.int32((1 << s) - 1)
-        out = []
-        for j in range(f):
-            fj = ws.get((key, j), u.shape, np.int32)
-            if j == 0:
-                np.bitwise_and(ui, fmask, out=fj)
-            else:
-                np.right_shift(ui, s * j, out=fj)
-                if j < f - 1:
-                    fj &= fmask
-            out.append(fj)
+        out = ws.get(key, (u.shape[0], f, *u.shape[1:]), np.int32).swapaxes(0, 1)
+        np.bitwise_and(ui, fmask, out=out[0])
+        for j in range(1, f):
+            np.right_shift(ui, s * j, out=out[j])
+        if f > 2:
+            out[1:f - 1] &= fmask
         return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import BadInputError
-from .floatops import F32, ROUNDERS, _per_channel, apply_chain
+from .floatops import F32, ROUNDERS, apply_chain
 from .ir import (
     BRANCH_KINDS,
     Add,
@@ -35,7 +35,7 @@ from .packed import Job, PackedPlan, Workers, Workspace, build
 # The packed plan runs on this many threads at most (the caller and helpers), for
 # batches of at least PARALLEL_WORK multiply-add equivalents (golden_model.packed).
 MAX_THREADS = 4
-PARALLEL_WORK = 4e6
+PARALLEL_WORK = 5e7
 
 
 def _cpus() -> int:
@@ -112,64 +112,84 @@ def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
     return (np.int16(st.int_bias) + np.int16(st.int_scale) * levels).astype(np.int16)
 
 
-_ROUND_INTO = {"ROUND": np.round, "HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor,
+_ROUND_INTO = {"ROUND": np.rint, "HALF_EVEN": np.rint, "CEIL": np.ceil, "FLOOR": np.floor,
                "DOWN": np.fix}
+_PRE_INTO = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
+class StageLevels:
+    """The input quantizer's level index of every element (IR layout), as
+    ``quantize_stage`` computes it: the same float32 operations in the same order,
+    into buffers (any real dtype: bool, int8 or float32). Constants prepared once."""
+
+    def __init__(self, st: InputStage) -> None:
+        self.st = st
+        q = st.quantizer
+        self.generic_pre = any(op.kind == "bn" for op in st.pre_ops)
+        self.pre = [(op.kind, np.asarray(op.const, F32).reshape(-1)) for op in st.pre_ops]
+        self.thresholds = None if q.thresholds is None else np.asarray(q.thresholds, F32)
+        self.plain = bool(np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0))
+        self.scale = np.asarray(q.scale, F32).reshape(-1)
+        self.zeropt = np.asarray(q.zeropt, F32).reshape(-1)
+
+    @staticmethod
+    def _chan(c: np.ndarray, ndim: int) -> np.ndarray:
+        return c.reshape((1, -1) + (1,) * (ndim - 2)) if c.size > 1 else c.reshape(())
+
+    def __call__(self, x: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
+        ws = ws if ws is not None else Workspace()
+        st, q = self.st, self.st.quantizer
+        x = to_ir_layout(st, x)
+        if self.generic_pre:
+            y = apply_chain(st.pre_ops, x, axis=1)
+        else:  # ElementwiseOp.apply's float32 operations, into a buffer
+            y = x
+            for kind, c in self.pre:
+                buf = ws.get("levels_pre", x.shape)
+                if kind == "rsub":
+                    np.subtract(self._chan(c, x.ndim), y, out=buf)
+                else:
+                    _PRE_INTO[kind](y, self._chan(c, x.ndim), out=buf)
+                y = buf
+        if q.kind == "bipolar":
+            return np.greater_equal(y, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+        t = self.thresholds
+        if q.kind == "multithreshold" and t is not None and t.shape[1] < 128:
+            # Same float32 comparisons as Quantizer.level, channels kept on axis 1 (an int8
+            # count holds up to 127 thresholds; more take the generic path).
+            bshape = (1, t.shape[0]) + (1,) * (y.ndim - 2)
+            cnt = ws.get("levels_count", y.shape, np.int8)
+            hit = ws.get("levels_bool", y.shape, np.bool_)
+            np.greater_equal(y, t[:, 0].reshape(bshape), out=cnt, casting="unsafe")
+            for k in range(1, t.shape[1]):
+                np.greater_equal(y, t[:, k].reshape(bshape), out=hit)
+                np.add(cnt, hit, out=cnt, casting="unsafe")
+            return cnt
+        if q.kind != "intquant":
+            return q.level(y, axis=1)
+        buf = ws.get("levels_float", y.shape)
+        if self.plain:
+            buf[...] = y  # dividing by 1 and adding 0 are exact
+        else:
+            np.divide(y, self._chan(self.scale, y.ndim), out=buf)
+            np.add(buf, self._chan(self.zeropt, y.ndim), out=buf)
+        if q.bits == 1 and q.signed:
+            return np.greater_equal(buf, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+        lo, hi = q.int_range()
+        np.clip(buf, F32(lo), F32(hi), out=buf)
+        rnd = q.rounding.upper()
+        if rnd in _ROUND_INTO:
+            _ROUND_INTO[rnd](buf, out=buf)
+        else:
+            buf[...] = ROUNDERS[rnd](buf)
+        if lo:
+            buf -= F32(lo)
+        return buf
 
 
 def stage_levels(st: InputStage, x: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
-    """The input quantizer's level index of every element (IR layout), as
-    ``quantize_stage`` computes it: the same float32 operations in the same order
-    (any real dtype: bool, int8 or float32). ``ws`` supplies the buffers."""
-    ws = ws if ws is not None else Workspace()
-    q = st.quantizer
-    x = to_ir_layout(st, x)
-    if any(op.kind == "bn" for op in st.pre_ops):
-        y = apply_chain(st.pre_ops, x, axis=1)
-    else:  # ElementwiseOp.apply's float32 operations, into a buffer
-        y = x
-        for op in st.pre_ops:
-            c = _per_channel(op.const, x.ndim)
-            buf = ws.get("levels_pre", x.shape)
-            if op.kind == "rsub":
-                np.subtract(c, y, out=buf)
-            else:
-                {"add": np.add, "sub": np.subtract, "mul": np.multiply,
-                 "div": np.divide}[op.kind](y, c, out=buf)
-            y = buf
-    if q.kind == "bipolar":
-        return np.greater_equal(y, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
-    if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:
-        # Same float32 comparisons as Quantizer.level, channels kept on axis 1 (an int8
-        # count holds up to 127 thresholds; more take the generic path).
-        t = np.asarray(q.thresholds, np.float32)
-        bshape = (1, t.shape[0]) + (1,) * (y.ndim - 2)
-        cnt = ws.get("levels_count", y.shape, np.int8)
-        hit = ws.get("levels_bool", y.shape, np.bool_)
-        cnt[...] = 0
-        for k in range(t.shape[1]):
-            np.greater_equal(y, t[:, k].reshape(bshape), out=hit)
-            np.add(cnt, hit, out=cnt, casting="unsafe")
-        return cnt
-    if q.kind != "intquant":
-        return q.level(y, axis=1)
-    buf = ws.get("levels_float", y.shape)
-    if np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0):
-        buf[...] = y  # dividing by 1 and adding 0 are exact
-    else:
-        np.divide(y, _per_channel(q.scale, y.ndim), out=buf)
-        np.add(buf, _per_channel(q.zeropt, y.ndim), out=buf)
-    if q.bits == 1 and q.signed:
-        return np.greater_equal(buf, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
-    lo, hi = q.int_range()
-    np.clip(buf, F32(lo), F32(hi), out=buf)
-    rnd = q.rounding.upper()
-    if rnd in _ROUND_INTO:
-        _ROUND_INTO[rnd](buf, out=buf)
-    else:
-        buf[...] = ROUNDERS[rnd](buf)
-    if lo:
-        buf -= F32(lo)
-    return buf
+    """``StageLevels(st)(x, ws)``: the input quantizer's level index of every element."""
+    return StageLevels(st)(x, ws)
 
 
 def apply_threshold(layer: Threshold, acc: np.ndarray) -> np.ndarray:
@@ -333,6 +353,7 @@ class Plan:
         # Several images per float32 where the network allows it (golden_model.packed);
         # otherwise one image per value, in the steps below.
         self.packed: PackedPlan | None = build(net, infos)
+        self._levels = StageLevels(net.input)
         self._ws = Workspace()
         self._ws_lock = threading.Lock()
         self._workers = Workers(max(0, min(_cpus(), MAX_THREADS) - 1))
@@ -425,9 +446,9 @@ class Plan:
         Plan's, kept between calls, unless another thread is using them (then the
         call gets its own)."""
         n = x.shape[0]
-        out = np.empty((n, self.out_size), np.int64)
-        st = self.net.input
         rows = pk.rows(n)
+        # F * rows rows: every packed field has a row (the first n are the result).
+        out = np.empty((pk.f * rows, self.out_size), np.int64)
         mine = self._ws_lock.acquire(blocking=False)
         try:
             ws = self._ws if mine else Workspace()
@@ -442,7 +463,7 @@ class Plan:
                     step = min(self.chunk, -(-rows // threads))
 
                     def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
-                        return stage_levels(st, x[a0:a1], space) if stage else x[a0:a1]
+                        return self._levels(x[a0:a1], space) if stage else x[a0:a1]
 
                     def job(r0: int, r1: int, space: Workspace) -> None:
                         pk.pack_rows(levels, n, h, r0, r1, space)
@@ -454,10 +475,10 @@ class Plan:
                     space.one_blas_thread = True
                 with _OneBlasThread(0):
                     self._workers.run(prologue, ws)
-                return out
+                return out[:n]
             # One thread: the whole batch quantized at once, then chunks in turn; one
             # BLAS thread for the run when every product is small (set once).
-            lev = stage_levels(st, x, ws) if stage else x
+            lev = self._levels(x, ws) if stage else x
             h, form = pk.input_buffer(rows, ws)
             ws.one_blas_thread = pk.small(rows)
             with _OneBlasThread(0) if ws.one_blas_thread else nullcontext():
@@ -469,7 +490,7 @@ class Plan:
         finally:
             if mine:
                 self._ws_lock.release()
-        return out
+        return out[:n]
 
     def _forward(self, q: np.ndarray, out: np.ndarray) -> None:
         dt = self.dt
