@@ -452,15 +452,13 @@ class Plan:
         mine = self._ws_lock.acquire(blocking=False)
         try:
             ws = self._ws if mine else Workspace()
-            # Helper threads for networks of small weight matrices (self.chunk > 0);
-            # the products of big ones are long enough for the BLAS's own threads.
-            threads = 1 + self._workers.helpers if mine and self.chunk else 1
+            threads = 1 + self._workers.helpers if mine else 1
             if threads > 1 and rows > 1 and rows * pk.cost >= PARALLEL_WORK:
-                # Cache-sized chunks for the threads to take in turn, or one share each,
+                # Cache-sized chunks for the threads to take in turn, or two shares each,
                 # each chunk quantizing its own images; one BLAS thread per thread.
                 def prologue() -> tuple[Job, list[tuple[int, int]]]:
                     h, form = pk.input_buffer(rows, ws)
-                    step = min(self.chunk, -(-rows // threads))
+                    step = min(self.chunk or rows, -(-rows // (2 * threads)))
 
                     def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
                         return self._levels(x[a0:a1], space) if stage else x[a0:a1]
