@@ -719,15 +719,15 @@ class Workspace:
             init: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """A buffer [shape[0] rows of at least that many, *shape[1:]] (contents left from
         its last use; ``init`` runs once, on a new buffer)."""
-        buf = self._bufs.get(key)
-        if (buf is None or buf.dtype != dtype or buf.shape[1:] != tuple(shape[1:])
-                or buf.shape[0] < shape[0]):
+        k = (key, shape[1:], dtype)
+        buf = self._bufs.get(k)
+        if buf is None or buf.shape[0] < shape[0]:
             buf = np.empty(shape, dtype)
             if init is not None:
                 init(buf)
-            self._bufs[key] = buf
+            self._bufs[k] = buf
             self.views.clear()  # views of the buffer this one replaces go too
-        return buf[:shape[0]]
+        return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
 
 
 def _or_pool(h: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], ws: Workspace,
