@@ -702,6 +702,41 @@ class Workers:
 Job = Callable[[int, int, "Workspace"], None]
 
 
+class Tuner:
+    """Chooses, per batch size, between helper threads and the calling thread alone
+    for calls where neither is clearly faster, from the recent wall times of each
+    (an exponential average): helpers win when the other CPUs are free and lose
+    when other jobs hold them. Every ``EXPLORE``-th call runs the other way, so the
+    choice follows the machine's load. Speed only: both ways give the same
+    integers."""
+
+    EXPLORE = 16
+    SIZES = 64  # batch sizes remembered (the table starts over beyond)
+
+    def __init__(self) -> None:
+        self._stats: dict[int, list[float]] = {}  # n -> [serial s, parallel s, calls]
+
+    def parallel(self, n: int) -> bool:
+        st = self._stats.get(n)
+        if st is None:
+            if len(self._stats) >= self.SIZES:
+                self._stats.clear()
+            st = self._stats[n] = [np.nan, np.nan, 0]
+        st[2] += 1
+        if np.isnan(st[1]):
+            return True
+        if np.isnan(st[0]):
+            return False
+        best = bool(st[1] <= st[0])
+        return not best if st[2] % self.EXPLORE == 0 else best
+
+    def record(self, n: int, parallel: bool, seconds: float) -> None:
+        st = self._stats.get(n)
+        if st is not None:
+            i = int(parallel)
+            st[i] = seconds if np.isnan(st[i]) else 0.7 * st[i] + 0.3 * seconds
+
+
 class Workspace:
     """Buffers of a run, kept for the next run of the same shapes (fresh arrays of a
     few hundred kilobytes cost page faults on every call)."""

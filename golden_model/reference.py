@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -30,12 +31,14 @@ from .ir import (
     analyze,
 )
 from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpool_nchw
-from .packed import Job, PackedPlan, Workers, Workspace, build
+from .packed import Job, PackedPlan, Tuner, Workers, Workspace, build
 
-# The packed plan runs on this many threads at most (the caller and helpers), for
-# batches of at least PARALLEL_WORK multiply-add equivalents (golden_model.packed).
+# The packed plan runs on this many threads at most (the caller and helpers): always
+# for batches of at least SURE_PARALLEL_WORK multiply-add equivalents, as a Tuner
+# finds faster from PARALLEL_WORK (golden_model.packed).
 MAX_THREADS = 4
-PARALLEL_WORK = 5e7
+PARALLEL_WORK = 1e7
+SURE_PARALLEL_WORK = 5e7
 
 
 def _cpus() -> int:
@@ -358,6 +361,7 @@ class Plan:
         self._ws = Workspace()
         self._ws_lock = threading.Lock()
         self._workers = Workers(max(0, min(_cpus(), MAX_THREADS) - 1))
+        self._tuner = Tuner()
         self.steps: list[tuple[str, tuple[object, ...]]] = []
         self.out_nhwc = False
         self.out_perm: np.ndarray | None = None
@@ -454,7 +458,12 @@ class Plan:
         try:
             ws = self._ws if mine else Workspace()
             threads = 1 + self._workers.helpers if mine else 1
-            if threads > 1 and rows > 1 and rows * pk.cost >= PARALLEL_WORK:
+            work = rows * pk.cost if threads > 1 and rows > 1 else 0.0
+            # Helpers for big calls; for middling ones the faster way lately (Tuner).
+            tuned = PARALLEL_WORK <= work < SURE_PARALLEL_WORK
+            parallel = work >= SURE_PARALLEL_WORK or (tuned and self._tuner.parallel(n))
+            start = time.perf_counter()
+            if parallel:
                 # Cache-sized chunks for the threads to take in turn, or two shares each,
                 # each chunk quantizing its own images; one BLAS thread per thread.
                 def prologue() -> tuple[Job, list[tuple[int, int]]]:
@@ -474,6 +483,8 @@ class Plan:
                     space.one_blas_thread = True
                 with _OneBlasThread(0):
                     self._workers.run(prologue, ws)
+                if tuned:
+                    self._tuner.record(n, True, time.perf_counter() - start)
                 return out[:n]
             # One thread: the whole batch quantized at once, then chunks in turn; one
             # BLAS thread for the run when every product is small (set once).
@@ -486,6 +497,8 @@ class Plan:
                     r1 = min(rows, r0 + step)
                     pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
                     pk.forward(h[r0:r1], form, n, out, ws, r0)
+            if tuned:
+                self._tuner.record(n, False, time.perf_counter() - start)
         finally:
             if mine:
                 self._ws_lock.release()

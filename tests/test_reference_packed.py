@@ -30,7 +30,7 @@ from golden_model.ir import (
     Threshold,
     analyze,
 )
-from golden_model.packed import Workers, Workspace
+from golden_model.packed import Tuner, Workers, Workspace
 from golden_model.reference import Plan, infer, prepare, quantize_input, stage_levels
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -430,3 +430,20 @@ def test_helper_thread_errors_reach_the_caller() -> None:
     seen: list[int] = []  # the helpers were let go: the pool still runs new work
     workers.run(lambda: (lambda r0, r1, ws: seen.append(r0), [(0, 1), (1, 2)]), Workspace())
     assert sorted(seen) == [0, 1]
+
+
+def test_tuner_takes_the_faster_way_and_keeps_checking() -> None:
+    t = Tuner()
+    assert t.parallel(100)  # untried: helpers first
+    t.record(100, True, 2.0)
+    assert not t.parallel(100)  # then alone
+    t.record(100, False, 1.0)
+    picks = [t.parallel(100) for _ in range(3 * Tuner.EXPLORE)]
+    assert picks.count(True) == 3  # the slower way, once every EXPLORE calls
+    for _ in range(20):
+        t.record(100, True, 0.5)  # helpers got faster (the other CPUs freed up)
+    picks = [t.parallel(100) for _ in range(Tuner.EXPLORE)]
+    assert picks.count(True) == Tuner.EXPLORE - 1
+    for n in range(Tuner.SIZES + 5):  # a bounded table
+        t.parallel(n)
+    assert len(t._stats) <= Tuner.SIZES
