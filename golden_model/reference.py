@@ -464,11 +464,14 @@ class Plan:
             parallel = work >= SURE_PARALLEL_WORK or (tuned and self._tuner.parallel(n))
             start = time.perf_counter()
             if parallel:
-                # Cache-sized chunks for the threads to take in turn, or two shares each,
-                # each chunk quantizing its own images; one BLAS thread per thread.
+                # Cache-sized chunks for the threads to take in turn, or two shares each
+                # (one for middling calls: fewer GIL hand-offs), each chunk quantizing
+                # its own images; one BLAS thread per thread.
+                shares = threads if tuned else 2 * threads
+
                 def prologue() -> tuple[Job, list[tuple[int, int]]]:
                     h, form = pk.input_buffer(rows, ws)
-                    step = min(self.chunk or rows, -(-rows // (2 * threads)))
+                    step = min(self.chunk or rows, -(-rows // shares))
 
                     def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
                         return self._levels(x[a0:a1], space) if stage else x[a0:a1]
