@@ -41,12 +41,18 @@ channel whose activation falls as W @ c grows has its weight row negated.
 Convolution padding must be a level, as it is for every network the importer
 makes.
 
-The last layer's fields are extracted exactly (int64 shifts and masks; its
+The last layer's fields are extracted exactly (int32 shifts and masks; its
 inputs split into chunks when one float32 product or one field cannot hold
 the whole sum) and mapped back to the integer logits. A network that cannot
 be packed with two or more images per value (branches, a pad value between
 levels, a max-pool that is not an OR, fields too wide) gets None from
-``build`` and runs unpacked.
+``build`` and runs unpacked. ``build`` picks (s, F) by a rough cost (products
+and elementwise passes per image) among the packings that meet every condition.
+
+Running: buffers come from a ``Workspace`` kept between calls (fresh arrays of
+a few hundred kilobytes cost page faults on every call), and chunks of packed
+rows can run on helper threads (``Workers``: work stealing, one BLAS thread
+each; ``Tuner``: helpers or not, by recent wall times, for middling calls).
 """
 
 from __future__ import annotations
