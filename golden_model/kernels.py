@@ -61,6 +61,11 @@ class _OneBlasThread:
             cls._libs = libs
         return cls._libs
 
+    @classmethod
+    def threads(cls) -> int:
+        """The BLAS libraries' thread count now (the largest; 1 without any)."""
+        return max([get() for get, _ in cls.libs()] + [1])
+
     def __enter__(self) -> None:
         if self.on:
             libs = self.libs()

@@ -58,7 +58,7 @@ each; ``Tuner``: helpers or not, by recent wall times, for middling calls).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -717,12 +717,13 @@ class Tuner:
     integers."""
 
     EXPLORE = 16
-    SIZES = 64  # batch sizes remembered (the table starts over beyond)
+    SIZES = 64  # cases remembered (the table starts over beyond)
 
     def __init__(self) -> None:
-        self._stats: dict[int, list[float]] = {}  # n -> [serial s, parallel s, calls]
+        # case (batch size, BLAS threads) -> [serial s, parallel s, calls]
+        self._stats: dict[Hashable, list[float]] = {}
 
-    def parallel(self, n: int) -> bool:
+    def parallel(self, n: Hashable) -> bool:
         st = self._stats.get(n)
         if st is None:
             if len(self._stats) >= self.SIZES:
@@ -736,7 +737,7 @@ class Tuner:
         best = bool(st[1] <= st[0])
         return not best if st[2] % self.EXPLORE == 0 else best
 
-    def record(self, n: int, parallel: bool, seconds: float) -> None:
+    def record(self, n: Hashable, parallel: bool, seconds: float) -> None:
         st = self._stats.get(n)
         if st is not None:
             i = int(parallel)

@@ -34,8 +34,8 @@ from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpo
 from .packed import Job, PackedPlan, Tuner, Workers, Workspace, build
 
 # The packed plan runs on this many threads at most (the caller and helpers): always
-# for batches of at least SURE_PARALLEL_WORK multiply-add equivalents, as a Tuner
-# finds faster from PARALLEL_WORK (golden_model.packed).
+# for batches of at least SURE_PARALLEL_WORK multiply-add equivalents (of small
+# weight matrices), as a Tuner finds faster from PARALLEL_WORK (golden_model.packed).
 MAX_THREADS = 4
 PARALLEL_WORK = 1e7
 SURE_PARALLEL_WORK = 5e7
@@ -459,15 +459,19 @@ class Plan:
             ws = self._ws if mine else Workspace()
             threads = 1 + self._workers.helpers if mine else 1
             work = rows * pk.cost if threads > 1 and rows > 1 else 0.0
-            # Helpers for big calls; for middling ones the faster way lately (Tuner).
-            tuned = PARALLEL_WORK <= work < SURE_PARALLEL_WORK
-            parallel = work >= SURE_PARALLEL_WORK or (tuned and self._tuner.parallel(n))
+            # Helpers for big calls of small weight matrices (the digits CNN); for
+            # middling calls, and for big weight matrices (whose products the BLAS's
+            # own threads can share instead), whichever way was faster lately.
+            sure = work >= SURE_PARALLEL_WORK and self.chunk > 0
+            tuned = work >= PARALLEL_WORK and not sure
+            case = (n, _OneBlasThread.threads()) if tuned else None
+            parallel = sure or (tuned and self._tuner.parallel(case))
             start = time.perf_counter()
             if parallel:
                 # Cache-sized chunks for the threads to take in turn, or two shares each
                 # (one for middling calls: fewer GIL hand-offs), each chunk quantizing
                 # its own images; one BLAS thread per thread.
-                shares = threads if tuned else 2 * threads
+                shares = threads if tuned and self.chunk else 2 * threads
 
                 def prologue() -> tuple[Job, list[tuple[int, int]]]:
                     h, form = pk.input_buffer(rows, ws)
@@ -487,7 +491,7 @@ class Plan:
                 with _OneBlasThread(0):
                     self._workers.run(prologue, ws)
                 if tuned:
-                    self._tuner.record(n, True, time.perf_counter() - start)
+                    self._tuner.record(case, True, time.perf_counter() - start)
                 return out[:n]
             # One thread: the whole batch quantized at once, then chunks in turn; one
             # BLAS thread for the run when every product is small (set once).
@@ -501,7 +505,7 @@ class Plan:
                     pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
                     pk.forward(h[r0:r1], form, n, out, ws, r0)
             if tuned:
-                self._tuner.record(n, False, time.perf_counter() - start)
+                self._tuner.record(case, False, time.perf_counter() - start)
         finally:
             if mine:
                 self._ws_lock.release()
