@@ -468,19 +468,19 @@ class Plan:
             start = time.perf_counter()
             if parallel:
                 # Cache-sized chunks for the threads to take in turn, or two shares each
-                # (one for middling calls: fewer GIL hand-offs), each chunk quantizing
-                # its own images; one BLAS thread per thread.
+                # (one for middling calls: fewer GIL hand-offs), each chunk packing its
+                # own images; one BLAS thread per thread.
                 shares = threads if tuned and self.chunk else 2 * threads
 
                 def prologue() -> tuple[Job, list[tuple[int, int]]]:
+                    # The batch's levels at once while the helpers wake (per chunk, the
+                    # many small calls contend for the GIL).
+                    lev = self._levels(x, ws) if stage else x
                     h, form = pk.input_buffer(rows, ws)
                     step = min(self.chunk or rows, -(-rows // shares))
 
-                    def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
-                        return self._levels(x[a0:a1], space) if stage else x[a0:a1]
-
                     def job(r0: int, r1: int, space: Workspace) -> None:
-                        pk.pack_rows(levels, n, h, r0, r1, space)
+                        pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, space)
                         pk.forward(h[r0:r1], form, n, out, space, r0)
 
                     return job, [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
