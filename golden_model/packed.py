@@ -709,39 +709,53 @@ Job = Callable[[int, int, "Workspace"], None]
 
 
 class Tuner:
-    """Chooses, per batch size, between helper threads and the calling thread alone
-    for calls where neither is clearly faster, from the recent wall times of each
-    (an exponential average): helpers win when the other CPUs are free and lose
-    when other jobs hold them. Every ``EXPLORE``-th call runs the other way, so the
-    choice follows the machine's load. Speed only: both ways give the same
-    integers."""
+    """Chooses a way to run calls where none is clearly fastest, per case (batch
+    size, BLAS threads), from the recent wall times of each way (an exponential
+    average). Helpers and a 2-thread BLAS win when the other CPUs are free; when
+    other jobs hold them, a 2-thread BLAS product waits for its second half (tens of
+    milliseconds for a 0.1 ms product) and one thread wins. Every ``EXPLORE``-th call
+    tries another way, so the choice follows the machine's load; a way that came
+    out more than ``SLOW`` times slower than the best is retried half as often
+    each time (at most every ``BACKOFF`` calls). Speed only: every way gives the
+    same integers."""
 
     EXPLORE = 16
-    SIZES = 64  # cases remembered (the table starts over beyond)
+    SLOW = 3.0
+    BACKOFF = 1024
+    CASES = 64  # cases remembered (the table starts over beyond)
 
-    def __init__(self) -> None:
-        # case (batch size, BLAS threads) -> [serial s, parallel s, calls]
-        self._stats: dict[Hashable, list[float]] = {}
+    def __init__(self, ways: tuple[str, ...]) -> None:
+        self.ways = ways
+        self._stats: dict[Hashable, dict[str, list[float]]] = {}  # way -> [s, every]
+        self._calls: dict[Hashable, int] = {}
 
-    def parallel(self, n: Hashable) -> bool:
-        st = self._stats.get(n)
+    def choose(self, case: Hashable) -> str:
+        st = self._stats.get(case)
         if st is None:
-            if len(self._stats) >= self.SIZES:
+            if len(self._stats) >= self.CASES:
                 self._stats.clear()
-            st = self._stats[n] = [np.nan, np.nan, 0]
-        st[2] += 1
-        if np.isnan(st[1]):
-            return True
-        if np.isnan(st[0]):
-            return False
-        best = bool(st[1] <= st[0])
-        return not best if st[2] % self.EXPLORE == 0 else best
+                self._calls.clear()
+            st = self._stats[case] = {w: [np.nan, self.EXPLORE] for w in self.ways}
+            self._calls[case] = 0
+        self._calls[case] += 1
+        calls = self._calls[case]
+        for w in self.ways:
+            if np.isnan(st[w][0]):
+                return w  # untried
+        best = min(self.ways, key=lambda w: st[w][0])
+        for i, w in enumerate(self.ways):  # (offset by i: the ways take turns)
+            if w != best and (calls + i) % int(st[w][1]) == 0:
+                return w
+        return best
 
-    def record(self, n: Hashable, parallel: bool, seconds: float) -> None:
-        st = self._stats.get(n)
-        if st is not None:
-            i = int(parallel)
-            st[i] = seconds if np.isnan(st[i]) else 0.7 * st[i] + 0.3 * seconds
+    def record(self, case: Hashable, way: str, seconds: float) -> None:
+        st = self._stats.get(case)
+        if st is None:
+            return
+        t = st[way]
+        t[0] = seconds if np.isnan(t[0]) else 0.7 * t[0] + 0.3 * seconds
+        best = min(v[0] for v in st.values() if not np.isnan(v[0]))
+        t[1] = min(2 * t[1], self.BACKOFF) if seconds > self.SLOW * best else self.EXPLORE
 
 
 class Workspace:

@@ -360,7 +360,7 @@ class Plan:
         self._ws = Workspace()
         self._ws_lock = threading.Lock()
         self._workers = Workers(max(0, min(_cpus(), MAX_THREADS) - 1))
-        self._tuner = Tuner()
+        self._tuner = Tuner(("one", "many", "helpers"))
         self.steps: list[tuple[str, tuple[object, ...]]] = []
         self.out_nhwc = False
         self.out_perm: np.ndarray | None = None
@@ -459,14 +459,14 @@ class Plan:
             threads = 1 + self._workers.helpers if mine else 1
             work = rows * pk.cost if threads > 1 and rows > 1 else 0.0
             # Helpers for big calls of small weight matrices (the digits CNN); for
-            # middling calls, and for big weight matrices (whose products the BLAS's
-            # own threads can share instead), whichever way was faster lately.
+            # middling calls and big weight matrices, the way that was fastest lately:
+            # helpers, alone on one BLAS thread, or alone with the BLAS's own threads.
             sure = work >= SURE_PARALLEL_WORK and self.chunk > 0
             tuned = work >= PARALLEL_WORK and not sure
             case = (n, _OneBlasThread.threads()) if tuned else None
-            parallel = sure or (tuned and self._tuner.parallel(case))
+            way = "helpers" if sure else self._tuner.choose(case) if tuned else ""
             start = time.perf_counter()
-            if parallel:
+            if way == "helpers":
                 # Cache-sized chunks for the threads to take in turn, or two shares each
                 # (one for middling calls: fewer GIL hand-offs), each chunk packing its
                 # own images; one BLAS thread per thread.
@@ -489,22 +489,22 @@ class Plan:
                     space.one_blas_thread = True
                 with _OneBlasThread(0):
                     self._workers.run(prologue, ws)
-                if tuned:
-                    self._tuner.record(case, True, time.perf_counter() - start)
-                return out[:n]
-            # One thread: the whole batch quantized at once, then chunks in turn; one
-            # BLAS thread for the run when every product is small (set once).
-            lev = self._levels(x, ws) if stage else x
-            h, form = pk.input_buffer(rows, ws)
-            ws.one_blas_thread = pk.small(rows)
-            with _OneBlasThread(0) if ws.one_blas_thread else nullcontext():
-                step = self.chunk or max(rows, 1)
-                for r0 in range(0, rows, step):
-                    r1 = min(rows, r0 + step)
-                    pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
-                    pk.forward(h[r0:r1], form, n, out, ws, r0)
+            else:
+                # One thread: the whole batch quantized at once, then chunks in turn.
+                # The BLAS on one thread for the whole run ("one", or untuned and every
+                # product small: set once), on its own threads ("many"), or per product.
+                lev = self._levels(x, ws) if stage else x
+                h, form = pk.input_buffer(rows, ws)
+                one = way == "one" or (not way and pk.small(rows))
+                ws.one_blas_thread = one or way == "many"
+                with _OneBlasThread(0) if one else nullcontext():
+                    step = self.chunk or max(rows, 1)
+                    for r0 in range(0, rows, step):
+                        r1 = min(rows, r0 + step)
+                        pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
+                        pk.forward(h[r0:r1], form, n, out, ws, r0)
             if tuned:
-                self._tuner.record(case, False, time.perf_counter() - start)
+                self._tuner.record(case, way, time.perf_counter() - start)
         finally:
             if mine:
                 self._ws_lock.release()
