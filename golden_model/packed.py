@@ -595,7 +595,7 @@ class PackedPlan:
         # ``out`` has F * rows_all rows: field j of packed row i is image j * rows_all + i
         # (rows past the batch's last image are written and not returned).
         dst = out.reshape(self.f, self.rows(n), o, positions)
-        blk = min(rows, max(1, (1 << 15) // (positions * o)))
+        blk = min(rows, max(1, (1 << 17) // (positions * o)))
         for b0 in range(0, rows, blk):
             b1 = min(rows, b0 + blk)
             u = ws.get("fin_u", (blk, positions, o))[:b1 - b0]
