@@ -41,18 +41,24 @@ channel whose activation falls as W @ c grows has its weight row negated.
 Convolution padding must be a level, as it is for every network the importer
 makes.
 
-The last layer's fields are extracted exactly (int64 shifts and masks; its
+The last layer's fields are extracted exactly (int32 shifts and masks; its
 inputs split into chunks when one float32 product or one field cannot hold
 the whole sum) and mapped back to the integer logits. A network that cannot
 be packed with two or more images per value (branches, a pad value between
 levels, a max-pool that is not an OR, fields too wide) gets None from
-``build`` and runs unpacked.
+``build`` and runs unpacked. ``build`` picks (s, F) by a rough cost (products
+and elementwise passes per image) among the packings that meet every condition.
+
+Running: buffers come from a ``Workspace`` kept between calls (fresh arrays of
+a few hundred kilobytes cost page faults on every call), and chunks of packed
+rows can run on helper threads (``Workers``: work stealing, one BLAS thread
+each; ``Tuner``: helpers or not, by recent wall times, for middling calls).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -586,12 +592,13 @@ class PackedPlan:
         parts = [r.reshape(r.shape[0], -1, o) for r in parts]
         rows, positions = parts[0].shape[:2]
         lows = pr.lows
-        rows_all = self.rows(n)
-        blk = min(rows, max(1, (1 << 15) // (positions * o)))
-        shape = (blk, positions, o)
+        # ``out`` has F * rows_all rows: field j of packed row i is image j * rows_all + i
+        # (rows past the batch's last image are written and not returned).
+        dst = out.reshape(self.f, self.rows(n), o, positions)
+        blk = min(rows, max(1, (1 << 17) // (positions * o)))
         for b0 in range(0, rows, blk):
             b1 = min(rows, b0 + blk)
-            u = ws.get("fin_u", shape)[:b1 - b0]
+            u = ws.get("fin_u", (blk, positions, o))[:b1 - b0]
             if not self.split:
                 np.subtract(parts[0][b0:b1], lows[0], out=u)
                 for r, low in zip(parts[1:], lows[1:], strict=True):
@@ -601,40 +608,28 @@ class PackedPlan:
             else:
                 for c, (r, low) in enumerate(zip(parts, lows, strict=True)):
                     np.subtract(r[b0:b1], low, out=u)  # fields d - lo in [0, 2**s)
-                    fs = self._fields(u, ws, "fin_f" if c == 0 else "fin_g")
                     if c == 0:
-                        fields = fs
+                        fields = self._fields(u, ws, "fin_f")
                     else:
-                        for a, b in zip(fields, fs, strict=True):
-                            a += b
-            for j, fj in enumerate(fields):
-                a0 = j * rows_all + r0 + b0
-                cnt = min(b1 - b0, n - a0)
-                if cnt <= 0:
-                    break
-                v = fj[:cnt]
-                v *= pr.scale
-                v += pr.offset
-                if positions > 1:  # a convolution's logits: NHWC -> NCHW order
-                    v = v.transpose(0, 2, 1)
-                out[a0:a0 + cnt] = v.reshape(cnt, -1)
+                        fields += self._fields(u, ws, "fin_g")
+            fields *= pr.scale
+            fields += pr.offset
+            # [F, rows, positions, O] -> each image's logits (NCHW order for a conv's)
+            dst[:, r0 + b0:r0 + b1] = fields.transpose(0, 1, 3, 2)
 
-    def _fields(self, u: np.ndarray, ws: Workspace, key: str) -> list[np.ndarray]:
-        """Packed non-negative float32 integers below 2**24 -> the F fields, int32."""
+    def _fields(self, u: np.ndarray, ws: Workspace, key: str) -> np.ndarray:
+        """Packed non-negative float32 integers below 2**24 -> the F fields, int32
+        [F, *u.shape]."""
         s, f = self.s, self.f
         ui = ws.get("fin_ui", u.shape, np.int32)
         np.copyto(ui, u, casting="unsafe")
         fmask = np.int32((1 << s) - 1)
-        out = []
-        for j in range(f):
-            fj = ws.get((key, j), u.shape, np.int32)
-            if j == 0:
-                np.bitwise_and(ui, fmask, out=fj)
-            else:
-                np.right_shift(ui, s * j, out=fj)
-                if j < f - 1:
-                    fj &= fmask
-            out.append(fj)
+        out = ws.get(key, (u.shape[0], f, *u.shape[1:]), np.int32).swapaxes(0, 1)
+        np.bitwise_and(ui, fmask, out=out[0])
+        for j in range(1, f):
+            np.right_shift(ui, s * j, out=out[j])
+        if f > 2:
+            out[1:f - 1] &= fmask
         return out
 
 
@@ -713,6 +708,56 @@ class Workers:
 Job = Callable[[int, int, "Workspace"], None]
 
 
+class Tuner:
+    """Chooses a way to run calls where none is clearly fastest, per case (batch
+    size, BLAS threads), from the recent wall times of each way (an exponential
+    average). Helpers and a 2-thread BLAS win when the other CPUs are free; when
+    other jobs hold them, a 2-thread BLAS product waits for its second half (tens of
+    milliseconds for a 0.1 ms product) and one thread wins. Every ``EXPLORE``-th call
+    tries another way, so the choice follows the machine's load; a way that came
+    out more than ``SLOW`` times slower than the best is retried half as often
+    each time (at most every ``BACKOFF`` calls). Speed only: every way gives the
+    same integers."""
+
+    EXPLORE = 16
+    SLOW = 3.0
+    BACKOFF = 1024
+    CASES = 64  # cases remembered (the table starts over beyond)
+
+    def __init__(self, ways: tuple[str, ...]) -> None:
+        self.ways = ways
+        self._stats: dict[Hashable, dict[str, list[float]]] = {}  # way -> [s, every]
+        self._calls: dict[Hashable, int] = {}
+
+    def choose(self, case: Hashable) -> str:
+        st = self._stats.get(case)
+        if st is None:
+            if len(self._stats) >= self.CASES:
+                self._stats.clear()
+                self._calls.clear()
+            st = self._stats[case] = {w: [np.nan, self.EXPLORE] for w in self.ways}
+            self._calls[case] = 0
+        self._calls[case] += 1
+        calls = self._calls[case]
+        for w in self.ways:
+            if np.isnan(st[w][0]):
+                return w  # untried
+        best = min(self.ways, key=lambda w: st[w][0])
+        for i, w in enumerate(self.ways):  # (offset by i: the ways take turns)
+            if w != best and (calls + i) % int(st[w][1]) == 0:
+                return w
+        return best
+
+    def record(self, case: Hashable, way: str, seconds: float) -> None:
+        st = self._stats.get(case)
+        if st is None:
+            return
+        t = st[way]
+        t[0] = seconds if np.isnan(t[0]) else 0.7 * t[0] + 0.3 * seconds
+        best = min(v[0] for v in st.values() if not np.isnan(v[0]))
+        t[1] = min(2 * t[1], self.BACKOFF) if seconds > self.SLOW * best else self.EXPLORE
+
+
 class Workspace:
     """Buffers of a run, kept for the next run of the same shapes (fresh arrays of a
     few hundred kilobytes cost page faults on every call)."""
@@ -730,15 +775,15 @@ class Workspace:
             init: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """A buffer [shape[0] rows of at least that many, *shape[1:]] (contents left from
         its last use; ``init`` runs once, on a new buffer)."""
-        buf = self._bufs.get(key)
-        if (buf is None or buf.dtype != dtype or buf.shape[1:] != tuple(shape[1:])
-                or buf.shape[0] < shape[0]):
+        k = (key, shape[1:], dtype)
+        buf = self._bufs.get(k)
+        if buf is None or buf.shape[0] < shape[0]:
             buf = np.empty(shape, dtype)
             if init is not None:
                 init(buf)
-            self._bufs[key] = buf
+            self._bufs[k] = buf
             self.views.clear()  # views of the buffer this one replaces go too
-        return buf[:shape[0]]
+        return buf if buf.shape[0] == shape[0] else buf[:shape[0]]
 
 
 def _or_pool(h: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], ws: Workspace,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import BadInputError
-from .floatops import F32, ROUNDERS, _per_channel, apply_chain
+from .floatops import F32, ROUNDERS, apply_chain
 from .ir import (
     BRANCH_KINDS,
     Add,
@@ -30,12 +31,14 @@ from .ir import (
     analyze,
 )
 from .kernels import _OneBlasThread, conv2d_nchw, exact_dtype, int_matmul, maxpool_nchw
-from .packed import Job, PackedPlan, Workers, Workspace, build
+from .packed import Job, PackedPlan, Tuner, Workers, Workspace, build
 
-# The packed plan runs on this many threads at most (the caller and helpers), for
-# batches of at least PARALLEL_WORK multiply-add equivalents (golden_model.packed).
+# The packed plan runs on this many threads at most (the caller and helpers): always
+# for batches of at least SURE_PARALLEL_WORK multiply-add equivalents (of small
+# weight matrices), as a Tuner finds faster from PARALLEL_WORK (golden_model.packed).
 MAX_THREADS = 4
-PARALLEL_WORK = 4e6
+PARALLEL_WORK = 1e7
+SURE_PARALLEL_WORK = 5e7
 
 
 def _cpus() -> int:
@@ -112,64 +115,84 @@ def quantize_stage(st: InputStage, x: np.ndarray) -> np.ndarray:
     return (np.int16(st.int_bias) + np.int16(st.int_scale) * levels).astype(np.int16)
 
 
-_ROUND_INTO = {"ROUND": np.round, "HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor,
+_ROUND_INTO = {"ROUND": np.rint, "HALF_EVEN": np.rint, "CEIL": np.ceil, "FLOOR": np.floor,
                "DOWN": np.fix}
+_PRE_INTO = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
+class StageLevels:
+    """The input quantizer's level index of every element (IR layout), as
+    ``quantize_stage`` computes it: the same float32 operations in the same order,
+    into buffers (any real dtype: bool, int8 or float32). Constants prepared once."""
+
+    def __init__(self, st: InputStage) -> None:
+        self.st = st
+        q = st.quantizer
+        self.generic_pre = any(op.kind == "bn" for op in st.pre_ops)
+        self.pre = [(op.kind, np.asarray(op.const, F32).reshape(-1)) for op in st.pre_ops]
+        self.thresholds = None if q.thresholds is None else np.asarray(q.thresholds, F32)
+        self.plain = bool(np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0))
+        self.scale = np.asarray(q.scale, F32).reshape(-1)
+        self.zeropt = np.asarray(q.zeropt, F32).reshape(-1)
+
+    @staticmethod
+    def _chan(c: np.ndarray, ndim: int) -> np.ndarray:
+        return c.reshape((1, -1) + (1,) * (ndim - 2)) if c.size > 1 else c.reshape(())
+
+    def __call__(self, x: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
+        ws = ws if ws is not None else Workspace()
+        st, q = self.st, self.st.quantizer
+        x = to_ir_layout(st, x)
+        if self.generic_pre:
+            y = apply_chain(st.pre_ops, x, axis=1)
+        else:  # ElementwiseOp.apply's float32 operations, into a buffer
+            y = x
+            for kind, c in self.pre:
+                buf = ws.get("levels_pre", x.shape)
+                if kind == "rsub":
+                    np.subtract(self._chan(c, x.ndim), y, out=buf)
+                else:
+                    _PRE_INTO[kind](y, self._chan(c, x.ndim), out=buf)
+                y = buf
+        if q.kind == "bipolar":
+            return np.greater_equal(y, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+        t = self.thresholds
+        if q.kind == "multithreshold" and t is not None and t.shape[1] < 128:
+            # Same float32 comparisons as Quantizer.level, channels kept on axis 1 (an int8
+            # count holds up to 127 thresholds; more take the generic path).
+            bshape = (1, t.shape[0]) + (1,) * (y.ndim - 2)
+            cnt = ws.get("levels_count", y.shape, np.int8)
+            hit = ws.get("levels_bool", y.shape, np.bool_)
+            np.greater_equal(y, t[:, 0].reshape(bshape), out=cnt, casting="unsafe")
+            for k in range(1, t.shape[1]):
+                np.greater_equal(y, t[:, k].reshape(bshape), out=hit)
+                np.add(cnt, hit, out=cnt, casting="unsafe")
+            return cnt
+        if q.kind != "intquant":
+            return q.level(y, axis=1)
+        buf = ws.get("levels_float", y.shape)
+        if self.plain:
+            buf[...] = y  # dividing by 1 and adding 0 are exact
+        else:
+            np.divide(y, self._chan(self.scale, y.ndim), out=buf)
+            np.add(buf, self._chan(self.zeropt, y.ndim), out=buf)
+        if q.bits == 1 and q.signed:
+            return np.greater_equal(buf, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
+        lo, hi = q.int_range()
+        np.clip(buf, F32(lo), F32(hi), out=buf)  # (4x faster than maximum + minimum)
+        rnd = q.rounding.upper()
+        if rnd in _ROUND_INTO:
+            _ROUND_INTO[rnd](buf, out=buf)
+        else:
+            buf[...] = ROUNDERS[rnd](buf)
+        if lo:
+            buf -= F32(lo)
+        return buf
 
 
 def stage_levels(st: InputStage, x: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
-    """The input quantizer's level index of every element (IR layout), as
-    ``quantize_stage`` computes it: the same float32 operations in the same order
-    (any real dtype: bool, int8 or float32). ``ws`` supplies the buffers."""
-    ws = ws if ws is not None else Workspace()
-    q = st.quantizer
-    x = to_ir_layout(st, x)
-    if any(op.kind == "bn" for op in st.pre_ops):
-        y = apply_chain(st.pre_ops, x, axis=1)
-    else:  # ElementwiseOp.apply's float32 operations, into a buffer
-        y = x
-        for op in st.pre_ops:
-            c = _per_channel(op.const, x.ndim)
-            buf = ws.get("levels_pre", x.shape)
-            if op.kind == "rsub":
-                np.subtract(c, y, out=buf)
-            else:
-                {"add": np.add, "sub": np.subtract, "mul": np.multiply,
-                 "div": np.divide}[op.kind](y, c, out=buf)
-            y = buf
-    if q.kind == "bipolar":
-        return np.greater_equal(y, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
-    if q.kind == "multithreshold" and q.thresholds is not None and q.thresholds.shape[1] < 128:
-        # Same float32 comparisons as Quantizer.level, channels kept on axis 1 (an int8
-        # count holds up to 127 thresholds; more take the generic path).
-        t = np.asarray(q.thresholds, np.float32)
-        bshape = (1, t.shape[0]) + (1,) * (y.ndim - 2)
-        cnt = ws.get("levels_count", y.shape, np.int8)
-        hit = ws.get("levels_bool", y.shape, np.bool_)
-        cnt[...] = 0
-        for k in range(t.shape[1]):
-            np.greater_equal(y, t[:, k].reshape(bshape), out=hit)
-            np.add(cnt, hit, out=cnt, casting="unsafe")
-        return cnt
-    if q.kind != "intquant":
-        return q.level(y, axis=1)
-    buf = ws.get("levels_float", y.shape)
-    if np.all(np.asarray(q.scale) == 1) and np.all(np.asarray(q.zeropt) == 0):
-        buf[...] = y  # dividing by 1 and adding 0 are exact
-    else:
-        np.divide(y, _per_channel(q.scale, y.ndim), out=buf)
-        np.add(buf, _per_channel(q.zeropt, y.ndim), out=buf)
-    if q.bits == 1 and q.signed:
-        return np.greater_equal(buf, F32(0), out=ws.get("levels_bool", y.shape, np.bool_))
-    lo, hi = q.int_range()
-    np.clip(buf, F32(lo), F32(hi), out=buf)
-    rnd = q.rounding.upper()
-    if rnd in _ROUND_INTO:
-        _ROUND_INTO[rnd](buf, out=buf)
-    else:
-        buf[...] = ROUNDERS[rnd](buf)
-    if lo:
-        buf -= F32(lo)
-    return buf
+    """``StageLevels(st)(x, ws)``: the input quantizer's level index of every element."""
+    return StageLevels(st)(x, ws)
 
 
 def apply_threshold(layer: Threshold, acc: np.ndarray) -> np.ndarray:
@@ -333,9 +356,11 @@ class Plan:
         # Several images per float32 where the network allows it (golden_model.packed);
         # otherwise one image per value, in the steps below.
         self.packed: PackedPlan | None = build(net, infos)
+        self._levels = StageLevels(net.input)
         self._ws = Workspace()
         self._ws_lock = threading.Lock()
         self._workers = Workers(max(0, min(_cpus(), MAX_THREADS) - 1))
+        self._tuner = Tuner(("one", "many", "helpers"))
         self.steps: list[tuple[str, tuple[object, ...]]] = []
         self.out_nhwc = False
         self.out_perm: np.ndarray | None = None
@@ -425,27 +450,37 @@ class Plan:
         Plan's, kept between calls, unless another thread is using them (then the
         call gets its own)."""
         n = x.shape[0]
-        out = np.empty((n, self.out_size), np.int64)
-        st = self.net.input
         rows = pk.rows(n)
+        # F * rows rows: every packed field has a row (the first n are the result).
+        out = np.empty((pk.f * rows, self.out_size), np.int64)
         mine = self._ws_lock.acquire(blocking=False)
         try:
             ws = self._ws if mine else Workspace()
-            # Helper threads for networks of small weight matrices (self.chunk > 0);
-            # the products of big ones are long enough for the BLAS's own threads.
-            threads = 1 + self._workers.helpers if mine and self.chunk else 1
-            if threads > 1 and rows > 1 and rows * pk.cost >= PARALLEL_WORK:
-                # Cache-sized chunks for the threads to take in turn, or one share each,
-                # each chunk quantizing its own images; one BLAS thread per thread.
-                def prologue() -> tuple[Job, list[tuple[int, int]]]:
-                    h, form = pk.input_buffer(rows, ws)
-                    step = min(self.chunk, -(-rows // threads))
+            threads = 1 + self._workers.helpers if mine else 1
+            work = rows * pk.cost if threads > 1 and rows > 1 else 0.0
+            # Helpers for big calls of small weight matrices (the digits CNN); for
+            # middling calls and big weight matrices, the way that was fastest lately:
+            # helpers, alone on one BLAS thread, or alone with the BLAS's own threads.
+            sure = work >= SURE_PARALLEL_WORK and self.chunk > 0
+            tuned = work >= PARALLEL_WORK and not sure
+            case = (n, _OneBlasThread.threads()) if tuned else None
+            way = "helpers" if sure else self._tuner.choose(case) if tuned else ""
+            start = time.perf_counter()
+            if way == "helpers":
+                # Cache-sized chunks for the threads to take in turn, or two shares each
+                # (one for middling calls: fewer GIL hand-offs), each chunk packing its
+                # own images; one BLAS thread per thread.
+                shares = threads if tuned and self.chunk else 2 * threads
 
-                    def levels(a0: int, a1: int, space: Workspace) -> np.ndarray:
-                        return stage_levels(st, x[a0:a1], space) if stage else x[a0:a1]
+                def prologue() -> tuple[Job, list[tuple[int, int]]]:
+                    # The batch's levels at once while the helpers wake (per chunk, the
+                    # many small calls contend for the GIL).
+                    lev = self._levels(x, ws) if stage else x
+                    h, form = pk.input_buffer(rows, ws)
+                    step = min(self.chunk or rows, -(-rows // shares))
 
                     def job(r0: int, r1: int, space: Workspace) -> None:
-                        pk.pack_rows(levels, n, h, r0, r1, space)
+                        pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, space)
                         pk.forward(h[r0:r1], form, n, out, space, r0)
 
                     return job, [(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
@@ -454,22 +489,26 @@ class Plan:
                     space.one_blas_thread = True
                 with _OneBlasThread(0):
                     self._workers.run(prologue, ws)
-                return out
-            # One thread: the whole batch quantized at once, then chunks in turn; one
-            # BLAS thread for the run when every product is small (set once).
-            lev = stage_levels(st, x, ws) if stage else x
-            h, form = pk.input_buffer(rows, ws)
-            ws.one_blas_thread = pk.small(rows)
-            with _OneBlasThread(0) if ws.one_blas_thread else nullcontext():
-                step = self.chunk or max(rows, 1)
-                for r0 in range(0, rows, step):
-                    r1 = min(rows, r0 + step)
-                    pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
-                    pk.forward(h[r0:r1], form, n, out, ws, r0)
+            else:
+                # One thread: the whole batch quantized at once, then chunks in turn.
+                # The BLAS on one thread for the whole run ("one", or untuned and every
+                # product small: set once), on its own threads ("many"), or per product.
+                lev = self._levels(x, ws) if stage else x
+                h, form = pk.input_buffer(rows, ws)
+                one = way == "one" or (not way and pk.small(rows))
+                ws.one_blas_thread = one or way == "many"
+                with _OneBlasThread(0) if one else nullcontext():
+                    step = self.chunk or max(rows, 1)
+                    for r0 in range(0, rows, step):
+                        r1 = min(rows, r0 + step)
+                        pk.pack_rows(lambda a0, a1, _: lev[a0:a1], n, h, r0, r1, ws)
+                        pk.forward(h[r0:r1], form, n, out, ws, r0)
+            if tuned:
+                self._tuner.record(case, way, time.perf_counter() - start)
         finally:
             if mine:
                 self._ws_lock.release()
-        return out
+        return out[:n]
 
     def _forward(self, q: np.ndarray, out: np.ndarray) -> None:
         dt = self.dt

@@ -30,7 +30,7 @@ from golden_model.ir import (
     Threshold,
     analyze,
 )
-from golden_model.packed import Workers, Workspace
+from golden_model.packed import Tuner, Workers, Workspace
 from golden_model.reference import Plan, infer, prepare, quantize_input, stage_levels
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -430,3 +430,42 @@ def test_helper_thread_errors_reach_the_caller() -> None:
     seen: list[int] = []  # the helpers were let go: the pool still runs new work
     workers.run(lambda: (lambda r0, r1, ws: seen.append(r0), [(0, 1), (1, 2)]), Workspace())
     assert sorted(seen) == [0, 1]
+
+
+def test_tuner_takes_the_fastest_way_and_keeps_checking() -> None:
+    t = Tuner(("a", "b", "c"))
+    times = {"a": 1.0, "b": 2.0, "c": 1.5}
+    first = []
+    for _ in range(3):  # every way once, in order
+        first.append(t.choose(100))
+        t.record(100, first[-1], times[first[-1]])
+    assert first == ["a", "b", "c"]
+    picks = [t.choose(100) for _ in range(4 * Tuner.EXPLORE)]
+    assert picks.count("a") >= 4 * Tuner.EXPLORE - 8  # the fastest, but the others
+    assert picks.count("b") >= 1 and picks.count("c") >= 1  # are retried now and then
+    for _ in range(20):
+        t.record(100, "c", 0.2)  # "c" got faster (the other CPUs freed up)
+    assert [t.choose(100) for _ in range(3)].count("c") >= 2
+
+
+def test_tuner_backs_off_from_a_way_that_stalls() -> None:
+    """A way more than SLOW times slower than the best is retried half as often each
+    time it is (a 2-thread BLAS product on a loaded machine: tens of ms)."""
+    t = Tuner(("fast", "stall"))
+    t.choose(7)
+    t.record(7, "fast", 0.001)
+    t.choose(7)
+    t.record(7, "stall", 0.05)
+    tries = []
+    for call in range(3, 6000):
+        way = t.choose(7)
+        if way == "stall":
+            tries.append(call)
+            t.record(7, "stall", 0.05)
+        else:
+            t.record(7, "fast", 0.001)
+    gaps = np.diff(tries)
+    assert len(tries) < 12 and (gaps[1:] >= gaps[:-1]).all() and gaps.max() <= Tuner.BACKOFF
+    for _ in range(Tuner.CASES + 5):  # a bounded table
+        t.choose(object())
+    assert len(t._stats) <= Tuner.CASES
