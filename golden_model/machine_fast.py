@@ -87,9 +87,6 @@ FOLD_READS = 1 << 28
 SHARED_MATRIX_BYTES = 256 << 20
 
 
-# ACTs over at least this many lanes x columns are split in two halves of copies
-# likewise (``_act_fn``).
-SPLIT_ELEMENTS = 1 << 17
 # Products of at least this many multiply-adds are split in two halves of columns,
 # one on a worker thread (``Engine.matmul``): the reference inference's limit for BLAS
 # threads (kernels.SINGLE_THREAD_MACS). A worker waits for a CPU instead of spinning
@@ -543,7 +540,6 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     acc = _acc_read(ctx, n)
     regs = ctx.regs
     a3 = ctx.acc3[:n]
-    copies, engine = ctx.copies, ctx.engine
 
     def general(t0: int, d0: int) -> None:
         acc3 = acc()
@@ -595,44 +591,28 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
             t = np.maximum(t, INT32_MIN).astype(np.int32)
         if regs.acc_hi < n:
             regs.acc_lanes(n)
-        mask = None
-        if lo_s < 0 < hi_s:
-            mask = (sg < 0).astype(np.int32)
-            np.negative(mask, out=mask)  # 0 or -1 (all ones)
-        out = view(d0, n, rd)
-        half = copies // 2
-        if half and n * ctx.N >= SPLIT_ELEMENTS:
-            job = engine.worker().submit(compare, t, mask, hi_s < 0, out, 0, half)
-            try:
-                compare(t, mask, hi_s < 0, out, half, copies)
-            finally:
-                job.result()
-        else:
-            compare(t, mask, hi_s < 0, out, 0, copies)
-
-    def compare(t: np.ndarray, mask: np.ndarray | None, neg: bool, out: np.ndarray,
-                c0: int, c1: int) -> None:
-        """The fast path's outputs for copies [c0, c1) (two halves may run at once)."""
         # ACC as int32: its values, or wrapped to 32 bits when they may not fit
         # (two's complement truncation); int32 comparisons are the faster ones.
-        v = ctx.buf("act", np.int32)[:n, c0:c1]
-        np.copyto(v, a3[:, c0:c1], casting="unsafe")
-        if neg:
+        v = ctx.buf("act", np.int32)[:n]
+        np.copyto(v, a3, casting="unsafe")
+        if hi_s < 0:
             np.invert(v, out=v)
-        elif mask is not None:
+        elif lo_s < 0:
+            mask = (sg < 0).astype(np.int32)
+            np.negative(mask, out=mask)  # 0 or -1 (all ones)
             np.bitwise_xor(v, mask, out=v)
-        cond = ctx.buf("cond", np.bool_)[:n, c0:c1]
+        cond = ctx.buf("cond", np.bool_)[:n]
         np.greater_equal(v, t[:, 0], out=cond)
         cnt = cond.view(np.int8)
         if k1 > 2:
-            cnt = ctx.buf("cnt3", np.int8)[:n, c0:c1]
+            cnt = ctx.buf("cnt3", np.int8)[:n]
             np.copyto(cnt, cond)
             for j in range(1, k1 - 1):
                 np.greater_equal(v, t[:, j], out=cond)
                 np.add(cnt, cond, out=cnt)
         np.multiply(cnt, np.int8(oscale), out=cnt)
         np.add(cnt.transpose(1, 0, 2), np.int8(obias),
-               out=out[:, c0:c1].transpose(1, 0, 2), casting="unsafe")  # copy-major
+               out=view(d0, n, rd).transpose(1, 0, 2), casting="unsafe")  # copy-major
     return f_act
 
 

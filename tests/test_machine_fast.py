@@ -488,11 +488,10 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
 
 
 def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every product and ACT split in halves of columns across the worker thread
-    (``machine_fast.SPLIT_MACS``, ``SPLIT_ELEMENTS``; by default only the large
-    ones are): the same results."""
+    """Every product split in halves of columns across the worker thread
+    (``machine_fast.SPLIT_MACS``; by default only the large ones are): the same
+    results."""
     monkeypatch.setattr(machine_fast, "SPLIT_MACS", 1)
-    monkeypatch.setattr(machine_fast, "SPLIT_ELEMENTS", 1)
     test_read_chains_and_act_fast_equals_definition(1)
     for mapping in ("BNN_I", "TNN_I", "BNN_III"):
         network_case(mapping, 1, {"num_xbars": 1})
