@@ -64,6 +64,10 @@ class MachineParams:
     physics: physics.ReadPhysics = physics.IDEAL_READ
 
 
+# plan_cache entries that hold live objects (pooled machines, the worker thread).
+RUNTIME_CACHE = ("pool", "worker")
+
+
 @dataclass(frozen=True, eq=False)
 class ChipImage:
     """Everything the host loads before starting the controller."""
@@ -75,8 +79,16 @@ class ChipImage:
     adc_thr: np.ndarray  # int64 [adc_tables_used, 2*rows]
     adc_recon: np.ndarray  # int64 [adc_tables_used, 2*rows + 1]
     devmap: DeviceMap
-    # The decoded program plan of the machines that run this image (built once).
+    # The decoded program plan of the machines that run this image (built once), and
+    # what they share: READ matrices, machines to reuse, a worker thread.
     plan_cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied without the machines and the worker thread it keeps."""
+        state = dict(self.__dict__)
+        state["plan_cache"] = {k: v for k, v in self.plan_cache.items()
+                               if k not in RUNTIME_CACHE}
+        return state
 
 
 @dataclass
@@ -477,9 +489,10 @@ class Machine:
         # Per crossbar: a digest of its cells (None: not computed since a PROG changed
         # them; ``xbar_key``). READ caches key on it: the same cells, the same key.
         self._xver: list[bytes | None] = [None] * p.num_xbars
-        # Cell writes of this run (``_prog_many``): the array, and the rows written.
+        # Cell writes of this run (``_prog_many``): [crossbars * rows, cols], and the
+        # rows written (indices into its first axis).
         self._writes_buf: np.ndarray | None = None
-        self._writes_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self._writes_rows: list[np.ndarray] = []
         self._row_reads = np.zeros((p.num_xbars, p.rows), dtype=np.int64)
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
@@ -936,23 +949,30 @@ class Machine:
     def _prog_many(self, fused: tuple[int, np.ndarray, np.ndarray, np.ndarray],
                    res: RunResult) -> None:
         _, xs, rs, ws = fused
+        n_x, n_rows, n_cols = self.xbar_bits.shape
+        # Rows of all crossbars as one axis: one index array (a fused run's rows are
+        # distinct), which numpy gathers and scatters row by row.
+        ri = xs * n_rows + rs
+        bits = self.xbar_bits.reshape(n_x * n_rows, n_cols)
         new = self.image.wmem[ws].astype(bool)
-        changed = new != self.xbar_bits[xs, rs]
-        self.xbar_bits[xs, rs] = new
+        changed = new != bits[ri]
+        bits[ri] = new
         writes = self._writes
         if writes is None:  # the run's first PROG: its counts start at zero
             writes = self._writes_buf
             if writes is None:
-                writes = self._writes_buf = np.zeros(self.xbar_bits.shape, np.int32)
+                writes = self._writes_buf = np.zeros((n_x * n_rows, n_cols), np.int32)
             for rows in self._writes_rows:
                 writes[rows] = 0
             self._writes_rows.clear()
             self._writes = writes
-        self._writes_rows.append((xs, rs))
-        writes[xs, rs] += changed
-        res.cells_written += int(changed.sum())
+        self._writes_rows.append(ri)
+        counts = writes[ri]
+        counts += changed
+        writes[ri] = counts
+        res.cells_written += int(np.count_nonzero(changed))
         res.wmem_rows += len(xs)
-        res.max_cell_writes = max(res.max_cell_writes, int(writes[xs, rs].max()))
+        res.max_cell_writes = max(res.max_cell_writes, int(counts.max()))
         res.progs += len(xs)
         if self.image.params.physics.disturb:
             self._row_reads[xs, rs] = 0  # read disturb counts READs since the write

@@ -40,6 +40,7 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -250,6 +251,15 @@ class Ctx:
                      "cnt3": (p.cols, self.copies, self.B),
                      "cond": (p.cols, self.copies, self.B)}[kind]
             b = self._bufs[(kind, dtype)] = np.empty(shape, dtype)
+        return b
+
+    def scratch(self, kind: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """Scratch memory of any shape, one per kind, shape and dtype (shared like
+        ``buf``)."""
+        k = (f"{kind}{shape}", dtype)
+        b = self._bufs.get(k)
+        if b is None:
+            b = self._bufs[k] = np.empty(shape, dtype)
         return b
 
     def view(self, a: int, n: int, rel: bool) -> np.ndarray:
@@ -908,7 +918,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         if acc.gain < 0:
             acc.gain = m._acc_gain(acc)
     gain = sum(acc.gain for _, acc in pairs)
-    # One pair: the product of the drive itself, scaled by k after.
+    # One pair: the product of the drive itself with k * lanes.
     kind, kc, kmask = ("one", ks[0], 0) if nfused == 1 else _chain_rhs(pairs, ks)
     drivers = [(_driver(rd.a["mask_a"], rd.a["bit"]), _driver(rd.a["mask_b"], rd.a["bit"]),
                 rd.a["bit"] != BIT_SIGNED) for rd, _ in pairs]
@@ -949,11 +959,12 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         cdt = dt if nfused == 1 else np.float32 if big * nfused < F32_EXACT else np.float64
         d = ctx.buf("drive", dt)[:nrows]
         if nfused == 1:
-            # One READ: the lanes and the charge rows in one product with the drive.
-            vkey = ("joint", acc_a, n, ro, nrows)
+            # One READ: k * lanes (exact: |k| * colsum is below the exact bound) and
+            # the charge rows in one product with the drive.
+            vkey = ("joint", acc_a, n, ro, nrows, ks[0])
             joint = mat.views.get(vkey)
             if joint is None:
-                joint = mat.views[vkey] = np.concatenate([lanes, ch])
+                joint = mat.views[vkey] = np.concatenate([lanes * ks[0], ch])
             whole = ctx.buf("prod", dt)[:n + mat.nch]
             prep[:] = [joint, None, d, d, ctx.buf("bits", np.int32)[:nrows], whole[:n],
                        mat.nch, d, whole[n:], nrows // 2, whole]
@@ -965,7 +976,6 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
 
     slow = [*(fill or []), *slow]
     copies, B = ctx.copies, ctx.B
-    scale = ks[0] if kind == "one" else 1  # one pair: k applied to the product
 
     def slow_path(ib: int) -> None:
         for f in slow:
@@ -1045,8 +1055,6 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         out = (prod if whole is None else whole)[:, cols]
         mm(lanes, rhs[:, cols], out=out)
         p_c = prod[:, cols]
-        if scale != 1:
-            np.multiply(p_c, scale, out=p_c)  # exact: |k| * colsum < 2^24 (2^53)
         if h == 0:
             np.copyto(acc2[:n, cols], p_c, casting="unsafe")
         else:
@@ -1107,6 +1115,129 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         for f in tail:
             f(ib)
     return f_chain
+
+
+def _group_fn(parts: list[tuple[_Step, _Step, list]], ctx: Ctx, span: list[Fn],
+              marks: list[Fn]) -> Fn:
+    """Single-pair chains (READ, ACC from CODE), each with IN loaded right before it
+    by INCLR and LDINs (``in_source``), all into the same ACC lanes: ACC += sum_i
+    k_i * W_i @ drive_i as one product [k_1 W_1 ... k_m W_m] @ [drive_1; ...;
+    drive_m], with each READ's charge rows in its own output rows. ``span``: the
+    closures from the first chain to the last (the fallback, one by one); ``marks``:
+    those of the INCLRs and LDINs between (IN's valid entries, run after)."""
+    m = ctx.m
+    p = m.image.params
+    regs = ctx.regs
+    acc_a, n = parts[0][1].a["addr"], parts[0][1].a["lanes"]
+    ks = [acc.a["mul"] << acc.a["sh"] for _, acc, _ in parts]
+    for _, acc, _ in parts:
+        if acc.gain < 0:
+            acc.gain = m._acc_gain(acc)
+    gain = sum(acc.gain for _, acc, _ in parts)
+    nread = len(parts)
+    reads = [rd.a for rd, _, _ in parts]
+    srcs = [src for _, _, src in parts]
+    drivers = [(_driver(a["mask_a"], a["bit"]), a["bit"] != BIT_SIGNED) for a in reads]
+    # IN rows each READ drives: its LDINs' prefix, within the array.
+    his = [min(sum(nr for _, nr, _ in src), p.rows - a["row_off"])
+           for a, src in zip(reads, srcs, strict=True)]
+    lanes_read = max(a["lanes"] for a in reads)
+    xbars = [a["xbar"] for a in reads]
+    offs = [sum(his[:i]) for i in range(nread + 1)]
+    R = offs[-1]
+    xkey = m.xbar_key
+    engine = ctx.engine
+    copies, B, N = ctx.copies, ctx.B, ctx.N
+    acc2 = regs.acc
+    ch2 = ctx.ch2
+    key: list = [None]
+    prep: list = []  # [] : not one exact float32 product for these cells
+
+    def refresh(keys: tuple) -> None:
+        key[0] = keys
+        prep.clear()
+        lhs = np.zeros((n + 2 * nread, R), np.float32)
+        bound = 0
+        for i, a in enumerate(reads):
+            width = 2 * a["lanes"] if a["sense"] == Sense.SYM else a["lanes"]
+            mat = engine.matrix(a["xbar"], a["col"], width, a["sense"] == Sense.SYM, a["adc"])
+            if not mat.div or mat.clip is not None or mat.nch != 2:
+                return
+            bound += mat.colsum * abs(ks[i])
+            ro, L = a["row_off"], mat.lanes
+            lhs[:n, offs[i]:offs[i + 1]] = mat.lhs[acc_a:acc_a + n, ro:ro + his[i]] * ks[i]
+            lhs[n + 2 * i:n + 2 * i + 2, offs[i]:offs[i + 1]] = \
+                mat.lhs[L + 1:L + 3, ro:ro + his[i]]
+        if bound >= F32_EXACT:
+            return
+        prep[:] = [lhs, ctx.scratch("stack", (R, N), np.float32),
+                   ctx.scratch("stack_out", (n + 2 * nread, N), np.float32)]
+
+    def compute(h: int, c0: int, c1: int, mm: Callable[..., None] = np.matmul) -> None:
+        """Drives, product and ACC for copies [c0, c1) (two halves may run at once)."""
+        lhs, stack, out = prep
+        cols = slice(c0 * B, c1 * B)
+        itmp = ctx.buf("bits", np.int32)
+        for i in range(nread):
+            drive, planes = drivers[i]
+            for r0, nr, op in srcs[i]:
+                r1 = min(r0 + nr, his[i])
+                if r0 >= r1:
+                    continue
+                x = op(0)[:r1 - r0].transpose(1, 0, 2)  # copy-major, as _chain_fn
+                if x.shape[0] > 1:
+                    x = x[c0:c1]
+                dd = _part(stack, offs[i] + r0, offs[i] + r1, c0, c1, True, B)
+                drive(x, dd, _part(itmp, r0, r1, c0, c1, True, B) if planes else x)
+        mm(lhs, stack[:, cols], out=out[:, cols])
+        p_c = out[:n, cols]
+        if h == 0:
+            np.copyto(acc2[:n, cols], p_c, casting="unsafe")
+        else:
+            if h < n:  # lanes past acc_hi are assigned
+                np.copyto(acc2[h:n, cols], p_c[h:], casting="unsafe")
+            k = min(h, n)
+            ti = ctx.buf("prod", np.int32)[:k, cols]
+            np.copyto(ti, p_c[:k], casting="unsafe")  # integers below 2^24
+            np.add(acc2[:k, cols], ti, out=acc2[:k, cols])
+        for i in range(nread):  # each READ's charge rows, exact on their own
+            np.add(ch2[:, cols], out[n + 2 * i:n + 2 * i + 2, cols], out=ch2[:, cols])
+
+    def slow_path(ib: int) -> None:
+        for f in span:
+            f(ib)
+
+    def f_group(ib: int) -> None:
+        b = regs.acc_bound + gain
+        if m.probe is not None or b > ACC_HEADROOM or not all(his) or \
+                not regs.in_exact or regs.in_pref < his[0]:
+            slow_path(ib)
+            return
+        keys = tuple(xkey(x) for x in xbars)
+        if key[0] != keys:
+            refresh(keys)
+        if not prep:
+            slow_path(ib)
+            return
+        h = regs.acc_hi
+        half = copies // 2
+        if half and (n + 2 * nread) * R * N >= SPLIT_MACS:
+            job = engine.worker().submit(compute, h, 0, half)
+            try:
+                compute(h, half, copies)
+            finally:
+                job.result()
+        else:
+            compute(h, 0, copies, engine.matmul)
+        for f in marks:
+            f(ib)
+        regs.acc_hi = max(h, n)
+        regs.acc_bound = b
+        ctx.dirty = True
+        ctx.reads_since += nread
+        if regs.code_hi < lanes_read:
+            regs.code_hi = lanes_read
+    return f_group
 
 # ------------------------------------------------------------------ blocks
 
@@ -1179,11 +1310,14 @@ def build_block(m: Machine, ctx: Ctx, pc: int) -> Block | None:
 
 def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[_Step | None],
                 halts: bool) -> list[Fn]:
-    """The closures of ``steps`` (``per``), each READ chain (``read_chains``) as one.
+    """The closures of ``steps`` (``per``), each READ chain (``read_chains``) as one,
+    runs of single-pair chains into the same ACC lanes as one (``_group_fn``).
     ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
     chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
     fns: list[Fn] = []
     at: dict[int, int] = {}  # step -> its closure's place in fns
+    # chain start -> (end, its IN rows from DMEM or None, the INCLR before its LDINs)
+    fused: dict[int, tuple[int, list, int]] = {}
     k = 0
     while k < len(steps):
         e = chains.get(k)
@@ -1207,11 +1341,38 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
             src = [(steps[j].a["dst"], steps[j].a["lanes"],
                     _dmem_operand(ctx, steps[j].a["src"], steps[j].a["lanes"],
                                   bool(steps[j].a["rsrc"]))) for j in loads]
+            at[k] = len(fns)
             fns.append(_chain_fn(steps[k:e], ctx, slow, live, src, fill))
+            if e - k == 2:
+                fused[k] = (e, src, loads[0] - 1)
         else:
             fns.append(_chain_fn(steps[k:e], ctx, slow, live))
         k = e
+    # Runs of single-pair chains, each right after the previous one's INCLR and
+    # LDINs, into the same ACC lanes.
+    starts = sorted(fused)
+    groups: list[list[int]] = []
+    for k in starts:
+        g = groups[-1] if groups else None
+        if g is not None and fused[g[-1]][0] == fused[k][2] and \
+                steps[k + 1].a["addr"] == steps[g[0] + 1].a["addr"] and \
+                steps[k + 1].a["lanes"] == steps[g[0] + 1].a["lanes"]:
+            g.append(k)
+        else:
+            groups.append([k])
+    for g in reversed(groups):
+        if len(g) < 2:
+            continue
+        lo, hi = at[g[0]], at[g[-1]] + 1
+        parts = [(steps[k], steps[k + 1], fused[k][1]) for k in g]
+        chain_at = {at[k] for k in g}
+        marks = [fns[i] for i in range(lo, hi) if i not in chain_at]
+        fns[lo:hi] = [_group_fn(parts, ctx, fns[lo:hi], marks)]
     return fns
+
+
+# LDINs of fewer lanes than this, when there are several, load IN (``in_source``).
+MIN_IN_PIECE = 32
 
 
 def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], halts: bool,
@@ -1232,6 +1393,9 @@ def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], hal
         if st.a["dst"] != end:
             return None
         end += st.a["lanes"]
+    # Small pieces: the copies into IN and one drive cost less than a drive per piece.
+    if k - j > 2 and min(st.a["lanes"] for st in steps[j + 1:k]) < MIN_IN_PIECE:
+        return None
     if in_read_later(chain(islice_from(steps, e), after), halts):
         return None
     return list(range(j + 1, k))
@@ -1270,12 +1434,13 @@ class Engine:
         self.lifted_regs: dict[int, tuple[_Regs, dict[tuple[str, type], np.ndarray]]] = {}
 
     def worker(self) -> ThreadPoolExecutor:
-        """The worker thread of the image's machines (made on first use)."""
+        """The worker thread of the image's machines (made on first use, and again in
+        a forked process, which has no copy of the thread)."""
         cache = self.m.image.plan_cache
-        pool = cache.get("worker")
-        if pool is None:
-            pool = cache.setdefault("worker", ThreadPoolExecutor(1, "golden-worker"))
-        return pool
+        got = cache.get("worker")
+        if got is None or got[0] != os.getpid():
+            got = cache["worker"] = (os.getpid(), ThreadPoolExecutor(1, "golden-worker"))
+        return got[1]
 
     def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         """``np.matmul(a, b, out=out)``; from ``SPLIT_MACS`` on, the first half of

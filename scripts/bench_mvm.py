@@ -34,7 +34,8 @@ load average (``os.getloadavg``) before and after. Also measured:
 
     python scripts/bench_mvm.py --emulator /path/to/analog-cim-sim [--repeat 3]
                                 [--seconds 1.0] [--no-docs]
-    python scripts/bench_mvm.py --only-batch16 [--repeat 3]   # the batch-16 ratios alone
+    python scripts/bench_mvm.py --only-batch16 [--repeat 3] [--no-docs]
+        (the batch-16 ratios alone; writes only that table of the section)
 
 Writes the section "Golden machine speed and the CIM-Explorer emulator (issue 18)"
 of docs/benchmarks.md unless --no-docs.
@@ -358,18 +359,42 @@ def markdown(results: list[dict[str, Any]], start: dict[str, float],
         "| command | seconds |", "|---|---|",
     ]
     lines += [f"| `{k}` | {v:.3f} |" for k, v in start.items()]
-    lines += [
-        "",
-        "Golden machine at batch 16 (compiled `batch = 16`: one program run per 16 inputs, "
+    lines += ["", *batch16_lines(ex, args.repeat)]
+    return "\n".join(lines) + "\n"
+
+
+BATCH16_HEAD = "Golden machine at batch 16"
+
+
+def batch16_lines(ex: list[dict[str, Any]], repeat: int, note: str = "") -> list[str]:
+    """The batch-16 paragraph and table of the section."""
+    return [
+        f"{BATCH16_HEAD} (compiled `batch = 16`: one program run per 16 inputs, "
         "the runs in lockstep) against the reference inference (`forward_int`), all "
         "1,797 digits, ideal 256x256 crossbars, mapping BNN_I, best of "
-        f"{args.repeat} alternate runs (goal <= 2x):", "",
+        f"{repeat} alternate runs (goal <= 2x){note}:", "",
         "| model | instructions | golden machine | reference | ratio |", "|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['model']} | {r['instructions']} | {r['machine'] * 1e3:.1f} ms | "
-              f"{r['reference'] * 1e3:.1f} ms | {r['machine'] / r['reference']:.2f}x |"
-              for r in ex]
-    return "\n".join(lines) + "\n"
+        *[f"| {r['model']} | {r['instructions']} | {r['machine'] * 1e3:.1f} ms | "
+          f"{r['reference'] * 1e3:.1f} ms | {r['machine'] / r['reference']:.2f}x |"
+          for r in ex]]
+
+
+def write_batch16(ex: list[dict[str, Any]], repeat: int, loads: tuple[tuple[float, ...], ...]
+                  ) -> None:
+    """Replace only the batch-16 paragraph and table of the section (--only-batch16)."""
+    doc = benchdoc.DOC.read_text()
+    start = doc.find(SECTION)
+    at = doc.find(BATCH16_HEAD, start)
+    if start < 0 or at < 0:
+        sys.exit("bench_mvm: no batch-16 table in the section to replace; run without "
+                 "--only-batch16 first")
+    end = doc.find("\n## ", at)
+    end = len(doc) if end < 0 else end
+    la0, la1 = (", ".join(f"{v:.1f}" for v in la) for la in loads)
+    note = (f"; `python scripts/bench_mvm.py --only-batch16 --repeat {repeat}`, load "
+            f"average {la0} before and {la1} after")
+    text = "\n".join(batch16_lines(ex, repeat, note)) + "\n"
+    benchdoc.DOC.write_text(doc[:at] + text + doc[end:])
 
 
 def main() -> None:
@@ -383,12 +408,16 @@ def main() -> None:
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--only-batch16", action="store_true",
                     help="only the batch-16 machine / reference ratios (no emulator, no "
-                         "start-up, no docs)")
+                         "start-up); unless --no-docs, replaces just that table")
     args = ap.parse_args()
     if args.only_batch16:
+        load0 = os.getloadavg()
         print(f"batch 16 vs reference, example models (load average "
-              f"{', '.join(f'{v:.2f}' for v in os.getloadavg())})")
-        examples_batch16(args.repeat)
+              f"{', '.join(f'{v:.2f}' for v in load0)})")
+        ex = examples_batch16(args.repeat)
+        if not args.no_docs:
+            write_batch16(ex, args.repeat, (load0, os.getloadavg()))
+            print(f"wrote the batch-16 table to {benchdoc.DOC.relative_to(ROOT)}")
         return
     if args.emulator is None:
         ap.error("--emulator is required (or --only-batch16)")

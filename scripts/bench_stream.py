@@ -139,6 +139,7 @@ def main() -> int:
     run = run_golden(comp, q)
     assert np.array_equal(run.logits, ref), "machine != reference"
     # Interleaved: each round times the machine, then the reference.
+    load0 = os.getloadavg()
     t_m, t_r = float("inf"), float("inf")
     for _ in range(args.repeat):
         t_m = min(t_m, best_time(lambda: run_golden(comp, q), 1))
@@ -146,7 +147,9 @@ def main() -> int:
     ratio = t_m / t_r
     speed = (f"golden machine {t_m:.3f} s, reference {t_r:.3f} s for {args.images} inputs: "
              f"machine / reference = {ratio:.2f} (goal <= 2)")
-    print(speed)
+    loads = " before, ".join(", ".join(f"{v:.2f}" for v in la)
+                             for la in (load0, os.getloadavg())) + " after"
+    print(f"{speed} (load average {loads})")
     if not args.no_docs:
         plot(by_batch, by_x)
         cpu = os.cpu_count()
@@ -161,7 +164,7 @@ def main() -> int:
             "Against the crossbar count, batch 64:", "", *table(by_x, "num_xbars"), "",
             "![costs against batch and crossbars](img/bench_stream.png)", "",
             f"Speed, {args.images} inputs on 8 arrays at batch 64, best of {args.repeat} "
-            f"interleaved rounds: {speed}.", ""])
+            f"interleaved rounds: {speed} (load average {loads}).", ""])
         benchdoc.write_section(SECTION, text)
     return 0
 

@@ -404,6 +404,39 @@ def chain_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
     return out
 
 
+def group_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
+    """Runs of single (READ, ACC from CODE) pairs into the same ACC lanes, each with
+    IN loaded right before it (one product for the run, machine_fast._group_fn),
+    then STA: other crossbar windows, signed and bit-plane drives, ADC tables that
+    do and do not allow the product."""
+    n = int(rng.integers(2, 5))
+    out = [mk("ACLR")]
+    pre = rng.integers(4)
+    if pre == 1:  # ACC lanes past 0 cleared lazily: assigned by the run
+        out.append(mk("ACC", src=int(Src.DMEM), mul=1, addr=900, lanes=1))
+    elif pre == 2:  # a bound past 2^62 at times: the pairs one by one
+        out += [mk("ACC", src=int(Src.DMEM), mul=127, sh=15, addr=900,
+                   lanes=n)] * int(rng.integers(1, 4))
+    elif pre == 3:
+        out.append(mk("ACC", src=int(Src.DMEM), mul=1, addr=900, lanes=n))
+    for _ in range(int(rng.integers(2, 5))):
+        end = 0
+        out.append(mk("INCLR"))
+        for _ in range(int(rng.integers(1, 3))):
+            lanes = int(rng.integers(1, 6))
+            r = int(rng.integers(2)) * rel
+            out.append(mk("LDIN", dst=end, src=(0 if r else 940) + end, lanes=lanes, rsrc=r))
+            end += lanes
+        sense = int(rng.integers(2))
+        adc = (0 if sense else 1) if rng.random() < 0.9 else int(rng.integers(2, 4))
+        out += [mk("READ", xbar=0, row_off=int(rng.integers(0, 4)), col=int(rng.integers(0, 4)),
+                   sense=sense, adc=adc, lanes=n + int(rng.integers(0, 3)), mask_a=isa.MASK_POS,
+                   bit=int(rng.choice([isa.BIT_SIGNED, 0, 2]))),
+                mk("ACC", src=int(Src.CODE), mul=int(rng.choice([1, 2, -1])), addr=0, lanes=n)]
+    out.append(mk("STA", dst=32, lanes=n, rel=rel))
+    return out
+
+
 def act_table(kind: int, k: int) -> int:
     """DMEM address of the ACT table of a sign kind (``act_tables``) for k thresholds."""
     return 1000 + 40 * (3 * kind + k - 1)
@@ -433,11 +466,12 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
     for seed in range(chunk * 30, chunk * 30 + 30):
         rng = np.random.default_rng(seed)
         loop = bool(rng.integers(2))
-        body = chain_section(rng, int(loop))
+        section = group_section if seed % 3 == 2 else chain_section
+        body = section(rng, int(loop))
         prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
         if loop:
             prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=40))
-        prog += [*body, *chain_section(rng, 0), mk("HALT")]
+        prog += [*body, *section(rng, 0), mk("HALT")]
         dmem = np.zeros(1700, np.int64)
         dmem[:120] = rng.integers(-3, 40, 120)
         dmem[900:908] = rng.integers(-(2**31), 2**31, 8)
@@ -461,3 +495,29 @@ def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) 
     test_read_chains_and_act_fast_equals_definition(1)
     for mapping in ("BNN_I", "TNN_I", "BNN_III"):
         network_case(mapping, 1, {"num_xbars": 1})
+
+
+def test_image_with_pooled_machines_pickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image whose plan cache holds released machines and the worker thread still
+    pickles and copies (without them), and its copy runs the same; a forked process
+    (another pid) gets a worker thread of its own."""
+    import copy
+    import pickle
+
+    monkeypatch.setattr(machine_fast, "SPLIT_MACS", 1)
+    net = random_network(3, ternary=False)
+    comp = compile_network(net, make_config(None, {"mapping": "BNN_I", "rows": 24, "cols": 20,
+                                                   "num_xbars": 2, "batch": 3}))
+    q = np.random.default_rng(0).choice(np.array(net.input.values.values),
+                                        size=(7, *net.input.shape)).astype(np.int16)
+    want = run_golden(comp, q)
+    assert "pool" in comp.image.plan_cache and "worker" in comp.image.plan_cache
+    for img in (pickle.loads(pickle.dumps(comp.image)), copy.deepcopy(comp.image)):
+        assert "pool" not in img.plan_cache and "worker" not in img.plan_cache
+        _, _, res = fresh_run(comp, q, 0, Machine(img, comp.runs(7)))
+        assert res == result_tuple(want.result)
+    engine = Machine.reuse(comp.image, comp.runs(7))._engine
+    assert engine is not None
+    pid, pool = comp.image.plan_cache["worker"]
+    comp.image.plan_cache["worker"] = (pid + 1, pool)  # as a forked child sees it
+    assert engine.worker() is not pool
