@@ -27,8 +27,10 @@ Speed comes from three places, none of which changes a result:
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +91,16 @@ class ChipImage:
         state["plan_cache"] = {k: v for k, v in self.plan_cache.items()
                                if k not in RUNTIME_CACHE}
         return state
+
+    def worker(self) -> ThreadPoolExecutor:
+        """The worker thread this image's machines share for the second half of big
+        operations (made on first use, and again in a forked process, which has no
+        copy of the thread)."""
+        got = self.plan_cache.get("worker")
+        if got is None or got[0] != os.getpid():
+            got = self.plan_cache["worker"] = (os.getpid(),
+                                               ThreadPoolExecutor(1, "golden-worker"))
+        return got[1]
 
 
 @dataclass
@@ -494,6 +506,7 @@ class Machine:
         self._writes_buf: np.ndarray | None = None
         self._writes_rows: list[np.ndarray] = []
         self._row_reads = np.zeros((p.num_xbars, p.rows), dtype=np.int64)
+        self._read_work = physics.Work()  # scratch arrays of non-ideal READs
         # DMEM is stored word-major ([words, B]) so that every vector instruction
         # touches one contiguous block; ``dmem`` is the [B, words] view of it.
         self.dmem = np.zeros((p.dmem_words, self.batch), dtype=np.int32).T
@@ -1111,7 +1124,7 @@ class Machine:
             sl = slice(i * B, (i + 1) * B)
             cols[sl], nd[sl] = physics.read_columns(
                 p.physics, cur, lrs, rows, d[:, sl].T, c0, width, runs, int(counters[i]),
-                stress, p.rows)
+                stress, p.rows, self.image.worker, self._read_work)
         if p.physics.disturb:
             self._row_reads[xbar, rows] += copies
         x = cols[:, 0::2] - cols[:, 1::2] if sym else cols - p.hrs_units * nd[:, None]

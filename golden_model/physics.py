@@ -40,11 +40,14 @@ Models (docs/dse.md, "Read noise, IR drop and read disturb"):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 NOISE_MODELS = ("cell", "column")
 # A normal draw is the quantile of a 16-bit uniform, scaled by Z_SCALE and
@@ -59,6 +62,43 @@ MASK32 = 0xFFFFFFFF
 # Cells (images x rows x columns) one READ handles at a time: bounds the temporaries
 # and keeps them near the caches (2^20 was the fastest of 2^16..2^22 measured).
 CHUNK_CELLS = 1 << 20
+# From this many cells (images x rows x columns) on, a READ hands half of its images
+# to a worker thread (numpy releases the GIL in the draws and sums; below it the
+# hand-off costs more than it saves).
+SPLIT_CELLS = 1 << 16
+
+
+class Work:
+    """Scratch arrays of one thread's READs, kept from READ to READ.
+
+    A noisy READ's temporaries are megabytes; allocated afresh for every chunk the
+    allocator handed the pages back and refaulted them, which made the READ about
+    2x slower. A machine keeps one ``Work``; ``helper`` is the one for the worker
+    thread that takes half of a big READ.
+    """
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self._helper: Work | None = None
+
+    def helper(self) -> Work:
+        if self._helper is None:
+            self._helper = Work()
+        return self._helper
+
+
+def scratch(work: Work | None, name: str, shape: tuple[int, ...], dtype: DTypeLike
+            ) -> np.ndarray:
+    """An uninitialized array for temporaries: from ``work`` (reused by the next
+    call that asks for ``name`` with no more elements) or new when it is None."""
+    n = math.prod(shape)
+    dt = np.dtype(dtype)
+    if work is None:
+        return np.empty(shape, dt)
+    buf = work.arrays.get(name)
+    if buf is None or buf.size < n or buf.dtype != dt:
+        buf = work.arrays[name] = np.empty(n, dt)
+    return buf[:n].reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -88,17 +128,33 @@ IDEAL_READ = ReadPhysics()
 # ------------------------------------------------------------------ random
 
 
-def philox4x32(ctr: tuple[np.ndarray, ...], key: tuple[int, int]) -> list[np.ndarray]:
+def philox4x32(ctr: tuple[np.ndarray, ...], key: tuple[int, int], work: Work | None = None
+               ) -> list[np.ndarray]:
     """Philox4x32-10 (Salmon et al., SC'11) on broadcastable arrays of 32-bit words;
-    returns the four 32-bit output words as uint64 arrays of the broadcast shape."""
+    returns the four 32-bit output words as uint64 arrays of the broadcast shape
+    (arrays of ``work`` when given: valid until its next use)."""
     m0, m1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
     w0, w1 = 0x9E3779B9, 0xBB67AE85
     s32, lo = np.uint64(32), np.uint64(MASK32)
-    arrs = np.broadcast_arrays(*(np.asarray(c, dtype=np.uint64) for c in ctr))
-    x0, x1, x2, x3 = (a.copy() for a in arrs)
-    p0, p1 = np.empty_like(x0), np.empty_like(x0)
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in ctr)
+    shape = np.broadcast_shapes(c0.shape, c1.shape, c2.shape, c3.shape)
+    x0, x1, x2, x3 = (scratch(work, f"philox{i}", shape, np.uint64) for i in range(4))
+    p0, p1 = (scratch(work, f"philox-p{i}", shape, np.uint64) for i in range(2))
     k0, k1 = key[0] & MASK32, key[1] & MASK32
-    for _ in range(10):
+    # Round 1 on the unbroadcast counter words (a word shared by every image or
+    # every cell is multiplied once), written straight into the full-size state.
+    q0 = np.multiply(c0, m0, out=scratch(work, "philox-q0", c0.shape, np.uint64))
+    q1 = np.multiply(c2, m1, out=scratch(work, "philox-q1", c2.shape, np.uint64))
+    h = np.right_shift(q1, s32, out=scratch(work, "philox-h", c2.shape, np.uint64))
+    np.bitwise_xor(h, c1, out=x0)
+    x0 ^= np.uint64(k0)
+    h = np.right_shift(q0, s32, out=scratch(work, "philox-h", c0.shape, np.uint64))
+    np.bitwise_xor(h, c3, out=x2)
+    x2 ^= np.uint64(k1)
+    np.bitwise_and(q1, lo, out=x1)
+    np.bitwise_and(q0, lo, out=x3)
+    k0, k1 = (k0 + w0) & MASK32, (k1 + w1) & MASK32
+    for _ in range(9):
         np.multiply(x0, m0, out=p0)
         np.multiply(x2, m1, out=p1)
         np.right_shift(p1, s32, out=x0)  # x0' = hi(M1 x2) ^ x1 ^ k0
@@ -131,8 +187,9 @@ def normal_q(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.ndarr
 
 
 def uniform_lanes(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.ndarray,
-                  cols: np.ndarray) -> np.ndarray:
-    """The 16-bit uniforms behind ``normal_q`` (uint16, shape S + [w], possibly a view).
+                  cols: np.ndarray, work: Work | None = None) -> np.ndarray:
+    """The 16-bit uniforms behind ``normal_q`` (uint16, shape S + [w], possibly a view,
+    of an array of ``work`` when given).
 
     One Philox call serves 8 cells: counter (row * 256 + col // 8, read, run low,
     run high), key (seed low, seed high); column col takes 16-bit lane col % 8.
@@ -140,21 +197,23 @@ def uniform_lanes(seed: int, runs: np.ndarray, read: int | np.ndarray, rows: np.
     read_a = np.asarray(read, dtype=np.int64)
     if read_a.size and (int(read_a.min()) < 0 or int(read_a.max()) > MASK32):
         raise ValueError(f"READ counter {int(read_a.max())} out of 32 bits")
-    runs_a, rows_a, read_a = np.broadcast_arrays(np.asarray(runs, dtype=np.uint64),
-                                                 np.asarray(rows, dtype=np.int64), read_a)
+    runs_a = np.asarray(runs, dtype=np.uint64)
+    rows_a = np.asarray(rows, dtype=np.int64)
+    shape = np.broadcast_shapes(runs_a.shape, rows_a.shape, read_a.shape)
     cols = np.asarray(cols, dtype=np.int64)
-    shape = runs_a.shape
     if cols.size == 0:
         return np.zeros((*shape, 0), np.uint16)
     g0 = int(cols.min()) >> 3
     n_groups = (int(cols.max()) >> 3) - g0 + 1
     groups = np.arange(g0, g0 + n_groups, dtype=np.int64)
-    x0 = (rows_a[..., None] * 256 + groups).astype(np.uint64)
+    # The counter words unbroadcast (philox broadcasts them).
+    x0 = scratch(work, "ctr-row", (*rows_a.shape, n_groups), np.uint64)
+    np.add((rows_a * 256)[..., None], groups, out=x0, casting="unsafe")
     x2 = (runs_a & np.uint64(MASK32))[..., None]
     x3 = (runs_a >> np.uint64(32))[..., None]
     x1 = read_a.astype(np.uint64)[..., None]
-    out = philox4x32((x0, x1, x2, x3), (seed & MASK32, seed >> 32))
-    words = np.empty((*shape, n_groups, 4), dtype="<u4")
+    out = philox4x32((x0, x1, x2, x3), (seed & MASK32, seed >> 32), work)
+    words = scratch(work, "lanes", (*shape, n_groups, 4), "<u4")
     for i, o in enumerate(out):
         words[..., i] = o
     # Little-endian 16-bit halves: lane 2i is word i's low half, lane 2i + 1 its high half.
@@ -249,9 +308,68 @@ def bitline_ladder(g: np.ndarray, v: np.ndarray, rows: np.ndarray, n_rows: int, 
 # ------------------------------------------------------------------ one READ
 
 
+@lru_cache(maxsize=16)
+def noise_table32(sigma_units: float) -> np.ndarray:
+    """``noise_table`` as int32 (its entries are far below 2**31)."""
+    t = noise_table(sigma_units).astype(np.int32)
+    t.flags.writeable = False
+    return t
+
+
+def cell_noise(seed: int, sigma_units: float, win: np.ndarray, rows: np.ndarray,
+               cols: np.ndarray, d: np.ndarray, runs: np.ndarray, reads: np.ndarray,
+               work: Work | None) -> np.ndarray:
+    """Column currents [B, w] of a READ with per-cell noise and no IR drop: the
+    driven cells of each image (drive d [B, k], sensed currents win [k, w]) each
+    get their draw, are clipped at 0 and summed. int32 cells when no column sum
+    can reach 2**31; no temporary is allocated when ``work`` is given."""
+    table = noise_table(sigma_units)
+    b, k = d.shape
+    w = win.shape[1]
+    narrow = (int(np.abs(win).max(initial=0)) + int(np.abs(table).max())) * max(1, k) < 1 << 31
+    dt = np.int32 if narrow else np.int64
+    every = bool(d.all())
+    if every:
+        # Bipolar inputs drive every row: the counter words broadcast (no gather).
+        u = uniform_lanes(seed, runs[:, None], reads[:, None], rows[None, :], cols, work)
+        shape: tuple[int, ...] = u.shape
+    else:
+        bi, ri = np.nonzero(d)  # driven (image, row) pairs, grouped by image
+        u = uniform_lanes(seed, runs[bi], reads[bi], rows[ri], cols, work)
+        shape = u.shape
+    idx = scratch(work, "noise-idx", shape, np.intp)
+    np.copyto(idx, u)
+    vals = scratch(work, "noise-vals", shape, dt)
+    # mode="clip" never clips (16-bit indices into 2**16 entries) but, unlike
+    # "raise", writes straight into ``out``.
+    np.take(noise_table32(sigma_units) if narrow else table, idx, out=vals, mode="clip")
+    win_dt = win.astype(dt, copy=False)
+    if every:
+        vals += win_dt
+    else:
+        cells = scratch(work, "noise-cells", shape, dt)
+        np.take(win_dt, ri, axis=0, out=cells, mode="clip")
+        vals += cells
+    np.maximum(vals, 0, out=vals)
+    # Sums in the cells' dtype (``narrow`` bounds them), widened afterwards.
+    if every:
+        return vals.sum(axis=1, dtype=dt).astype(np.int64, copy=False)
+    counts = d.sum(axis=1)
+    if b and (counts == counts[0]).all():
+        return vals.reshape(b, int(counts[0]), w).sum(axis=1, dtype=dt).astype(np.int64,
+                                                                            copy=False)
+    col = np.zeros((b, w), np.int64)
+    some = counts > 0
+    if some.any():
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[some]
+        col[some] = np.add.reduceat(vals, starts, axis=0, dtype=dt)
+    return col
+
+
 def read_columns(phys: ReadPhysics, cur_rows: np.ndarray, lrs_rows: np.ndarray,
                  rows: np.ndarray, drive: np.ndarray, c0: int, width: int, runs: np.ndarray,
-                 read: int | np.ndarray, stress: np.ndarray, n_rows: int
+                 read: int | np.ndarray, stress: np.ndarray, n_rows: int,
+                 worker: Callable[[], Executor] | None = None, work: Work | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Column currents of one non-ideal READ (the machine's hook).
 
@@ -269,6 +387,10 @@ def read_columns(phys: ReadPhysics, cur_rows: np.ndarray, lrs_rows: np.ndarray,
             at once).
         stress: int [k] the rows' reads since written (before this READ).
         n_rows: the array's rows (the bit-line length).
+        worker: gives a thread that computes the first half of the images of a
+            big READ (the draws of an image do not depend on its batch, so the
+            split changes no integer).
+        work: the calling thread's scratch arrays (``Work``; None: fresh ones).
 
     Returns:
         (int64 [B, width] column currents, int64 [B] driven rows per image).
@@ -276,55 +398,91 @@ def read_columns(phys: ReadPhysics, cur_rows: np.ndarray, lrs_rows: np.ndarray,
     rows = np.asarray(rows)
     b = np.asarray(drive).shape[0]
     reads = np.broadcast_to(np.asarray(read, dtype=np.int64), (b,))
-    step = max(1, CHUNK_CELLS // max(1, rows.size * width))
-    if b > step:
-        # Bound the temporaries: the draws of an image do not depend on its batch.
-        parts = [read_columns(phys, cur_rows, lrs_rows, rows, drive[s:s + step], c0, width,
-                              runs[s:s + step], reads[s:s + step], stress, n_rows)
-                 for s in range(0, b, step)]
-        return (np.concatenate([c for c, _ in parts]), np.concatenate([n for _, n in parts]))
+    # What does not depend on the images is done once per READ, not per chunk.
     order = np.argsort(rows, kind="stable")
-    rows = rows[order]
-    cur = cur_rows[order].astype(np.int64)
-    d = np.asarray(drive, dtype=bool)[:, order]
+    ident = bool((order == np.arange(rows.size)).all())
+    rows_s = rows if ident else rows[order]
+    cur = cur_rows if ident else cur_rows[order]
+    cur = cur.astype(np.int64, copy=False)
     if phys.disturb:
-        cur = drifted(cur, lrs_rows[order], np.asarray(stress)[order], phys.disturb_n0,
-                      phys.disturb_p)
-    win = cur[:, c0:c0 + width]
+        cur = drifted(cur, lrs_rows if ident else lrs_rows[order],
+                      np.asarray(stress) if ident else np.asarray(stress)[order],
+                      phys.disturb_n0, phys.disturb_p)
+    d = np.asarray(drive, dtype=bool)
+    pr = _ReadRows(rows_s, cur, c0, width, n_rows,
+                   wordline_fraction(cur, phys.wire_g_units)[:, c0:c0 + width]
+                   if phys.wire_g_units > 0 else None)
+    return _read_images(phys, pr, d if ident else d[:, order], np.asarray(runs, np.int64),
+                        reads, worker, work)
+
+
+@dataclass
+class _ReadRows:
+    """The image-independent part of one READ: addressed rows in ascending order,
+    their cell currents (drifted), the sensed window, the word-line fractions."""
+
+    rows: np.ndarray  # int [k] ascending
+    cur: np.ndarray  # int64 [k, C]
+    c0: int
+    width: int
+    n_rows: int
+    v: np.ndarray | None  # float64 [k, width] word-line fractions (IR drop), else None
+
+    @property
+    def win(self) -> np.ndarray:
+        return self.cur[:, self.c0:self.c0 + self.width]
+
+
+def _read_images(phys: ReadPhysics, pr: _ReadRows, d: np.ndarray, runs: np.ndarray,
+                 reads: np.ndarray, worker: Callable[[], Executor] | None, work: Work | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``read_columns`` for the images of drive d [B, k] (columns in ``pr.rows``'
+    order): half of a big READ on the worker, the rest in chunks of bounded size
+    (the draws of an image do not depend on its batch, so neither changes an
+    integer)."""
+    b = d.shape[0]
+    cells = max(1, pr.rows.size * pr.width)
+    if worker is not None and b >= 2 and b * cells >= SPLIT_CELLS:
+        h = b // 2
+        job = worker().submit(_read_images, phys, pr, d[:h], runs[:h], reads[:h], None,
+                              None if work is None else work.helper())
+        c2, n2 = _read_images(phys, pr, d[h:], runs[h:], reads[h:], None, work)
+        c1, n1 = job.result()
+        return np.concatenate([c1, c2]), np.concatenate([n1, n2])
+    step = max(1, CHUNK_CELLS // cells)
+    if b > step:
+        work = Work() if work is None else work
+        parts = [_read_chunk(phys, pr, d[s:s + step], runs[s:s + step], reads[s:s + step],
+                             work) for s in range(0, b, step)]
+        return (np.concatenate([c for c, _ in parts]), np.concatenate([n for _, n in parts]))
+    return _read_chunk(phys, pr, d, runs, reads, work)
+
+
+def _read_chunk(phys: ReadPhysics, pr: _ReadRows, d: np.ndarray, runs: np.ndarray,
+                reads: np.ndarray, work: Work | None) -> tuple[np.ndarray, np.ndarray]:
+    """Column currents and driven-row counts of a few images of one READ."""
+    b = d.shape[0]
+    rows, win = pr.rows, pr.win
     nd = d.sum(axis=1).astype(np.int64)
-    cols = np.arange(c0, c0 + width)
-    runs = np.asarray(runs, dtype=np.int64)
+    cols = np.arange(pr.c0, pr.c0 + pr.width)
     w = win.shape[1]
     if phys.sigma_units > 0 and phys.noise == "cell":
-        # Draws for the driven (image, row) pairs only, in row-major order.
+        if pr.v is None:
+            return cell_noise(phys.seed, float(phys.sigma_units), win, rows, cols, d, runs,
+                              reads, work), nd
+        # IR drop: the noisy cells are the conductances of the bit-line ladder.
         bi, ri = np.nonzero(d)
         u = uniform_lanes(phys.seed, runs[bi], reads[bi], rows[ri], cols)
-        table = noise_table(float(phys.sigma_units))
-        if bi.size == b * rows.size and phys.wire_g_units == 0:
-            # Every row driven (bipolar inputs): the cells of an image are [k, w] in
-            # row-major order, so no gather or scatter. int32 when no sum can reach 2**31.
-            narrow = (int(np.abs(win).max(initial=0)) + int(np.abs(table).max())) \
-                * max(1, rows.size) < 1 << 31
-            dt = np.int32 if narrow else np.int64
-            vals = table.astype(dt)[u].reshape(b, rows.size, w)
-            vals += win.astype(dt)
-            np.maximum(vals, 0, out=vals)
-            return vals.sum(axis=1, dtype=np.int64), nd
-        vals = win[ri] + table[u]  # [P, w]
+        vals = win[ri] + noise_table(float(phys.sigma_units))[u]  # [P, w]
         np.maximum(vals, 0, out=vals)
-        if phys.wire_g_units > 0:
-            g = np.zeros((b, rows.size, w))
-            g[bi, ri] = vals
-            v = wordline_fraction(cur, phys.wire_g_units)[:, c0:c0 + width]
-            col = np.rint(bitline_ladder(g, v, rows, n_rows, phys.wire_g_units)).astype(np.int64)
-        else:
-            dense = np.zeros((b, rows.size, w), np.int64)
-            dense[bi, ri] = vals
-            col = dense.sum(axis=1)
-    elif phys.wire_g_units > 0:
+        g = np.zeros((b, rows.size, w))
+        g[bi, ri] = vals
+        col = np.rint(bitline_ladder(g, pr.v, rows, pr.n_rows, phys.wire_g_units)
+                      ).astype(np.int64)
+    elif pr.v is not None:
         g = np.where(d[:, :, None], win[None], 0).astype(np.float64)
-        v = wordline_fraction(cur, phys.wire_g_units)[:, c0:c0 + width]
-        col = np.rint(bitline_ladder(g, v, rows, n_rows, phys.wire_g_units)).astype(np.int64)
+        col = np.rint(bitline_ladder(g, pr.v, rows, pr.n_rows, phys.wire_g_units)
+                      ).astype(np.int64)
     else:
         # Exact: integer sums far below 2**53 (float64 so that BLAS does the work).
         col = (d.astype(np.float64) @ win.astype(np.float64)).astype(np.int64)

@@ -11,6 +11,7 @@ in every assertion message.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -92,15 +93,31 @@ def _cells(seed: int, k: int, c: int) -> tuple[np.ndarray, np.ndarray]:
     return cur.astype(np.int32), lrs
 
 
+def _drive(pattern: str, b: int, k: int, seed: int) -> np.ndarray:
+    """Drive patterns that take each summation path of the per-cell model."""
+    rng = np.random.default_rng(seed + 10)
+    if pattern == "all":  # bipolar inputs: every row
+        return np.ones((b, k), bool)
+    if pattern == "equal":  # the same number of rows per image, different rows
+        return np.argsort(rng.random((b, k)), axis=1) < k // 2
+    drive = rng.random((b, k)) < 0.6
+    if pattern == "some-none":  # images that drive no row at all, first and inside
+        drive[[0, 3]] = False
+    return drive
+
+
 @pytest.mark.parametrize("seed", [1, 2])
-@pytest.mark.parametrize("all_driven", [False, True])  # True: bipolar inputs' fast path
-def test_cell_noise_is_a_clipped_draw_per_driven_cell(seed: int, all_driven: bool) -> None:
+@pytest.mark.parametrize("pattern", ["all", "equal", "random", "some-none"])
+@pytest.mark.parametrize("wide", [False, True])  # True: sums beyond int32
+def test_cell_noise_is_a_clipped_draw_per_driven_cell(seed: int, pattern: str,
+                                                      wide: bool) -> None:
+    print(f"seed {seed}")
     k, c, b = 20, 40, 6
     cur, lrs = _cells(seed, k, c)
+    if wide:
+        cur = cur.astype(np.int64) << 22  # 20 rows of ~2**31.2: int64 sums
     rows = np.arange(100, 100 + k)[::-1]  # any order
-    rng = np.random.default_rng(seed + 10)
-    drive = rng.random((b, k)) < (1.0 if all_driven else 0.6)
-    assert drive.all() == all_driven
+    drive = _drive(pattern, b, k, seed)
     runs = np.arange(9, 9 + b)
     sigma = 150.0  # larger than HRS currents: clipping happens
     phys = physics.ReadPhysics(seed=seed, sigma_units=sigma)
@@ -120,7 +137,40 @@ def test_cell_noise_is_a_clipped_draw_per_driven_cell(seed: int, all_driven: boo
                 want[i, j] += max(v, 0)
     np.testing.assert_array_equal(col, want, err_msg=f"seed {seed}")
     np.testing.assert_array_equal(nd, drive.sum(axis=1))
-    assert clipped > 0
+    assert clipped > 0 or wide
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_read_split_and_scratch_reuse_change_no_integer(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half of a big READ on a worker thread, chunks of bounded size and scratch
+    arrays reused across READs of other shapes give the integers of one plain
+    call per image."""
+    print(f"seed {seed}")
+    # Small limits, so that these small READs split and chunk (unevenly).
+    monkeypatch.setattr(physics, "SPLIT_CELLS", 5000)
+    monkeypatch.setattr(physics, "CHUNK_CELLS", 7000)
+    rng = np.random.default_rng(seed)
+    k, c = 48, 64
+    cur, lrs = _cells(seed, k, c)
+    phys = physics.ReadPhysics(seed=seed, sigma_units=150.0)
+    work = physics.Work()
+    with ThreadPoolExecutor(1) as pool:
+        for b, k_read, pattern in ((40, 48, "random"), (7, 11, "all"), (90, 30, "equal"),
+                                   (33, 48, "some-none"), (1, 48, "all")):
+            rows = rng.permutation(k)[:k_read]
+            drive = _drive(pattern, b, k_read, seed)
+            runs = rng.integers(0, 2**40, b)
+            read = rng.integers(0, 2**32, b)
+            args = (phys, cur[rows], lrs[rows], rows, drive, 3, 50, runs, read,
+                    np.zeros(k_read, np.int64), 64)
+            fast = physics.read_columns(*args, lambda: pool, work)
+            for i in range(b):
+                one = physics.read_columns(phys, cur[rows], lrs[rows], rows, drive[i:i + 1],
+                                           3, 50, runs[i:i + 1], read[i:i + 1],
+                                           np.zeros(k_read, np.int64), 64)
+                np.testing.assert_array_equal(fast[0][i], one[0][0], err_msg=f"b {b} image {i}")
+                assert fast[1][i] == one[1][0]
 
 
 def test_column_noise_model() -> None:
