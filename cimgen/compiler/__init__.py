@@ -11,8 +11,9 @@ generator and the ADC calibration.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cimgen._lazy import lazy_names
 
 if TYPE_CHECKING:
     from .adc import calibrated_adcs, calibration_batch, default_adc
@@ -32,12 +33,4 @@ __all__ = ["Compiled", "Compiler", "Report", "Tensor", "calibrated_adcs", "calib
            "compile_network", "default_adc", "device_params", "hwc_order", "machine_params"]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{mod}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

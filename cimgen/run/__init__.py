@@ -7,8 +7,9 @@ comparison that ``cimgen verify`` prints. Names resolve on first use (PEP 562):
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cimgen._lazy import lazy_names
 
 if TYPE_CHECKING:
     from .golden import MachineRun, cost_rows, run_golden
@@ -24,12 +25,4 @@ __all__ = ["MachineRun", "VerifyReport", "compare", "cost_rows", "expected_logit
            "verify_golden"]
 
 
-def __getattr__(name: str) -> Any:
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{mod}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
