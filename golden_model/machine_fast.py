@@ -27,6 +27,10 @@ cell and counter):
   LDINs right before and nothing else reads IN, from their DMEM words directly
   (``in_source``). Anything else at run time (a probe, IN gaps, a bound past
   2^62, a matrix without the ADC step) runs the pairs' own closures.
+- A single READ over many rows with few lanes multiplies a packed matrix
+  (``Packed``: three 8-bit lanes per float32 row, the read charge from the counts
+  of rows of each charge value) and reads the lanes back as bytes: a third of the
+  product's rows, where a float32 product of few rows is slow per row.
 - ACT with an absolute table compares ACC (as int32) with ceil(t / s) or, for
   s < 0, ~ACC with ~floor(t / s), per lane and run: no products.
 - A lifted loop (``Machine._liftable``) runs its body once as closures over
@@ -41,6 +45,7 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -188,6 +193,71 @@ def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _Adc
     lhs[lanes] = 1
     chsum = max(int(hi_part.sum()), int(lo_part.sum())) if f32 else int(rowsum.sum())
     return FastMat(lhs, lanes, div, clip, 2 if f32 else 1, colsum, chsum)
+
+
+# A single READ's product with at least PACK_MIN_ROWS driven rows runs packed
+# (``pack_plan``): PACK_FIELDS lanes of PACK_BITS bits in each float32 row of the
+# matrix, its rows a multiple of PACK_ROW_STEP (BLAS's single-precision kernels run
+# 8-row blocks: 8 rows over the 144 driven rows of the digits CNN's second layer take
+# less than half the time of its 18). Fewer driven rows, or a packed matrix of more
+# than PACK_MAX_ROWS rows (a wide layer's product runs at full speed as it is: the
+# 64-lane layer of the digits MLP got slower), and unpacking the fields costs more
+# than the product saves.
+PACK_FIELDS, PACK_BITS, PACK_ROW_STEP = 3, 8, 8
+PACK_MIN_ROWS = 48
+PACK_MAX_ROWS = 8
+PACK_MAX_CHARGES = 2  # distinct read charges of the driven rows (one field each)
+
+
+@dataclass
+class Packed:
+    """A single READ's product (W: k times the lanes ACC takes; d: the 0/1 drive)
+    with PACK_FIELDS lanes in each row of ``lhs``.
+
+    W = g * Wp + off (per lane, off <= 0, Wp >= 0), so W @ d = g * (Wp @ d) + off *
+    count(d), and the read charge of d is sum_v v * count_v(d) over the distinct read
+    charges v of the rows (their counts sum to count(d)). Slot s (the lanes of Wp,
+    then a 0/1 row per charge value) is field s // rows of row s % rows: field f of
+    the product's rows is lanes [f * rows, (f + 1) * rows), a block of ACC. Every
+    entry and drive value is >= 0 and every field's sum is below 2^PACK_BITS, so the
+    packed product's partial sums are integers below 2^24: exact in float32, and
+    field f is byte f of each row's int32 value."""
+
+    lhs: np.ndarray  # float32 [rows, driven rows]
+    rows: int
+    g: int
+    off: np.ndarray  # int64 [lanes]
+    off0: int | None  # every lane's offset, when they agree
+    charges: tuple[tuple[int, int, int], ...]  # (charge, row, field) of each charge value
+
+
+def pack_plan(lanes: np.ndarray, k: int, charge: np.ndarray) -> Packed | None:
+    """The packed form of the product of ``k * lanes`` (int64 [lanes, driven rows])
+    and the read charge of each driven row (int64), or None when a field may reach
+    2^PACK_BITS or there are more than PACK_MAX_CHARGES charge values."""
+    top = 1 << PACK_BITS
+    n = lanes.shape[0]
+    a = lanes.astype(np.int64) * k
+    off = np.minimum(a.min(axis=1, initial=0), 0)
+    a -= off[:, None]
+    g = int(np.gcd.reduce(a, axis=None)) if a.size else 0
+    g = g or 1
+    a //= g
+    vals, inv = np.unique(charge, return_inverse=True)
+    if len(vals) > PACK_MAX_CHARGES or int(a.sum(axis=1).max(initial=0)) >= top or \
+            int(np.bincount(inv, minlength=1).max()) >= top:
+        return None
+    slots = np.concatenate([a, inv[None, :] == np.arange(len(vals))[:, None]])
+    rows = -(-slots.shape[0] // PACK_FIELDS)
+    rows = -(-rows // PACK_ROW_STEP) * PACK_ROW_STEP
+    if rows > PACK_MAX_ROWS:
+        return None
+    lhs = np.zeros((rows, lanes.shape[1]), np.int64)
+    for s in range(slots.shape[0]):
+        lhs[s % rows] += slots[s] << (PACK_BITS * (s // rows))
+    off0 = int(off[0]) if n and (off == off[0]).all() else None
+    charges = tuple((int(v), (n + i) % rows, (n + i) // rows) for i, v in enumerate(vals))
+    return Packed(lhs.astype(np.float32), rows, g, off, off0, charges)
 
 
 def vec_chunks(n: int, src: int, src_len: int, dst: int, vw: int
@@ -939,10 +1009,12 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     ch2 = ctx.ch2
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []  # [] : the product is not exact for this matrix
+    pk: list[Packed] = []  # a single READ's packed product, when it has one
 
     def refresh(ver: bytes, hi: int) -> None:
         key[0], key[1] = ver, hi
         prep.clear()
+        pk.clear()
         mat = engine.matrix(xbar, c0, width, sym, adc)
         exact = F32_EXACT if mat.nch == 2 else F64_EXACT
         if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
@@ -968,6 +1040,18 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             whole = ctx.buf("prod", dt)[:n + mat.nch]
             prep[:] = [joint, None, d, d, ctx.buf("bits", np.int32)[:nrows], whole[:n],
                        mat.nch, d, whole[n:], nrows // 2, whole]
+            if nrows >= PACK_MIN_ROWS and sys.byteorder == "little":
+                pkey = ("packed", acc_a, n, ro, nrows, ks[0])
+                plan = mat.views.get(pkey, False)
+                if plan is False:
+                    rows = mat.lhs[:, ro:ro + nrows]
+                    charge = rows[L + 1].astype(np.int64)
+                    if mat.nch == 2:
+                        charge = (charge << charge_shift(p.rows)) + rows[L + 2].astype(np.int64)
+                    plan = mat.views[pkey] = pack_plan(
+                        rows[acc_a:acc_a + n].astype(np.int64), ks[0], charge)
+                if plan is not None:
+                    pk[:] = [plan]
             return
         prep[:] = [lanes, ch.astype(cdt), d, ctx.buf("rhs", dt)[:nrows],
                    ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
@@ -1052,6 +1136,9 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                     for i, (drive_a, _, planes) in enumerate(drivers):
                         drive_a(x, dd, tt if planes else x)
                         pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
+        if pk:
+            packed_acc(h, cols, rhs[:, cols], mm)
+            return
         out = (prod if whole is None else whole)[:, cols]
         mm(lanes, rhs[:, cols], out=out)
         p_c = prod[:, cols]
@@ -1076,6 +1163,57 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         else:
             chi = ctx.chi[cols]
             chi += chp[0, cols].astype(np.int64)
+
+    def packed_acc(h: int, cols: slice, d: np.ndarray, mm: Callable[..., None]) -> None:
+        """ACC and the read charge from the packed product of the drive ``d``
+        (columns ``cols``; see ``Packed``)."""
+        plan = pk[0]
+        R = plan.rows
+        out = ctx.scratch("pack_out", (R, ctx.N), np.float32)[:, cols]
+        mm(plan.lhs, d, out=out)
+        oi = ctx.scratch("pack_outi", (R, ctx.N), np.int32)[:, cols]
+        np.copyto(oi, out, casting="unsafe")
+        fields = oi.view(np.uint8).reshape(R, -1, 4)  # [rows, columns, bytes]
+        cnt = ctx.scratch("pack_cnt", (ctx.N,), np.int64)[cols]  # driven rows
+        chg = ctx.scratch("pack_charge", (ctx.N,), np.int64)[cols]
+        tmp = ctx.scratch("pack_tmp", (ctx.N,), np.int64)[cols]
+        for i, (v, r, f) in enumerate(plan.charges):
+            c = fields[r, :, f]
+            if i == 0:
+                np.copyto(cnt, c)
+                np.multiply(c, v, out=chg, dtype=np.int64)
+            else:
+                np.add(cnt, c, out=cnt)
+                np.multiply(c, v, out=tmp, dtype=np.int64)
+                np.add(chg, tmp, out=chg)
+        chi = ctx.chi[cols]
+        np.add(chi, chg, out=chi)
+        if plan.off0 is not None:
+            np.multiply(cnt, plan.off0, out=cnt)
+        new = ctx.scratch("pack_lanes", (p.cols, ctx.N), np.int64)[:, cols]
+        for f in range(PACK_FIELDS):
+            j0, j1 = f * R, min(n, (f + 1) * R)
+            if j1 <= j0:
+                break
+            # Lanes [j0, j1): assigned from lane h on (lanes past acc_hi), else added.
+            dst = acc2[j0:j1, cols] if h <= j0 else new[j0:j1]
+            src = fields[:j1 - j0, :, f]
+            if plan.g == 1:
+                np.copyto(dst, src)
+            else:
+                np.multiply(src, plan.g, out=dst, dtype=np.int64)
+            if plan.off0 is not None:
+                if plan.off0:
+                    np.add(dst, cnt, out=dst)
+            else:
+                off = ctx.scratch("pack_off", (p.cols, ctx.N), np.int64)[j0:j1, cols]
+                np.multiply(plan.off[j0:j1, None], cnt, out=off)
+                np.add(dst, off, out=dst)
+            if h > j0:
+                k = min(h, j1)
+                np.add(acc2[j0:k, cols], dst[:k - j0], out=acc2[j0:k, cols])
+                if k < j1:
+                    np.copyto(acc2[k:j1, cols], dst[k - j0:])
 
     def f_chain(ib: int) -> None:
         hi = regs.in_hi
@@ -1105,7 +1243,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             compute(ib, hi, h, 0, copies, matmul)
         regs.acc_hi = max(h, n)
         regs.acc_bound = b
-        if prep[6] == 2:
+        if prep[6] == 2 and not pk:
             ctx.dirty = True
             ctx.reads_since += nfused
         else:
