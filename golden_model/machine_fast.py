@@ -1506,7 +1506,64 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
         chain_at = {at[k] for k in g}
         marks = [fns[i] for i in range(lo, hi) if i not in chain_at]
         fns[lo:hi] = [_group_fn(parts, ctx, fns[lo:hi], marks)]
-    return fns
+    # Runs of LDINs that copy into IN (their own closures): one gather.
+    ldin_at = {id(per[k]): k for k in range(len(steps))
+               if steps[k].op == _LDIN and per[k] is not None}
+    out: list[Fn] = []
+    i = 0
+    while i < len(fns):
+        j = i
+        while j < len(fns) and id(fns[j]) in ldin_at:
+            j += 1
+        run = _ldin_run_fn([steps[ldin_at[id(f)]] for f in fns[i:j]], ctx) if j - i > 1 \
+            else None
+        if run is None:
+            out.append(fns[i])
+            i += 1
+        else:
+            out.append(run)
+            i = j
+    return out
+
+
+def _ldin_run_fn(sts: list[_Step], ctx: Ctx) -> Fn | None:
+    """LDINs run one after another (closures called with IB = 0: a block or a lifted
+    body) that load one block of IN rows in order, as one gather of DMEM words
+    (rows x copies word indices); None when their rows are not one block. A lifted
+    body's relative word a of copy c is a + c * stride (``_Space.win``)."""
+    d0 = end = sts[0].a["dst"]
+    for st in sts:
+        if st.a["dst"] != end:
+            return None
+        end += st.a["lanes"]
+    copies = ctx.copies
+    step = 0
+    if ctx.win is not None:
+        step = ctx.win.strides[0] // ctx.dm.strides[0]
+    idx = np.empty((end - d0, copies), np.intp)
+    for st in sts:
+        a = st.a
+        r = a["dst"] - d0
+        words = np.arange(a["src"], a["src"] + a["lanes"])[:, None]
+        idx[r:r + a["lanes"]] = words + (np.arange(copies) * step if a["rsrc"] else 0)
+    if idx.min(initial=0) < 0 or idx.max(initial=0) >= ctx.dm.shape[0]:
+        return None
+    dm = ctx.dm
+    dst = ctx.in3[d0:end]  # [rows, copies, B], contiguous
+    regs = ctx.regs
+    mark = regs.ldin
+    spans = [(st.a["dst"], st.a["dst"] + st.a["lanes"]) for st in sts]
+
+    def f_ldins(ib: int) -> None:
+        # (mode "wrap": no buffered copy for the range check; every index is in range.)
+        np.take(dm, idx, axis=0, out=dst, mode="wrap")
+        for s0, s1 in spans:  # IN's valid entries, as each LDIN marks them
+            if regs.in_exact and s0 <= regs.in_pref:
+                if s1 > regs.in_pref:
+                    regs.in_pref = regs.in_hi = s1
+            else:
+                mark(s0, s1)
+    return f_ldins
 
 
 # LDINs of fewer lanes than this, when there are several, load IN (``in_source``).

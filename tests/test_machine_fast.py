@@ -514,9 +514,9 @@ def test_packed_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch)
 
 def test_digits_cnn_batch16_fast_equals_definition() -> None:
     """The digits CNN compiled at batch 16 (issue 18's benchmark: its second
-    convolution's 144-row products run packed by default, its 9-row ones not) on 37
-    images (3 runs, the last one partly padding), fast and lifted against the
-    definition."""
+    convolution's 144-row products run packed by default, its 9-row ones not; IN
+    loaded by runs of LDINs of relative and absolute (padding) words) on 37 images
+    (3 runs, the last one partly padding), fast and lifted against the definition."""
     from cimgen.frontend.datasets import digits_for
     from cimgen.frontend.onnx_import import load_model
     from golden_model.reference import quantize_input
@@ -534,6 +534,10 @@ def test_digits_cnn_batch16_fast_equals_definition() -> None:
     plans = [v for mat in ms[0].image.plan_cache.get("fast_mats", {}).values()
              for k, v in mat.views.items() if k[0] == "packed"]
     assert any(v is not None for v in plans)  # the packed path ran
+    engine = ms[0]._engine
+    assert engine is not None
+    names = {f.__name__ for lf in engine.lifted.values() for f in lf.fns}
+    assert "f_ldins" in names  # LDIN runs as one gather
 
 
 def packed_product(plan: machine_fast.Packed, d: np.ndarray, lanes: int
