@@ -1009,7 +1009,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     ch2 = ctx.ch2
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []  # [] : the product is not exact for this matrix
-    pk: list[Packed] = []  # a single READ's packed product, when it has one
+    pk: list = []  # a single READ's packed product (Packed, buffers), when it has one
 
     def refresh(ver: bytes, hi: int) -> None:
         key[0], key[1] = ver, hi
@@ -1051,7 +1051,14 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                     plan = mat.views[pkey] = pack_plan(
                         rows[acc_a:acc_a + n].astype(np.int64), ks[0], charge)
                 if plan is not None:
-                    pk[:] = [plan]
+                    R, N = plan.rows, ctx.N
+                    fields = -(-(n + len(plan.charges)) // R)
+                    pk[:] = [plan, ctx.scratch("pack_out", (R, N), np.float32),
+                             ctx.scratch("pack_outi", (R, N), np.int32),
+                             ctx.scratch("pack_slots", (fields * R, N), np.int32),
+                             ctx.scratch("pack_tmp", (N,), np.int64),
+                             ctx.scratch("pack_cnt", (N,), np.int64),
+                             ctx.buf("x", np.int64), ctx.scratch("pack_off", (p.cols, N), np.int64)]
             return
         prep[:] = [lanes, ch.astype(cdt), d, ctx.buf("rhs", dt)[:nrows],
                    ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
@@ -1167,53 +1174,54 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     def packed_acc(h: int, cols: slice, d: np.ndarray, mm: Callable[..., None]) -> None:
         """ACC and the read charge from the packed product of the drive ``d``
         (columns ``cols``; see ``Packed``)."""
-        plan = pk[0]
+        plan, out, oi, slots, tmp, offc, new, offs = pk
         R = plan.rows
-        out = ctx.scratch("pack_out", (R, ctx.N), np.float32)[:, cols]
+        out = out[:, cols]
         mm(plan.lhs, d, out=out)
-        oi = ctx.scratch("pack_outi", (R, ctx.N), np.int32)[:, cols]
+        oi = oi[:, cols]
         np.copyto(oi, out, casting="unsafe")
-        fields = oi.view(np.uint8).reshape(R, -1, 4)  # [rows, columns, bytes]
-        cnt = ctx.scratch("pack_cnt", (ctx.N,), np.int64)[cols]  # driven rows
-        chg = ctx.scratch("pack_charge", (ctx.N,), np.int64)[cols]
-        tmp = ctx.scratch("pack_tmp", (ctx.N,), np.int64)[cols]
-        for i, (v, r, f) in enumerate(plan.charges):
-            c = fields[r, :, f]
-            if i == 0:
-                np.copyto(cnt, c)
-                np.multiply(c, v, out=chg, dtype=np.int64)
+        # Row s of ``slots`` is slot s: field s // R of row s % R (the value is below
+        # 2^24, so the last field needs no mask).
+        mask = (1 << PACK_BITS) - 1
+        for f in range(len(slots) // R):
+            sf = slots[f * R:(f + 1) * R, cols]
+            if f == 0:
+                np.bitwise_and(oi, mask, out=sf)
             else:
-                np.add(cnt, c, out=cnt)
-                np.multiply(c, v, out=tmp, dtype=np.int64)
-                np.add(chg, tmp, out=chg)
+                np.right_shift(oi, f * PACK_BITS, out=sf)
+                if f < PACK_FIELDS - 1:
+                    np.bitwise_and(sf, mask, out=sf)
+        tmp, offc = tmp[cols], offc[cols]
         chi = ctx.chi[cols]
-        np.add(chi, chg, out=chi)
-        if plan.off0 is not None:
-            np.multiply(cnt, plan.off0, out=cnt)
-        new = ctx.scratch("pack_lanes", (p.cols, ctx.N), np.int64)[:, cols]
-        for f in range(PACK_FIELDS):
-            j0, j1 = f * R, min(n, (f + 1) * R)
-            if j1 <= j0:
-                break
-            # Lanes [j0, j1): assigned from lane h on (lanes past acc_hi), else added.
-            dst = acc2[j0:j1, cols] if h <= j0 else new[j0:j1]
-            src = fields[:j1 - j0, :, f]
-            if plan.g == 1:
-                np.copyto(dst, src)
+        cnt = None  # driven rows
+        for i, (v, _, _) in enumerate(plan.charges):
+            c = slots[n + i, cols]
+            np.multiply(c, v, out=tmp, dtype=np.int64)
+            np.add(chi, tmp, out=chi)
+            if cnt is None:
+                cnt = c
             else:
-                np.multiply(src, plan.g, out=dst, dtype=np.int64)
-            if plan.off0 is not None:
-                if plan.off0:
-                    np.add(dst, cnt, out=dst)
-            else:
-                off = ctx.scratch("pack_off", (p.cols, ctx.N), np.int64)[j0:j1, cols]
-                np.multiply(plan.off[j0:j1, None], cnt, out=off)
-                np.add(dst, off, out=dst)
-            if h > j0:
-                k = min(h, j1)
-                np.add(acc2[j0:k, cols], dst[:k - j0], out=acc2[j0:k, cols])
-                if k < j1:
-                    np.copyto(acc2[k:j1, cols], dst[k - j0:])
+                np.add(cnt, c, out=offc)
+                cnt = offc
+        assert cnt is not None
+        # Lanes past acc_hi are assigned: all of them straight into ACC when h is 0.
+        lanes = acc2[:n, cols] if h == 0 else new[:n, cols]
+        if plan.g == 1:
+            np.copyto(lanes, slots[:n, cols])
+        else:
+            np.multiply(slots[:n, cols], plan.g, out=lanes, dtype=np.int64)
+        if plan.off0 is None:
+            off = offs[:n, cols]
+            np.multiply(plan.off[:, None], cnt, out=off)
+            np.add(lanes, off, out=lanes)
+        elif plan.off0:
+            np.multiply(cnt, plan.off0, out=offc)
+            np.add(lanes, offc, out=lanes)
+        if h:
+            if h < n:
+                np.copyto(acc2[h:n, cols], lanes[h:])
+            k = min(h, n)
+            np.add(acc2[:k, cols], lanes[:k], out=acc2[:k, cols])
 
     def f_chain(ib: int) -> None:
         hi = regs.in_hi
