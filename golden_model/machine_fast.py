@@ -29,8 +29,8 @@ cell and counter):
   2^62, a matrix without the ADC step) runs the pairs' own closures.
 - A single READ over many rows with few lanes multiplies a packed matrix
   (``Packed``: three 8-bit lanes per float32 row, the read charge from the counts
-  of rows of each charge value) and reads the lanes back as bytes: a third of the
-  product's rows, where a float32 product of few rows is slow per row.
+  of rows of each charge value) and takes the lanes apart by shifts: a third of
+  the product's rows, where a float32 product of few rows is slow per row.
 - ACT with an absolute table compares ACC (as int32) with ceil(t / s) or, for
   s < 0, ~ACC with ~floor(t / s), per lane and run: no products.
 - A lifted loop (``Machine._liftable``) runs its body once as closures over
@@ -45,7 +45,6 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -221,7 +220,7 @@ class Packed:
     the product's rows is lanes [f * rows, (f + 1) * rows), a block of ACC. Every
     entry and drive value is >= 0 and every field's sum is below 2^PACK_BITS, so the
     packed product's partial sums are integers below 2^24: exact in float32, and
-    field f is byte f of each row's int32 value."""
+    field f is bits [f * PACK_BITS, (f + 1) * PACK_BITS) of each row as int32."""
 
     lhs: np.ndarray  # float32 [rows, driven rows]
     rows: int
@@ -1040,7 +1039,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             whole = ctx.buf("prod", dt)[:n + mat.nch]
             prep[:] = [joint, None, d, d, ctx.buf("bits", np.int32)[:nrows], whole[:n],
                        mat.nch, d, whole[n:], nrows // 2, whole]
-            if nrows >= PACK_MIN_ROWS and sys.byteorder == "little":
+            if nrows >= PACK_MIN_ROWS:
                 pkey = ("packed", acc_a, n, ro, nrows, ks[0])
                 plan = mat.views.get(pkey, False)
                 if plan is False:

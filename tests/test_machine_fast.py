@@ -542,14 +542,14 @@ def test_digits_cnn_batch16_fast_equals_definition() -> None:
 
 def packed_product(plan: machine_fast.Packed, d: np.ndarray, lanes: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """W @ d and the read charge per column from the packed product, decoded as
-    ``_chain_fn`` does (fields as bytes)."""
-    prod = (plan.lhs @ d.astype(np.float32)).astype(np.int32)
-    fields = prod.view(np.uint8).reshape(plan.rows, -1, 4)
-    slot = np.concatenate([fields[:, :, f] for f in range(machine_fast.PACK_FIELDS)]
-                          ).astype(np.int64)
+    """W @ d and the read charge per column from the packed product (fields by
+    shifts and masks, slot s = field s // rows of row s % rows)."""
+    prod = (plan.lhs @ d.astype(np.float32)).astype(np.int64)
+    bits, mask = machine_fast.PACK_BITS, (1 << machine_fast.PACK_BITS) - 1
+    slot = np.concatenate([(prod >> (bits * f)) & mask
+                           for f in range(machine_fast.PACK_FIELDS)])
     cnt = sum(slot[lanes + i] for i in range(len(plan.charges)))
-    charge = sum(v * fields[r, :, f].astype(np.int64) for v, r, f in plan.charges)
+    charge = sum(v * ((prod[r] >> (bits * f)) & mask) for v, r, f in plan.charges)
     return plan.g * slot[:lanes] + plan.off[:, None] * cnt, charge
 
 
