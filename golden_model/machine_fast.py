@@ -27,6 +27,10 @@ cell and counter):
   LDINs right before and nothing else reads IN, from their DMEM words directly
   (``in_source``). Anything else at run time (a probe, IN gaps, a bound past
   2^62, a matrix without the ADC step) runs the pairs' own closures.
+- A single READ over many rows with few lanes multiplies a packed matrix
+  (``Packed``: three 8-bit lanes per float32 row, the read charge from the counts
+  of rows of each charge value) and takes the lanes apart by shifts: a third of
+  the product's rows, where a float32 product of few rows is slow per row.
 - ACT with an absolute table compares ACC (as int32) with ceil(t / s) or, for
   s < 0, ~ACC with ~floor(t / s), per lane and run: no products.
 - A lifted loop (``Machine._liftable``) runs its body once as closures over
@@ -188,6 +192,71 @@ def fast_matrix(m: Machine, xbar: int, c0: int, width: int, sym: bool, lut: _Adc
     lhs[lanes] = 1
     chsum = max(int(hi_part.sum()), int(lo_part.sum())) if f32 else int(rowsum.sum())
     return FastMat(lhs, lanes, div, clip, 2 if f32 else 1, colsum, chsum)
+
+
+# A single READ's product with at least PACK_MIN_ROWS driven rows runs packed
+# (``pack_plan``): PACK_FIELDS lanes of PACK_BITS bits in each float32 row of the
+# matrix, its rows a multiple of PACK_ROW_STEP (BLAS's single-precision kernels run
+# 8-row blocks: 8 rows over the 144 driven rows of the digits CNN's second layer take
+# less than half the time of its 18). Fewer driven rows, or a packed matrix of more
+# than PACK_MAX_ROWS rows (a wide layer's product runs at full speed as it is: the
+# 64-lane layer of the digits MLP got slower), and unpacking the fields costs more
+# than the product saves.
+PACK_FIELDS, PACK_BITS, PACK_ROW_STEP = 3, 8, 8
+PACK_MIN_ROWS = 48
+PACK_MAX_ROWS = 8
+PACK_MAX_CHARGES = 2  # distinct read charges of the driven rows (one field each)
+
+
+@dataclass
+class Packed:
+    """A single READ's product (W: k times the lanes ACC takes; d: the 0/1 drive)
+    with PACK_FIELDS lanes in each row of ``lhs``.
+
+    W = g * Wp + off (per lane, off <= 0, Wp >= 0), so W @ d = g * (Wp @ d) + off *
+    count(d), and the read charge of d is sum_v v * count_v(d) over the distinct read
+    charges v of the rows (their counts sum to count(d)). Slot s (the lanes of Wp,
+    then a 0/1 row per charge value) is field s // rows of row s % rows: field f of
+    the product's rows is lanes [f * rows, (f + 1) * rows), a block of ACC. Every
+    entry and drive value is >= 0 and every field's sum is below 2^PACK_BITS, so the
+    packed product's partial sums are integers below 2^24: exact in float32, and
+    field f is bits [f * PACK_BITS, (f + 1) * PACK_BITS) of each row as int32."""
+
+    lhs: np.ndarray  # float32 [rows, driven rows]
+    rows: int
+    g: int
+    off: np.ndarray  # int64 [lanes]
+    off0: int | None  # every lane's offset, when they agree
+    charges: tuple[tuple[int, int, int], ...]  # (charge, row, field) of each charge value
+
+
+def pack_plan(lanes: np.ndarray, k: int, charge: np.ndarray) -> Packed | None:
+    """The packed form of the product of ``k * lanes`` (int64 [lanes, driven rows])
+    and the read charge of each driven row (int64), or None when a field may reach
+    2^PACK_BITS or there are more than PACK_MAX_CHARGES charge values."""
+    top = 1 << PACK_BITS
+    n = lanes.shape[0]
+    a = lanes.astype(np.int64) * k
+    off = np.minimum(a.min(axis=1, initial=0), 0)
+    a -= off[:, None]
+    g = int(np.gcd.reduce(a, axis=None)) if a.size else 0
+    g = g or 1
+    a //= g
+    vals, inv = np.unique(charge, return_inverse=True)
+    if len(vals) > PACK_MAX_CHARGES or int(a.sum(axis=1).max(initial=0)) >= top or \
+            int(np.bincount(inv, minlength=1).max()) >= top:
+        return None
+    slots = np.concatenate([a, inv[None, :] == np.arange(len(vals))[:, None]])
+    rows = -(-slots.shape[0] // PACK_FIELDS)
+    rows = -(-rows // PACK_ROW_STEP) * PACK_ROW_STEP
+    if rows > PACK_MAX_ROWS:
+        return None
+    lhs = np.zeros((rows, lanes.shape[1]), np.int64)
+    for s in range(slots.shape[0]):
+        lhs[s % rows] += slots[s] << (PACK_BITS * (s // rows))
+    off0 = int(off[0]) if n and (off == off[0]).all() else None
+    charges = tuple((int(v), (n + i) % rows, (n + i) // rows) for i, v in enumerate(vals))
+    return Packed(lhs.astype(np.float32), rows, g, off, off0, charges)
 
 
 def vec_chunks(n: int, src: int, src_len: int, dst: int, vw: int
@@ -939,10 +1008,12 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     ch2 = ctx.ch2
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []  # [] : the product is not exact for this matrix
+    pk: list = []  # a single READ's packed product (Packed, buffers), when it has one
 
     def refresh(ver: bytes, hi: int) -> None:
         key[0], key[1] = ver, hi
         prep.clear()
+        pk.clear()
         mat = engine.matrix(xbar, c0, width, sym, adc)
         exact = F32_EXACT if mat.nch == 2 else F64_EXACT
         if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
@@ -968,6 +1039,25 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             whole = ctx.buf("prod", dt)[:n + mat.nch]
             prep[:] = [joint, None, d, d, ctx.buf("bits", np.int32)[:nrows], whole[:n],
                        mat.nch, d, whole[n:], nrows // 2, whole]
+            if nrows >= PACK_MIN_ROWS:
+                pkey = ("packed", acc_a, n, ro, nrows, ks[0])
+                plan = mat.views.get(pkey, False)
+                if plan is False:
+                    rows = mat.lhs[:, ro:ro + nrows]
+                    charge = rows[L + 1].astype(np.int64)
+                    if mat.nch == 2:
+                        charge = (charge << charge_shift(p.rows)) + rows[L + 2].astype(np.int64)
+                    plan = mat.views[pkey] = pack_plan(
+                        rows[acc_a:acc_a + n].astype(np.int64), ks[0], charge)
+                if plan is not None:
+                    R, N = plan.rows, ctx.N
+                    fields = -(-(n + len(plan.charges)) // R)
+                    pk[:] = [plan, ctx.scratch("pack_out", (R, N), np.float32),
+                             ctx.scratch("pack_outi", (R, N), np.int32),
+                             ctx.scratch("pack_slots", (fields * R, N), np.int32),
+                             ctx.scratch("pack_tmp", (N,), np.int64),
+                             ctx.scratch("pack_cnt", (N,), np.int64),
+                             ctx.buf("x", np.int64), ctx.scratch("pack_off", (p.cols, N), np.int64)]
             return
         prep[:] = [lanes, ch.astype(cdt), d, ctx.buf("rhs", dt)[:nrows],
                    ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
@@ -1052,6 +1142,9 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                     for i, (drive_a, _, planes) in enumerate(drivers):
                         drive_a(x, dd, tt if planes else x)
                         pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
+        if pk:
+            packed_acc(h, cols, rhs[:, cols], mm)
+            return
         out = (prod if whole is None else whole)[:, cols]
         mm(lanes, rhs[:, cols], out=out)
         p_c = prod[:, cols]
@@ -1076,6 +1169,58 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         else:
             chi = ctx.chi[cols]
             chi += chp[0, cols].astype(np.int64)
+
+    def packed_acc(h: int, cols: slice, d: np.ndarray, mm: Callable[..., None]) -> None:
+        """ACC and the read charge from the packed product of the drive ``d``
+        (columns ``cols``; see ``Packed``)."""
+        plan, out, oi, slots, tmp, offc, new, offs = pk
+        R = plan.rows
+        out = out[:, cols]
+        mm(plan.lhs, d, out=out)
+        oi = oi[:, cols]
+        np.copyto(oi, out, casting="unsafe")
+        # Row s of ``slots`` is slot s: field s // R of row s % R (the value is below
+        # 2^24, so the last field needs no mask).
+        mask = (1 << PACK_BITS) - 1
+        for f in range(len(slots) // R):
+            sf = slots[f * R:(f + 1) * R, cols]
+            if f == 0:
+                np.bitwise_and(oi, mask, out=sf)
+            else:
+                np.right_shift(oi, f * PACK_BITS, out=sf)
+                if f < PACK_FIELDS - 1:
+                    np.bitwise_and(sf, mask, out=sf)
+        tmp, offc = tmp[cols], offc[cols]
+        chi = ctx.chi[cols]
+        cnt = None  # driven rows
+        for i, (v, _, _) in enumerate(plan.charges):
+            c = slots[n + i, cols]
+            np.multiply(c, v, out=tmp, dtype=np.int64)
+            np.add(chi, tmp, out=chi)
+            if cnt is None:
+                cnt = c
+            else:
+                np.add(cnt, c, out=offc)
+                cnt = offc
+        assert cnt is not None
+        # Lanes past acc_hi are assigned: all of them straight into ACC when h is 0.
+        lanes = acc2[:n, cols] if h == 0 else new[:n, cols]
+        if plan.g == 1:
+            np.copyto(lanes, slots[:n, cols])
+        else:
+            np.multiply(slots[:n, cols], plan.g, out=lanes, dtype=np.int64)
+        if plan.off0 is None:
+            off = offs[:n, cols]
+            np.multiply(plan.off[:, None], cnt, out=off)
+            np.add(lanes, off, out=lanes)
+        elif plan.off0:
+            np.multiply(cnt, plan.off0, out=offc)
+            np.add(lanes, offc, out=lanes)
+        if h:
+            if h < n:
+                np.copyto(acc2[h:n, cols], lanes[h:])
+            k = min(h, n)
+            np.add(acc2[:k, cols], lanes[:k], out=acc2[:k, cols])
 
     def f_chain(ib: int) -> None:
         hi = regs.in_hi
@@ -1105,7 +1250,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             compute(ib, hi, h, 0, copies, matmul)
         regs.acc_hi = max(h, n)
         regs.acc_bound = b
-        if prep[6] == 2:
+        if prep[6] == 2 and not pk:
             ctx.dirty = True
             ctx.reads_since += nfused
         else:
@@ -1332,7 +1477,7 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
         live = regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"], halts)
         if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
             fns += slow
-        elif (loads := in_source(steps, k, e, after, halts, live)) is not None:
+        elif (loads := in_source(steps, k, e, after, halts, live, ctx.copies > 1)) is not None:
             # The chain reads IN's values from the LDINs' DMEM words: the LDINs only
             # mark IN's valid entries (their copies run when the chain falls back).
             for j in loads:
@@ -1368,7 +1513,64 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
         chain_at = {at[k] for k in g}
         marks = [fns[i] for i in range(lo, hi) if i not in chain_at]
         fns[lo:hi] = [_group_fn(parts, ctx, fns[lo:hi], marks)]
-    return fns
+    # Runs of LDINs that copy into IN (their own closures): one gather.
+    ldin_at = {id(per[k]): k for k in range(len(steps))
+               if steps[k].op == _LDIN and per[k] is not None}
+    out: list[Fn] = []
+    i = 0
+    while i < len(fns):
+        j = i
+        while j < len(fns) and id(fns[j]) in ldin_at:
+            j += 1
+        run = _ldin_run_fn([steps[ldin_at[id(f)]] for f in fns[i:j]], ctx) if j - i > 1 \
+            else None
+        if run is None:
+            out.append(fns[i])
+            i += 1
+        else:
+            out.append(run)
+            i = j
+    return out
+
+
+def _ldin_run_fn(sts: list[_Step], ctx: Ctx) -> Fn | None:
+    """LDINs run one after another (closures called with IB = 0: a block or a lifted
+    body) that load one block of IN rows in order, as one gather of DMEM words
+    (rows x copies word indices); None when their rows are not one block. A lifted
+    body's relative word a of copy c is a + c * stride (``_Space.win``)."""
+    d0 = end = sts[0].a["dst"]
+    for st in sts:
+        if st.a["dst"] != end:
+            return None
+        end += st.a["lanes"]
+    copies = ctx.copies
+    step = 0
+    if ctx.win is not None:
+        step = ctx.win.strides[0] // ctx.dm.strides[0]
+    idx = np.empty((end - d0, copies), np.intp)
+    for st in sts:
+        a = st.a
+        r = a["dst"] - d0
+        words = np.arange(a["src"], a["src"] + a["lanes"])[:, None]
+        idx[r:r + a["lanes"]] = words + (np.arange(copies) * step if a["rsrc"] else 0)
+    if idx.min(initial=0) < 0 or idx.max(initial=0) >= ctx.dm.shape[0]:
+        return None
+    dm = ctx.dm
+    dst = ctx.in3[d0:end]  # [rows, copies, B], contiguous
+    regs = ctx.regs
+    mark = regs.ldin
+    spans = [(st.a["dst"], st.a["dst"] + st.a["lanes"]) for st in sts]
+
+    def f_ldins(ib: int) -> None:
+        # (mode "wrap": no buffered copy for the range check; every index is in range.)
+        np.take(dm, idx, axis=0, out=dst, mode="wrap")
+        for s0, s1 in spans:  # IN's valid entries, as each LDIN marks them
+            if regs.in_exact and s0 <= regs.in_pref:
+                if s1 > regs.in_pref:
+                    regs.in_pref = regs.in_hi = s1
+            else:
+                mark(s0, s1)
+    return f_ldins
 
 
 # LDINs of fewer lanes than this, when there are several, load IN (``in_source``).
@@ -1376,11 +1578,12 @@ MIN_IN_PIECE = 32
 
 
 def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], halts: bool,
-              live: bool) -> list[int] | None:
+              live: bool, lifted: bool = False) -> list[int] | None:
     """The LDINs (step indices) that, right after an INCLR and right before the
     chain steps[k:e], load IN's rows as one prefix, when nothing else reads IN's
     values before the next INCLR: the chain can read those values from the LDINs'
-    DMEM words (only LDINs lie between them and the chain, so DMEM is unchanged)."""
+    DMEM words (only LDINs lie between them and the chain, so DMEM is unchanged).
+    ``lifted``: the chain runs in a lifted loop (``Ctx.copies`` > 1)."""
     if steps[k].a["pair"] or live:
         return None
     j = k - 1
@@ -1394,7 +1597,13 @@ def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], hal
             return None
         end += st.a["lanes"]
     # Small pieces: the copies into IN and one drive cost less than a drive per piece.
-    if k - j > 2 and min(st.a["lanes"] for st in steps[j + 1:k]) < MIN_IN_PIECE:
+    # In a lifted loop, any pieces: there a drive reads its piece as [copies, rows, B]
+    # windows of DMEM, one short run of B values at a time, converting to the drive's
+    # float type as it goes; the copies into IN run as fast and the drive of IN is one
+    # pass over contiguous memory (a 3x3 convolution's 144 rows in three pieces of 48,
+    # 16 copies: 143 us for the drives from DMEM against about 70 us for the copies
+    # and one drive).
+    if k - j > 2 and (lifted or min(st.a["lanes"] for st in steps[j + 1:k]) < MIN_IN_PIECE):
         return None
     if in_read_later(chain(islice_from(steps, e), after), halts):
         return None

@@ -497,6 +497,110 @@ def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) 
         network_case(mapping, 1, {"num_xbars": 1})
 
 
+def test_packed_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every single READ's product packed when it can be (``machine_fast.Packed``; by
+    default only those of many rows are), also split in halves of columns: the same
+    results as the definition."""
+    monkeypatch.setattr(machine_fast, "PACK_MIN_ROWS", 1)
+    for chunk in range(2):
+        test_read_chains_and_act_fast_equals_definition(chunk)
+    for mapping in ("BNN_I", "TNN_I", "BNN_III"):
+        for over in ({}, {"num_xbars": 1}, {"stuck_lrs_rate": 0.05, "stuck_hrs_rate": 0.05}):
+            network_case(mapping, 2, over)
+    monkeypatch.setattr(machine_fast, "SPLIT_MACS", 1)
+    test_read_chains_and_act_fast_equals_definition(2)
+    network_case("BNN_I", 0, {})
+
+
+def test_digits_cnn_batch16_fast_equals_definition() -> None:
+    """The digits CNN compiled at batch 16 (issue 18's benchmark: its second
+    convolution's 144-row products run packed by default, its 9-row ones not; IN
+    loaded by runs of LDINs of relative and absolute (padding) words) on 37 images
+    (3 runs, the last one partly padding), fast and lifted against the definition."""
+    from cimgen.frontend.datasets import digits_for
+    from cimgen.frontend.onnx_import import load_model
+    from golden_model.reference import quantize_input
+
+    root = Path(__file__).resolve().parents[1]
+    net = load_model(root / "examples" / "bnn_cnn.onnx")
+    q = quantize_input(net, digits_for(net.input.shape)[0][:37])
+    comp = compile_network(net, make_config(None, {"batch": 16}))
+    ms = machines(comp.image, comp.runs(q.shape[0]))
+    same_runs(ms, comp.setup_entry, "digits CNN setup")
+    for m in ms:
+        comp.load_inputs(m, q)
+    same_runs(ms, comp.infer_entry, "digits CNN batch 16")
+    same_runs(ms, comp.infer_entry, "digits CNN batch 16 again")
+    plans = [v for mat in ms[0].image.plan_cache.get("fast_mats", {}).values()
+             for k, v in mat.views.items() if k[0] == "packed"]
+    assert any(v is not None for v in plans)  # the packed path ran
+    engine = ms[0]._engine
+    assert engine is not None
+    names = {f.__name__ for lf in engine.lifted.values() for f in lf.fns}
+    assert "f_ldins" in names  # LDIN runs as one gather
+
+
+def packed_product(plan: machine_fast.Packed, d: np.ndarray, lanes: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """W @ d and the read charge per column from the packed product (fields by
+    shifts and masks, slot s = field s // rows of row s % rows)."""
+    prod = (plan.lhs @ d.astype(np.float32)).astype(np.int64)
+    bits, mask = machine_fast.PACK_BITS, (1 << machine_fast.PACK_BITS) - 1
+    slot = np.concatenate([(prod >> (bits * f)) & mask
+                           for f in range(machine_fast.PACK_FIELDS)])
+    cnt = sum(slot[lanes + i] for i in range(len(plan.charges)))
+    charge = sum(v * ((prod[r] >> (bits * f)) & mask) for v, r, f in plan.charges)
+    return plan.g * slot[:lanes] + plan.off[:, None] * cnt, charge
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3, 16, 21, 22])
+def test_pack_plan_bounds(lanes: int) -> None:
+    """``pack_plan``: exact products for odd lane counts and sums up to the field
+    bound 2^8 - 1 (and the largest packed value 2^24 - 1); None from 2^8 on, with
+    more charge values or rows of one charge than a field holds, or more lanes and
+    charge values than the packed rows hold."""
+    rng = np.random.default_rng(lanes)
+    rows = 255
+    w = rng.choice(np.array([-1, 1]), (lanes, rows))
+    charge = np.where(rng.random(rows) < 0.5, 7, 3 << 20)
+    for k in (1, -2, 3):
+        plan = machine_fast.pack_plan(w, k, charge)
+        assert plan is not None
+        assert plan.lhs.shape[0] % machine_fast.PACK_ROW_STEP == 0
+        assert plan.lhs.shape[0] * machine_fast.PACK_FIELDS >= lanes + 2
+        d = rng.integers(0, 2, (rows, 37))
+        d[:, 0] = 1  # every row driven: every field at its bound
+        d[:, 1] = 0
+        prod, ch = packed_product(plan, d, lanes)
+        np.testing.assert_array_equal(prod, k * w @ d)
+        np.testing.assert_array_equal(ch, charge @ d)
+    # Lanes whose sum reaches 255 (every field of an all-ones drive at 255: the packed
+    # value 2^24 - 1) pack; 256, three charge values or 256 rows of one charge do not.
+    ones = np.ones((lanes, rows), np.int64)
+    plan = machine_fast.pack_plan(ones, 1, charge)
+    assert plan is not None and plan.g == 1
+    d = np.ones((rows, 3), np.int64)
+    d[:, 1] = 0
+    prod, ch = packed_product(plan, d, lanes)
+    np.testing.assert_array_equal(prod, ones @ d)
+    np.testing.assert_array_equal(ch, charge @ d)
+    if lanes >= 2 * plan.rows + 1:  # three fields of one row at 255
+        assert int((plan.lhs @ d[:, 0].astype(np.float32)).max()) == 2**24 - 1
+    wide = np.ones((lanes, rows + 1), np.int64)
+    assert machine_fast.pack_plan(wide, 1, np.append(charge, 7)) is None
+    two = ones.copy()
+    two[:, 0] = 2  # sums of 256
+    assert machine_fast.pack_plan(two, 1, charge) is None
+    assert machine_fast.pack_plan(two, -1, charge) is not None  # offset 2: 2 * 255 - 256
+    assert machine_fast.pack_plan(w, 1, np.arange(rows) % 3) is None
+    same = np.full(rows + 1, 5)
+    assert machine_fast.pack_plan(np.zeros((lanes, rows + 1), np.int64), 1, same) is None
+    slots = machine_fast.PACK_MAX_ROWS * machine_fast.PACK_FIELDS
+    over = np.ones((slots - 1, rows), np.int64)
+    assert machine_fast.pack_plan(over, 1, np.full(rows, 7)) is not None
+    assert machine_fast.pack_plan(over, 1, charge) is None
+
+
 def test_image_with_pooled_machines_pickles(monkeypatch: pytest.MonkeyPatch) -> None:
     """An image whose plan cache holds released machines and the worker thread still
     pickles and copies (without them), and its copy runs the same; a forked process
