@@ -44,7 +44,6 @@ or 2^53 (float64), so BLAS's summation order does not matter.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1643,13 +1642,8 @@ class Engine:
         self.lifted_regs: dict[int, tuple[_Regs, dict[tuple[str, type], np.ndarray]]] = {}
 
     def worker(self) -> ThreadPoolExecutor:
-        """The worker thread of the image's machines (made on first use, and again in
-        a forked process, which has no copy of the thread)."""
-        cache = self.m.image.plan_cache
-        got = cache.get("worker")
-        if got is None or got[0] != os.getpid():
-            got = cache["worker"] = (os.getpid(), ThreadPoolExecutor(1, "golden-worker"))
-        return got[1]
+        """The worker thread of the image's machines (``ChipImage.worker``)."""
+        return self.m.image.worker()
 
     def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         """``np.matmul(a, b, out=out)``; from ``SPLIT_MACS`` on, the first half of
