@@ -23,6 +23,18 @@ _F64_EXACT = 2**53
 SINGLE_THREAD_MACS = 2**24
 
 
+def unique(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, index of each element of the flattened ``a`` in them):
+    ``np.unique(a, return_inverse=True)`` for plain arrays, without numpy 2's
+    import of numpy.ma (20 ms of a `cimgen run` start-up)."""
+    flat = np.asarray(a).ravel()
+    s = np.sort(flat)
+    keep = np.ones(s.size, bool)
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    vals = s[keep]
+    return vals, np.searchsorted(vals, flat).astype(np.intp, copy=False)
+
+
 class _OneBlasThread:
     """Context: numpy's BLAS on one thread for small products. Speed only: the results
     are exact integers either way.

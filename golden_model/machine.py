@@ -39,6 +39,7 @@ import numpy as np
 from . import isa, physics
 from .crossbar import DeviceMap
 from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
+from .kernels import unique
 
 if TYPE_CHECKING:
     from .machine_fast import Engine
@@ -242,7 +243,7 @@ class _AdcLookup:
     def __init__(self, thr: np.ndarray, recon: np.ndarray) -> None:
         self.thr = np.asarray(thr, dtype=np.int64)
         self.recon = np.asarray(recon, dtype=np.int64)
-        real = np.unique(self.thr[self.thr < INT32_MAX_ADC])
+        real = unique(self.thr[self.thr < INT32_MAX_ADC])[0]
         self.fast = False
         self.step = self._ideal_step()
         if real.size == 0:
@@ -989,7 +990,7 @@ class Machine:
         res.progs += len(xs)
         if self.image.params.physics.disturb:
             self._row_reads[xs, rs] = 0  # read disturb counts READs since the write
-        for x in np.unique(xs[changed.any(axis=1)]):  # crossbars whose cells changed
+        for x in unique(xs[changed.any(axis=1)])[0]:  # crossbars whose cells changed
             self._invalidate(int(x))
 
     # ------------------------------------------------------------------ READ

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from .isa import BIT_SIGNED, MASK_NEG, MASK_POS, MASK_ZERO, Err, Sense, Src
+from .kernels import unique
 from .machine import (
     _ACC,
     _ACLR,
@@ -241,7 +242,7 @@ def pack_plan(lanes: np.ndarray, k: int, charge: np.ndarray) -> Packed | None:
     g = int(np.gcd.reduce(a, axis=None)) if a.size else 0
     g = g or 1
     a //= g
-    vals, inv = np.unique(charge, return_inverse=True)
+    vals, inv = unique(charge)
     if len(vals) > PACK_MAX_CHARGES or int(a.sum(axis=1).max(initial=0)) >= top or \
             int(np.bincount(inv, minlength=1).max()) >= top:
         return None

@@ -49,6 +49,8 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import DTypeLike
 
+from .kernels import unique
+
 NOISE_MODELS = ("cell", "column")
 # A normal draw is the quantile of a 16-bit uniform, scaled by Z_SCALE and
 # rounded: |z| <= 4.17, resolution ~4e-5 sigma near 0.
@@ -245,7 +247,7 @@ def drift_factor(stress: np.ndarray, n0: int, p: float) -> np.ndarray:
     """int64 fixed-point factors round(2**16 * (1 + s / n0) ** -p), one per stress s
     (Python floats, one per distinct s, so every executor gets the same integers)."""
     s = np.asarray(stress, dtype=np.int64)
-    uniq, inv = np.unique(s, return_inverse=True)
+    uniq, inv = unique(s)
     f = [round((1 << DRIFT_BITS) * math.pow(1.0 + int(v) / n0, -p)) for v in uniq]
     return np.asarray(f, np.int64)[inv].reshape(s.shape)
 
