@@ -951,6 +951,23 @@ def _chain_rhs(pairs: list[tuple[_Step, _Step]], ks: list[int]
     return "sum", 0, 0
 
 
+def add_product(ctx: Ctx, acc2: np.ndarray, p_c: np.ndarray, h: int, n: int, cols: slice,
+                dt: type) -> None:
+    """ACC lanes [0, n) of columns ``cols`` += the float product ``p_c``: lanes below
+    ``h`` (acc_hi) accumulate, the lanes from h on are assigned. The product's
+    integers are exact in the float; the sum goes through a ``dt`` buffer (int32
+    where they are below 2^24: faster than a mixed int64 + float32 sum)."""
+    if h == 0:
+        np.copyto(acc2[:n, cols], p_c, casting="unsafe")
+        return
+    if h < n:
+        np.copyto(acc2[h:n, cols], p_c[h:], casting="unsafe")
+    k = min(h, n)
+    ti = ctx.buf("prod", dt)[:k, cols]
+    np.copyto(ti, p_c[:k], casting="unsafe")
+    np.add(acc2[:k, cols], ti, out=acc2[:k, cols])
+
+
 def _part(b: np.ndarray, r0: int, r1: int, c0: int, c1: int, copy_major: object, B: int
           ) -> np.ndarray:
     """Rows [r0, r1) and copies [c0, c1) (columns c0 * B .. c1 * B) of a [rows, N]
@@ -1147,18 +1164,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             return
         out = (prod if whole is None else whole)[:, cols]
         mm(lanes, rhs[:, cols], out=out)
-        p_c = prod[:, cols]
-        if h == 0:
-            np.copyto(acc2[:n, cols], p_c, casting="unsafe")
-        else:
-            if h < n:  # lanes past acc_hi are assigned
-                np.copyto(acc2[h:n, cols], p_c[h:], casting="unsafe")
-            # Integers of the float32 product are below 2^24: through int32 (faster
-            # than a mixed int64 + float32 sum).
-            k = min(h, n)
-            ti = ctx.buf("prod", np.int32 if nch == 2 else np.int64)[:k, cols]
-            np.copyto(ti, p_c[:k], casting="unsafe")
-            np.add(acc2[:k, cols], ti, out=acc2[:k, cols])
+        add_product(ctx, acc2, prod[:, cols], h, n, cols, np.int32 if nch == 2 else np.int64)
         # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
         # (one READ: rows of its product).
         if whole is None:
@@ -1335,16 +1341,7 @@ def _group_fn(parts: list[tuple[_Step, _Step, list]], ctx: Ctx, span: list[Fn],
                 dd = _part(stack, offs[i] + r0, offs[i] + r1, c0, c1, True, B)
                 drive(x, dd, _part(itmp, r0, r1, c0, c1, True, B) if planes else x)
         mm(lhs, stack[:, cols], out=out[:, cols])
-        p_c = out[:n, cols]
-        if h == 0:
-            np.copyto(acc2[:n, cols], p_c, casting="unsafe")
-        else:
-            if h < n:  # lanes past acc_hi are assigned
-                np.copyto(acc2[h:n, cols], p_c[h:], casting="unsafe")
-            k = min(h, n)
-            ti = ctx.buf("prod", np.int32)[:k, cols]
-            np.copyto(ti, p_c[:k], casting="unsafe")  # integers below 2^24
-            np.add(acc2[:k, cols], ti, out=acc2[:k, cols])
+        add_product(ctx, acc2, out[:n, cols], h, n, cols, np.int32)
         for i in range(nread):  # each READ's charge rows, exact on their own
             np.add(ch2[:, cols], out[n + 2 * i:n + 2 * i + 2, cols], out=ch2[:, cols])
 
