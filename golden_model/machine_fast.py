@@ -27,6 +27,10 @@ cell and counter):
   LDINs right before and nothing else reads IN, from their DMEM words directly
   (``in_source``). Anything else at run time (a probe, IN gaps, a bound past
   2^62, a matrix without the ADC step) runs the pairs' own closures.
+- Single-pair chains whose LDINs load the same DMEM words again and again (the
+  positions of a convolution) read a drive shadow (``golden_model.shadow``): the
+  drive of every word they load, made once per run of such chains that nothing
+  writes in between, multiplied as row blocks (no copy into IN, no drive per READ).
 - A single READ over many rows with few lanes multiplies a packed matrix
   (``Packed``: three 8-bit lanes per float32 row, the read charge from the counts
   of rows of each charge value) and takes the lanes apart by shifts: a third of
@@ -77,6 +81,7 @@ from .machine import (
     _Step,
     _wrap32,
 )
+from .shadow import Shadow, plan_shadows
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -979,7 +984,8 @@ def _part(b: np.ndarray, r0: int, r1: int, c0: int, c1: int, copy_major: object,
 
 def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
               src: list[tuple[int, int, Callable[[int], np.ndarray]]] | None = None,
-              fill: list[Fn] | None = None) -> Fn:
+              fill: list[Fn] | None = None,
+              shadow: tuple[Shadow, np.ndarray] | None = None) -> Fn:
     """(READ, ACC from CODE) pairs of ``read_chains`` as one product. ``slow``: the
     pairs' own closures, run instead when the product would not be exact or a READ
     needs the general path (gaps in IN, a probe, a matrix without div). ``live``:
@@ -987,7 +993,9 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     closures after the product of the others (``with_chains`` fuses one pair only
     when they are not read). ``src``: IN's rows as (first row, rows, DMEM operand) of
     the LDINs that loaded them, whose closures only marked the entries valid (``fill``
-    copies the values, before the fallback)."""
+    copies the values, before the fallback). ``shadow``: a single pair's drive is the
+    shadow's rows (the shadow row of each IN row) that its LDINs load (``fill`` as
+    for ``src``)."""
     m = ctx.m
     p = m.image.params
     first = steps[0].a
@@ -1026,11 +1034,27 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []  # [] : the product is not exact for this matrix
     pk: list = []  # a single READ's packed product (Packed, buffers), when it has one
+    # A shadow's row blocks for IN rows [0, hi): (IN rows r0:r1, shadow rows s0:s1),
+    # each product matrix cut into those column blocks (by id), the gather of rows.
+    sh_runs: list[tuple[int, int, int, int]] = []
+    sh_lhs: dict[int, list[np.ndarray]] = {}
+    sh_rows: list[np.ndarray] = []
 
     def refresh(ver: bytes, hi: int) -> None:
         key[0], key[1] = ver, hi
         prep.clear()
         pk.clear()
+        sh_runs.clear()
+        sh_lhs.clear()
+        sh_rows.clear()
+        if shadow is not None:
+            r = shadow[1][:hi]
+            cut = np.flatnonzero(np.diff(r) != 1) + 1
+            starts = [0, *cut.tolist()]
+            ends = [*cut.tolist(), len(r)]
+            sh_runs.extend((a, b, int(r[a]), int(r[a]) + b - a)
+                           for a, b in zip(starts, ends, strict=True))
+            sh_rows.append(r)
         mat = engine.matrix(xbar, c0, width, sym, adc)
         exact = F32_EXACT if mat.nch == 2 else F64_EXACT
         if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
@@ -1126,7 +1150,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                 drive_a(x, d[0::2, cols], itmp[:hi, cols] if planes else x)
                 drive_b(x[:nb], d[1::2, cols], itmp[:nb, cols] if planes else x[:nb])
                 pair_sum(i, d[:, cols], rhs[:, cols], cnt[:, cols])
-        else:
+        elif shadow is None:
             for r0, r1, x in segments(ib, hi):
                 if src is None:
                     x = x[:, cols]
@@ -1163,7 +1187,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             packed_acc(h, cols, rhs[:, cols], mm)
             return
         out = (prod if whole is None else whole)[:, cols]
-        mm(lanes, rhs[:, cols], out=out)
+        mul(lanes, rhs[:, cols], out, mm)
         add_product(ctx, acc2, prod[:, cols], h, n, cols, np.int32 if nch == 2 else np.int64)
         # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
         # (one READ: rows of its product).
@@ -1176,13 +1200,47 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             chi = ctx.chi[cols]
             chi += chp[0, cols].astype(np.int64)
 
+    sh_drv = (drivers[0][0], first["mask_a"], first["bit"])
+
+    def mul(lhs: np.ndarray, d: np.ndarray, out: np.ndarray, mm: Callable[..., None]
+            ) -> None:
+        """out = lhs @ the drive: ``d``, or the shadow's rows (all columns: a chain
+        with a shadow does not split them)."""
+        if shadow is None:
+            mm(lhs, d, out=out)
+            return
+        S = shadow[0].get(sh_drv[1], sh_drv[2], lhs.dtype.type, sh_drv[0])
+        blocks = sh_lhs.get(id(lhs))
+        if blocks is None:
+            # IN rows that load the same shadow rows (padding words) share a block:
+            # their columns of lhs are summed (still exact: every partial sum is
+            # bounded by the sum of absolute entries the product's bound covers).
+            merged: dict[tuple[int, int], np.ndarray] = {}
+            for r0, r1, s0, s1 in sh_runs:
+                blk = merged.get((s0, s1))
+                merged[(s0, s1)] = lhs[:, r0:r1].copy() if blk is None else blk + lhs[:, r0:r1]
+            blocks = sh_lhs[id(lhs)] = [b for _, b in merged.items()]
+            sh_lhs[-id(lhs)] = [np.array(k) for k in merged]
+        spans = sh_lhs[-id(lhs)]
+        if len(blocks) > SHADOW_BLOCKS or d.shape[0] < SHADOW_BLOCK_ROWS * len(blocks):
+            np.take(S, sh_rows[0], axis=0, out=d)
+            mm(lhs, d, out=out)
+            return
+        t = ctx.scratch("shadow_part", out.shape, out.dtype.type)
+        for i, (blk, (s0, s1)) in enumerate(zip(blocks, spans, strict=True)):
+            if i == 0:
+                mm(blk, S[s0:s1], out=out)
+            else:
+                mm(blk, S[s0:s1], out=t)
+                np.add(out, t, out=out)
+
     def packed_acc(h: int, cols: slice, d: np.ndarray, mm: Callable[..., None]) -> None:
         """ACC and the read charge from the packed product of the drive ``d``
         (columns ``cols``; see ``Packed``)."""
         plan, out, oi, slots, tmp, offc, new, offs = pk
         R = plan.rows
         out = out[:, cols]
-        mm(plan.lhs, d, out=out)
+        mul(plan.lhs, d, out, mm)
         oi = oi[:, cols]
         np.copyto(oi, out, casting="unsafe")
         # Row s of ``slots`` is slot s: field s // R of row s % R (the value is below
@@ -1245,7 +1303,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             return
         h = regs.acc_hi
         half = copies // 2
-        if half and prep[0].shape[0] * prep[0].shape[1] * ctx.N >= SPLIT_MACS:
+        if half and shadow is None and prep[0].shape[0] * prep[0].shape[1] * ctx.N >= SPLIT_MACS:
             # Two halves of the copies at once: one on the worker thread.
             job = engine.worker().submit(compute, ib, hi, h, 0, half)
             try:
@@ -1456,6 +1514,17 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
     runs of single-pair chains into the same ACC lanes as one (``_group_fn``).
     ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
     chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
+    # Single-pair chains whose IN rows come from their LDINs alone: those in runs
+    # that load the same DMEM words again and again read a drive shadow.
+    cands: dict[int, tuple[int, list[int]]] = {}
+    for k, e in chains.items():
+        if e - k == 2 and not steps[k].a["pair"] and \
+                not regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"],
+                                    halts) and \
+                (loads := in_source(steps, k, e, after, halts, False, pieces=True)) is not None:
+            cands[k] = (e, loads)
+    shadows = plan_shadows(steps, cands, ctx) if cands else {}
+    stale: set[int] = set()  # shadows already marked stale at their epoch's start
     fns: list[Fn] = []
     at: dict[int, int] = {}  # step -> its closure's place in fns
     # chain start -> (end, its IN rows from DMEM or None, the INCLR before its LDINs)
@@ -1474,6 +1543,21 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
         live = regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"], halts)
         if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
             fns += slow
+        elif k in shadows:
+            loads = cands[k][1]
+            for j in loads:
+                fns[at[j]] = _ldin_fn(steps[j], ctx, copy=False)
+            fill = [_ldin_copy(steps[j], ctx) for j in loads]
+            sh = shadows[k]
+            if id(sh) not in stale:
+                stale.add(id(sh))
+                fns.append(sh.stale)
+            rows = [sh.row("rel" if steps[j].a["rsrc"] and ctx.win is not None else "abs",
+                           steps[j].a["src"]) + r
+                    for j in loads for r in range(steps[j].a["lanes"])]
+            at[k] = len(fns)
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live, fill=fill,
+                                 shadow=(sh, np.array(rows, np.intp))))
         elif (loads := in_source(steps, k, e, after, halts, live, ctx.copies > 1)) is not None:
             # The chain reads IN's values from the LDINs' DMEM words: the LDINs only
             # mark IN's valid entries (their copies run when the chain falls back).
@@ -1570,17 +1654,22 @@ def _ldin_run_fn(sts: list[_Step], ctx: Ctx) -> Fn | None:
     return f_ldins
 
 
+# A chain reads its shadow as at most SHADOW_BLOCKS row blocks, one product each,
+# of SHADOW_BLOCK_ROWS rows or more on average; otherwise it gathers the rows first.
+SHADOW_BLOCKS, SHADOW_BLOCK_ROWS = 4, 16
+
 # LDINs of fewer lanes than this, when there are several, load IN (``in_source``).
 MIN_IN_PIECE = 32
 
 
 def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], halts: bool,
-              live: bool, lifted: bool = False) -> list[int] | None:
+              live: bool, lifted: bool = False, pieces: bool = False) -> list[int] | None:
     """The LDINs (step indices) that, right after an INCLR and right before the
     chain steps[k:e], load IN's rows as one prefix, when nothing else reads IN's
     values before the next INCLR: the chain can read those values from the LDINs'
     DMEM words (only LDINs lie between them and the chain, so DMEM is unchanged).
-    ``lifted``: the chain runs in a lifted loop (``Ctx.copies`` > 1)."""
+    ``lifted``: the chain runs in a lifted loop (``Ctx.copies`` > 1); ``pieces``: any
+    LDINs will do (the chain reads a drive shadow, not DMEM itself)."""
     if steps[k].a["pair"] or live:
         return None
     j = k - 1
@@ -1600,7 +1689,8 @@ def in_source(steps: list[_Step], k: int, e: int, after: list[_Step | None], hal
     # pass over contiguous memory (a 3x3 convolution's 144 rows in three pieces of 48,
     # 16 copies: 143 us for the drives from DMEM against about 70 us for the copies
     # and one drive).
-    if k - j > 2 and (lifted or min(st.a["lanes"] for st in steps[j + 1:k]) < MIN_IN_PIECE):
+    if not pieces and k - j > 2 and \
+            (lifted or min(st.a["lanes"] for st in steps[j + 1:k]) < MIN_IN_PIECE):
         return None
     if in_read_later(chain(islice_from(steps, e), after), halts):
         return None

@@ -28,7 +28,7 @@ from test_streaming import tiny_image
 from cimgen.compiler import Compiled, compile_network, machine_params
 from cimgen.config import MAPPINGS, make_config
 from cimgen.run import run_golden
-from golden_model import isa, machine_fast
+from golden_model import isa, machine_fast, shadow
 from golden_model.crossbar import DeviceParams, ideal_adc, sample_device_map, uniform_adc
 from golden_model.ir import Network
 from golden_model.isa import Src
@@ -487,6 +487,103 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
         same_runs(ms, 0, what + " again")
 
 
+def shadow_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
+    """Positions of a convolution: each an ACLR, INCLR, LDINs of overlapping windows
+    of the same words (relative ones, or absolute ones: at 940.. as padding), one
+    READ and ACC from CODE, at times a bias ACC, then STA or ACT: most write past
+    the words the positions load, some into them (the next position must see the
+    new values: a new drive shadow, ``golden_model.shadow``). One driver (sign
+    masks, bit planes) and ADC table for the section, ideal mostly."""
+    out = []
+    step = int(rng.integers(1, 3))
+    mask = int(rng.choice([isa.MASK_POS, isa.MASK_NEG, isa.MASK_POS | isa.MASK_ZERO,
+                           isa.MASK_NEG | isa.MASK_POS, isa.MASK_ZERO]))
+    bit = int(rng.choice([isa.BIT_SIGNED, isa.BIT_SIGNED, 0, 2]))
+    sense = int(rng.integers(2))
+    adc = (0 if sense else 1) if rng.random() < 0.85 else int(rng.integers(2, 4))
+    row_off = int(rng.integers(0, 3))
+    lanes = int(rng.integers(2, 9))
+    n = int(rng.integers(1, lanes + 1))
+    for p in range(int(rng.integers(2, 9))):
+        out += [mk("ACLR"), mk("INCLR")]
+        end = 0
+        for seg in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(1, 5))
+            if rng.random() < 0.25:
+                out.append(mk("LDIN", dst=end, src=940 + int(rng.integers(0, 3)), lanes=k))
+            else:
+                out.append(mk("LDIN", dst=end, src=p * step + 3 * seg, lanes=k, rsrc=rel))
+            end += k
+        out += [mk("READ", xbar=0, row_off=row_off, col=int(rng.integers(0, 3)), sense=sense,
+                   adc=adc, lanes=lanes, mask_a=mask, bit=bit),
+                mk("ACC", src=int(Src.CODE), mul=int(rng.choice([1, 2, -1, 3])), addr=0,
+                   lanes=n)]
+        if rng.random() < 0.5:
+            out.append(mk("ACC", src=int(Src.DMEM), mul=1, addr=900, lanes=n))
+        dst = 60 + 8 * (p % 3) if rng.random() < 0.85 else int(rng.integers(0, 30))
+        if rng.random() < 0.5:
+            out.append(mk("STA", dst=dst, lanes=n, rel=rel))
+        else:
+            k = int(rng.integers(1, 4))
+            out.append(mk("ACT", k=k, oscale=int(rng.integers(1, 4)),
+                          obias=int(rng.integers(-2, 2)), tbl=act_table(int(rng.integers(5)), k),
+                          dst=dst, rdst=rel, lanes=n))
+    return out
+
+
+def shadows_used(m: Machine) -> int:
+    """Drive shadows the prepared machine's closures mark stale (epochs that ran)."""
+    engine = m._engine
+    assert engine is not None
+    fns = [f for lf in engine.lifted.values() for f in lf.fns]
+    fns += [f for b in engine.blocks if isinstance(b, machine_fast.Block) for f in b.fns]
+    return sum(getattr(f, "__name__", "") == "stale" for f in fns)
+
+
+@pytest.mark.parametrize("blocks", ["auto", "gather", "blocks"])
+def test_drive_shadows_fast_equals_definition(blocks: str, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """Convolution-like runs of READs that load the same words (``shadow_section``),
+    in lifted loops and in straight code, their drive made once per epoch
+    (``golden_model.shadow``), read as row blocks or gathered rows: the same DMEM,
+    counters and read charge as the definition, also when a position's STA or ACT
+    writes the words a later one loads, and with the products packed."""
+    if blocks != "auto":
+        monkeypatch.setattr(machine_fast, "SHADOW_BLOCKS", 0 if blocks == "gather" else 99)
+        monkeypatch.setattr(machine_fast, "SHADOW_BLOCK_ROWS", 0)
+    keep, pack = shadow.MIN_REUSE, machine_fast.PACK_MIN_ROWS
+    used = 0
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        if seed % 4 == 3:
+            monkeypatch.setattr(machine_fast, "PACK_MIN_ROWS", 1)
+        # Every epoch of two or more chains gets a shadow, however few words repeat.
+        monkeypatch.setattr(shadow, "MIN_REUSE", 1 if seed % 2 else keep)
+        loop = bool(rng.integers(2))
+        body = shadow_section(rng, int(loop))
+        prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
+        if loop:
+            prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=100))
+        prog += [*body, *shadow_section(rng, 0), mk("HALT")]
+        dmem = np.zeros(1700, np.int64)
+        dmem[:400] = rng.integers(-3, 40, 400)
+        dmem[900:908] = rng.integers(-(2**20), 2**20, 8)
+        dmem[940:960] = rng.integers(-3, 40, 20)
+        act_tables(rng, dmem)
+        img = chain_image(prog, dmem, rng, variable=seed % 10 == 9)
+        ms = machines(img, 3)
+        runs = rng.integers(-3, 40, (2, 400))
+        for m in ms:
+            m.dmem[1:, :400] = runs
+        what = f"seed {1000 + seed} loop {loop}"
+        print(what)
+        same_runs(ms, 0, what)
+        same_runs(ms, 0, what + " again")
+        used += shadows_used(ms[0])
+        monkeypatch.setattr(machine_fast, "PACK_MIN_ROWS", pack)
+    assert used >= 20, f"drive shadows in only {used} epochs"
+
+
 def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every product split in halves of columns across the worker thread
     (``machine_fast.SPLIT_MACS``; by default only the large ones are): the same
@@ -515,7 +612,8 @@ def test_packed_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch)
 def test_digits_cnn_batch16_fast_equals_definition() -> None:
     """The digits CNN compiled at batch 16 (issue 18's benchmark: its second
     convolution's 144-row products run packed by default, its 9-row ones not; IN
-    loaded by runs of LDINs of relative and absolute (padding) words) on 37 images
+    loaded by runs of LDINs of relative and absolute (padding) words, which the
+    positions of each convolution read from one drive shadow) on 37 images
     (3 runs, the last one partly padding), fast and lifted against the definition."""
     from cimgen.frontend.datasets import digits_for
     from cimgen.frontend.onnx_import import load_model
@@ -536,8 +634,8 @@ def test_digits_cnn_batch16_fast_equals_definition() -> None:
     assert any(v is not None for v in plans)  # the packed path ran
     engine = ms[0]._engine
     assert engine is not None
-    names = {f.__name__ for lf in engine.lifted.values() for f in lf.fns}
-    assert "f_ldins" in names  # LDIN runs as one gather
+    names = [f.__name__ for lf in engine.lifted.values() for f in lf.fns]
+    assert names.count("stale") == 2  # each convolution's positions read a drive shadow
 
 
 def packed_product(plan: machine_fast.Packed, d: np.ndarray, lanes: int
