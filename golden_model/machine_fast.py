@@ -1173,12 +1173,12 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                     np.bitwise_count(u8, out=u8)
                     np.copyto(cc, u8)
                 elif kind == "sign":
-                    np.sign(x, out=tt)
-                    if kc == 1:
-                        np.copyto(rr, tt, casting="unsafe")
-                    else:
-                        np.multiply(tt, kc, out=rr, casting="unsafe")
-                    np.not_equal(x, 0, out=cc)
+                    # sign(x) straight into the float rhs (exact), the driven rows
+                    # |sign(x)| from it: one pass over the DMEM words, not two.
+                    np.sign(x, out=rr, casting="unsafe")
+                    np.abs(rr, out=cc)
+                    if kc != 1:
+                        np.multiply(rr, kc, out=rr)
                 else:
                     for i, (drive_a, _, planes) in enumerate(drivers):
                         drive_a(x, dd, tt if planes else x)
