@@ -336,6 +336,15 @@ class Ctx:
             b = self._bufs[k] = np.empty(shape, dtype)
         return b
 
+    def flat(self, kind: str, size: int, dtype: type) -> np.ndarray:
+        """Scratch memory of at least ``size`` elements, one per kind and dtype,
+        grown as needed (shared like ``buf``)."""
+        k = (kind, dtype)
+        b = self._bufs.get(k)
+        if b is None or b.size < size:
+            b = self._bufs[k] = np.empty(size, dtype)
+        return b
+
     def view(self, a: int, n: int, rel: bool) -> np.ndarray:
         """DMEM words [a, a + n) as [n, copies or 1, B] (``a`` includes IB)."""
         if rel and self.win is not None:

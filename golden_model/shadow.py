@@ -49,7 +49,6 @@ class Shadow:
 
     ctx: Ctx
     ranges: list[Span]
-    arrays: dict[tuple[int, int, type], np.ndarray] = field(default_factory=dict)
     fresh: set[tuple[int, int, type]] = field(default_factory=set)
 
     @property
@@ -70,20 +69,25 @@ class Shadow:
         self.fresh.clear()
 
     def get(self, mask: int, bit: int, dt: type, driver: Driver) -> np.ndarray:
-        """The drive of every word under (mask, bit) as ``dt`` [rows, columns]."""
+        """The drive of every word under (mask, bit) as ``dt`` [rows, columns].
+
+        The memory is the context's, one buffer per driver and type for all its
+        shadows (contexts of as many columns share it): a run of closures passes
+        each epoch's start (``stale``) before its chains, and epochs do not
+        interleave, so whatever another shadow wrote there since is rebuilt."""
         key = (mask, bit, dt)
-        s = self.arrays.get(key)
-        if s is None:
-            s = self.arrays[key] = np.empty((self.rows, self.ctx.N), dt)
+        ctx = self.ctx
+        n_all = self.rows * ctx.N
+        flat = ctx.flat(f"shadow{mask},{bit}", n_all, dt)
+        s = flat[:n_all].reshape(self.rows, ctx.N)
         if key not in self.fresh:
-            ctx = self.ctx
             base = 0
             for space, lo, hi in self.ranges:
                 n = hi - lo
                 x = ctx.view(lo, n, space == "rel")  # [n, copies or 1, B]
                 out = s[base:base + n].reshape(n, ctx.copies, ctx.B)
-                t = ctx.scratch("shadow_t", x.shape, np.int32)
-                driver(x, out, t)
+                t = ctx.flat("shadow_t", x.size, np.int32)
+                driver(x, out, t[:x.size].reshape(x.shape))
                 base += n
             self.fresh.add(key)
         return s
