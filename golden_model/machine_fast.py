@@ -87,6 +87,8 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 Fn = Callable[[int], None]  # an instruction: called with IB
+# An ACT table as comparison bounds: tiled thresholds, the sign mask, every sign < 0.
+ActBounds = tuple[np.ndarray, np.ndarray | None, bool]
 # The read charge is accumulated in float64 and folded into the int64 counter
 # at least every FOLD_READS READs: each READ adds less than 2^24 per row, so the
 # float64 sums stay exact.
@@ -298,6 +300,9 @@ class Ctx:
         # Scratch buffers hold nothing from one instruction to the next: contexts with
         # the same columns share them.
         self._bufs: dict[tuple[str, type], np.ndarray] = {} if bufs is None else bufs
+        self._tiles: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+        # ACT tables prepared for comparison (``_act_fn``), by (address, lanes, k + 1).
+        self.act_tables: dict[tuple[int, int, int], tuple[np.ndarray, ActBounds | None]] = {}
         self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
         self.dirty = self.dirty_i = False  # ch2, chi hold something
@@ -344,6 +349,23 @@ class Ctx:
         if b is None or b.size < size:
             b = self._bufs[k] = np.empty(size, dtype)
         return b
+
+    def tiled(self, a: int, n: int, k: int) -> np.ndarray:
+        """k times absolute DMEM words [a, a + n) for every copy: int64 [n, copies, B],
+        contiguous (an operation on the [n, 1, B] words broadcasts over copies in runs
+        of B values, several times slower). Kept per (a, n, k) in the context and
+        remade when the words differ from those it was made of."""
+        key = ("tiled", a, n, k)
+        words = self.dm[a:a + n]
+        got = self._tiles.get(key)
+        if got is None:
+            got = self._tiles[key] = (np.empty((n, self.B), np.int32),
+                                      np.empty((n, self.copies, self.B), np.int64))
+        elif np.array_equal(got[0], words):
+            return got[1]
+        np.copyto(got[0], words)
+        np.multiply(words[:, None, :], k, out=got[1], dtype=np.int64)
+        return got[1]
 
     def view(self, a: int, n: int, rel: bool) -> np.ndarray:
         """DMEM words [a, a + n) as [n, copies or 1, B] (``a`` includes IB)."""
@@ -525,6 +547,9 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
     else:
         code_src = None
         operand = _dmem_operand(ctx, a["addr"], n, bool(a["rel"]))
+    # Absolute words in a lifted loop: k * words tiled over the copies (``Ctx.tiled``).
+    tiled = src_kind == Src.DMEM and not a["rel"] and ctx.copies > 1 and k != 0
+    addr = a["addr"]
     # Split points of the lanes by acc_hi -> (add part, assign part) views.
     parts: dict[int, tuple[np.ndarray, np.ndarray, slice]] = {}
     # A lifted loop's relative words: walked copy-major ([copies, lanes, B]), each
@@ -541,7 +566,13 @@ def _acc_fn(st: _Step, ctx: Ctx) -> Fn:
         else:
             s = operand(ib)  # type: ignore[misc]
         h = regs.acc_hi
-        if h == 0 or h >= n:
+        if tiled and (h == 0 or h >= n):
+            if h == 0:
+                np.copyto(dst, ctx.tiled(addr, n, k))
+                regs.acc_hi = n
+            else:
+                np.add(dst, ctx.tiled(addr, n, k), out=dst)
+        elif h == 0 or h >= n:
             sw = s.transpose(1, 0, 2) if cm else s
             if h == 0:
                 np.multiply(sw, k, out=dst_w, dtype=np.int64)
@@ -639,23 +670,34 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     # The outputs obias + oscale * count fit int8 (3-bit fields, k <= 3).
     small = all(-128 <= obias + oscale * j <= 127 for j in range(k1))
 
-    def f_act(ib: int) -> None:
-        t0 = tbl + ib if rt else tbl
-        d0 = dst + ib if rd else dst
-        if rt or not small or (t0 < d0 + n and d0 < t0 + n * k1):
-            general(t0, d0)  # a relative table, or one the result overwrites
-            return
-        # An absolute table: per lane and run a sign s and thresholds t_j, one value
-        # per run for all copies. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and
-        # ACC <= floor(t / s), i.e. ~ACC >= ~floor(t / s), for s < 0 (~x = -1 - x
-        # reverses the order of int32 values without overflow): compare ACC, or
-        # ACC ^ mask (-1 on lanes with s < 0), with those; no products.
-        tv = view(t0, n * k1, False).reshape(n, k1, 1, -1)
+    copies, B = ctx.copies, ctx.B
+    tables = ctx.act_tables
+
+    def thresholds(t0: int) -> ActBounds | None:
+        """The absolute table at t0 as int32 comparison bounds tiled over the copies
+        ([n, k, copies, B]), the sign mask (-1 where s < 0, tiled, or None) and
+        whether every sign is negative; None when the table needs the general path. Kept in the
+        context per table (the ACTs of a layer's positions share one) and remade
+        when its words differ from those it was made of."""
+        raw = ctx.dm[t0:t0 + n * k1]
+        key = (t0, n, k1)
+        got = tables.get(key)
+        if got is not None and np.array_equal(got[0], raw):
+            return got[1]
+        out = prepare(raw.reshape(n, k1, 1, -1))
+        tables[key] = (raw.copy(), out)
+        return out
+
+    def prepare(tv: np.ndarray) -> ActBounds | None:
+        # Per lane and run a sign s and thresholds t_j, one value per run for all
+        # copies. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and ACC <= floor(t / s),
+        # i.e. ~ACC >= ~floor(t / s), for s < 0 (~x = -1 - x reverses the order of
+        # int32 values without overflow): compare ACC, or ACC ^ mask (-1 on lanes with
+        # s < 0), with those; no products.
         sg = tv[:, 0]
         lo_s, hi_s = int(sg.min()), int(sg.max())
         if lo_s <= 0 <= hi_s and not sg.all():
-            general(t0, d0)  # a zero sign: 0 >= t, whatever ACC holds
-            return
+            return None  # a zero sign: 0 >= t, whatever ACC holds
         if lo_s == 1 and hi_s == 1:
             t = tv[:, 1:]
         else:
@@ -669,21 +711,36 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
                 t = np.where(s64 > 0, -((-t) // s64), ~(t // s64))
         if t.dtype != np.int32:
             if int(t.max()) > INT32_MAX:
-                general(t0, d0)  # a threshold no int32 value reaches
-                return
+                return None  # a threshold no int32 value reaches
             # Below INT32_MIN every int32 value passes: INT32_MIN itself does.
             t = np.maximum(t, INT32_MIN).astype(np.int32)
+        tt = np.ascontiguousarray(np.broadcast_to(t, (n, k1 - 1, copies, B)))
+        mask = None
+        if lo_s < 0 <= hi_s:
+            mask = np.ascontiguousarray(np.broadcast_to(
+                -(sg < 0).astype(np.int32), (n, copies, B)))  # 0 or -1 (all ones)
+        return tt, mask, hi_s < 0
+
+    def f_act(ib: int) -> None:
+        t0 = tbl + ib if rt else tbl
+        d0 = dst + ib if rd else dst
+        if rt or not small or (t0 < d0 + n and d0 < t0 + n * k1):
+            general(t0, d0)  # a relative table, or one the result overwrites
+            return
+        prep = thresholds(t0)
+        if prep is None:
+            general(t0, d0)
+            return
+        t, mask, negative = prep
         if regs.acc_hi < n:
             regs.acc_lanes(n)
         # ACC as int32: its values, or wrapped to 32 bits when they may not fit
         # (two's complement truncation); int32 comparisons are the faster ones.
         v = ctx.buf("act", np.int32)[:n]
         np.copyto(v, a3, casting="unsafe")
-        if hi_s < 0:
+        if negative:
             np.invert(v, out=v)
-        elif lo_s < 0:
-            mask = (sg < 0).astype(np.int32)
-            np.negative(mask, out=mask)  # 0 or -1 (all ones)
+        elif mask is not None:
             np.bitwise_xor(v, mask, out=v)
         cond = ctx.buf("cond", np.bool_)[:n]
         np.greater_equal(v, t[:, 0], out=cond)

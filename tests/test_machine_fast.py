@@ -584,6 +584,40 @@ def test_drive_shadows_fast_equals_definition(blocks: str, monkeypatch: pytest.M
     assert used >= 20, f"drive shadows in only {used} epochs"
 
 
+def test_tiled_acc_operands_follow_dmem() -> None:
+    """ACC from absolute words in a lifted loop adds k * words tiled over the copies
+    (``Ctx.tiled``), and ACT compares with its absolute table tiled likewise
+    (``_act_fn``), both kept between runs: when the words change (the host, or the
+    straight code before the loop), the next run uses the new ones."""
+    body = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=3, addr=900, lanes=4),
+            mk("ACC", src=int(Src.DMEM), mul=-2, sh=1, addr=902, lanes=4),
+            mk("ACC", src=int(Src.DMEM), mul=1, addr=16, rel=1, lanes=4),
+            mk("STA", dst=20, rel=1, lanes=4),
+            mk("ACT", k=2, oscale=2, obias=-1, tbl=1000, dst=28, rdst=1, lanes=4)]
+    prog = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=940, lanes=2),
+            mk("STA", dst=903, lanes=2), mk("STA", dst=1004, lanes=1),
+            mk("LOOP", count=3, len=len(body), stride=40), *body, mk("HALT")]
+    rng = np.random.default_rng(5)
+    print("seed 5")
+    dmem = np.zeros(1700, np.int64)
+    dmem[:120] = rng.integers(-50, 50, 120)
+    dmem[900:908] = rng.integers(-(2**20), 2**20, 8)
+    img = chain_image(prog, dmem, rng, variable=False)
+    ms = machines(img, 3)
+    for it in range(6):
+        new = rng.integers(-(2**31), 2**31, (3, 8))
+        # The ACT table: a sign (all 1, all -1, mixed) and two thresholds per lane.
+        signs = [np.ones((3, 4)), -np.ones((3, 4)), rng.choice([-2, -1, 1, 3], (3, 4))][it % 3]
+        thr = np.sort(rng.integers(-3 * 2**20, 3 * 2**20, (3, 4, 2)), axis=2)
+        table = np.concatenate([signs[..., None], thr], axis=2).reshape(3, 12)
+        for m in ms:
+            m.dmem[:, 900:908] = new
+            m.dmem[:, 940:942] = new[:, :2] // 3
+            m.dmem[:, 1000:1012] = table
+        same_runs(ms, 0, f"tiled operands, round {it}")
+    assert ms[0]._engine is not None and ms[0]._engine.lifted
+
+
 def test_split_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every product split in halves of columns across the worker thread
     (``machine_fast.SPLIT_MACS``; by default only the large ones are): the same
