@@ -300,9 +300,9 @@ class Ctx:
         # Scratch buffers hold nothing from one instruction to the next: contexts with
         # the same columns share them.
         self._bufs: dict[tuple[str, type], np.ndarray] = {} if bufs is None else bufs
-        self._tiles: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._tiles: dict[tuple[object, ...], tuple[bytes, np.ndarray]] = {}
         # ACT tables prepared for comparison (``_act_fn``), by (address, lanes, k + 1).
-        self.act_tables: dict[tuple[int, int, int], tuple[np.ndarray, ActBounds | None]] = {}
+        self.act_tables: dict[tuple[int, int, int], tuple[bytes, ActBounds | None]] = {}
         self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
         self.dirty = self.dirty_i = False  # ch2, chi hold something
@@ -357,15 +357,14 @@ class Ctx:
         remade when the words differ from those it was made of."""
         key = ("tiled", a, n, k)
         words = self.dm[a:a + n]
+        raw = words.tobytes()  # (comparing bytes: a tenth of np.array_equal's time)
         got = self._tiles.get(key)
-        if got is None:
-            got = self._tiles[key] = (np.empty((n, self.B), np.int32),
-                                      np.empty((n, self.copies, self.B), np.int64))
-        elif np.array_equal(got[0], words):
+        if got is not None and got[0] == raw:
             return got[1]
-        np.copyto(got[0], words)
-        np.multiply(words[:, None, :], k, out=got[1], dtype=np.int64)
-        return got[1]
+        out = got[1] if got is not None else np.empty((n, self.copies, self.B), np.int64)
+        np.multiply(words[:, None, :], k, out=out, dtype=np.int64)
+        self._tiles[key] = (raw, out)
+        return out
 
     def view(self, a: int, n: int, rel: bool) -> np.ndarray:
         """DMEM words [a, a + n) as [n, copies or 1, B] (``a`` includes IB)."""
@@ -679,13 +678,14 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
         whether every sign is negative; None when the table needs the general path. Kept in the
         context per table (the ACTs of a layer's positions share one) and remade
         when its words differ from those it was made of."""
-        raw = ctx.dm[t0:t0 + n * k1]
+        words = ctx.dm[t0:t0 + n * k1]
+        raw = words.tobytes()
         key = (t0, n, k1)
         got = tables.get(key)
-        if got is not None and np.array_equal(got[0], raw):
+        if got is not None and got[0] == raw:
             return got[1]
-        out = prepare(raw.reshape(n, k1, 1, -1))
-        tables[key] = (raw.copy(), out)
+        out = prepare(words.reshape(n, k1, 1, -1))
+        tables[key] = (raw, out)
         return out
 
     def prepare(tv: np.ndarray) -> ActBounds | None:
