@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -464,27 +465,38 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
     clipping and uniform ones, variable cells (the pairs one by one); CODE and NDRV
     read after the run or not; ACC lanes cleared lazily and bounds past 2^53 / 2^62."""
     for seed in range(chunk * 30, chunk * 30 + 30):
-        rng = np.random.default_rng(seed)
-        loop = bool(rng.integers(2))
         section = group_section if seed % 3 == 2 else chain_section
-        body = section(rng, int(loop))
-        prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
-        if loop:
-            prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=40))
-        prog += [*body, *section(rng, 0), mk("HALT")]
-        dmem = np.zeros(1700, np.int64)
-        dmem[:120] = rng.integers(-3, 40, 120)
-        dmem[900:908] = rng.integers(-(2**31), 2**31, 8)
-        dmem[940:960] = rng.integers(-3, 40, 20)
-        act_tables(rng, dmem)
-        img = chain_image(prog, dmem, rng, variable=seed % 5 == 4)
-        ms = machines(img, 3)
-        runs = rng.integers(-3, 40, (2, 120))
-        for m in ms:
-            m.dmem[1:, :120] = runs
-        what = f"seed {seed} loop {loop}"
-        same_runs(ms, 0, what)
-        same_runs(ms, 0, what + " again")
+        section_case(seed, section, words=120, stride=40, bias=2**31, variable=seed % 5 == 4)
+
+
+def section_case(seed: int, section: Callable[[np.random.Generator, int], list[isa.Instr]],
+                 words: int, stride: int, bias: int, variable: bool) -> Machine:
+    """``section`` in a lifted loop (or not), then in straight code, on a chip of
+    ``chain_image``: DMEM words [0, words) random per run, ACC operands at 900..
+    within +-bias, IN values at 940.., ACT tables; run twice, the prepared machines
+    against the definition. Returns the prepared, lifted machine."""
+    rng = np.random.default_rng(seed)
+    loop = bool(rng.integers(2))
+    body = section(rng, int(loop))
+    prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
+    if loop:
+        prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=stride))
+    prog += [*body, *section(rng, 0), mk("HALT")]
+    dmem = np.zeros(1700, np.int64)
+    dmem[:words] = rng.integers(-3, 40, words)
+    dmem[900:908] = rng.integers(-bias, bias, 8)
+    dmem[940:960] = rng.integers(-3, 40, 20)
+    act_tables(rng, dmem)
+    img = chain_image(prog, dmem, rng, variable=variable)
+    ms = machines(img, 3)
+    runs = rng.integers(-3, 40, (2, words))
+    for m in ms:
+        m.dmem[1:, :words] = runs
+    what = f"seed {seed} loop {loop}"
+    print(what)
+    same_runs(ms, 0, what)
+    same_runs(ms, 0, what + " again")
+    return ms[0]
 
 
 def shadow_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
@@ -554,32 +566,13 @@ def test_drive_shadows_fast_equals_definition(blocks: str, monkeypatch: pytest.M
     keep, pack = shadow.MIN_REUSE, machine_fast.PACK_MIN_ROWS
     used = 0
     for seed in range(40):
-        rng = np.random.default_rng(1000 + seed)
         if seed % 4 == 3:
             monkeypatch.setattr(machine_fast, "PACK_MIN_ROWS", 1)
         # Every epoch of two or more chains gets a shadow, however few words repeat.
         monkeypatch.setattr(shadow, "MIN_REUSE", 1 if seed % 2 else keep)
-        loop = bool(rng.integers(2))
-        body = shadow_section(rng, int(loop))
-        prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
-        if loop:
-            prog.append(mk("LOOP", count=int(rng.integers(2, 4)), len=len(body), stride=100))
-        prog += [*body, *shadow_section(rng, 0), mk("HALT")]
-        dmem = np.zeros(1700, np.int64)
-        dmem[:400] = rng.integers(-3, 40, 400)
-        dmem[900:908] = rng.integers(-(2**20), 2**20, 8)
-        dmem[940:960] = rng.integers(-3, 40, 20)
-        act_tables(rng, dmem)
-        img = chain_image(prog, dmem, rng, variable=seed % 10 == 9)
-        ms = machines(img, 3)
-        runs = rng.integers(-3, 40, (2, 400))
-        for m in ms:
-            m.dmem[1:, :400] = runs
-        what = f"seed {1000 + seed} loop {loop}"
-        print(what)
-        same_runs(ms, 0, what)
-        same_runs(ms, 0, what + " again")
-        used += shadows_used(ms[0])
+        m = section_case(1000 + seed, shadow_section, words=400, stride=100, bias=2**20,
+                         variable=seed % 10 == 9)
+        used += shadows_used(m)
         monkeypatch.setattr(machine_fast, "PACK_MIN_ROWS", pack)
     assert used >= 20, f"drive shadows in only {used} epochs"
 
