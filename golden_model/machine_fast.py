@@ -675,9 +675,9 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     def thresholds(t0: int) -> ActBounds | None:
         """The absolute table at t0 as int32 comparison bounds tiled over the copies
         ([n, k, copies, B]), the sign mask (-1 where s < 0, tiled, or None) and
-        whether every sign is negative; None when the table needs the general path. Kept in the
-        context per table (the ACTs of a layer's positions share one) and remade
-        when its words differ from those it was made of."""
+        whether every sign is negative; None when the table needs the general path.
+        Kept in the context per table (the ACTs of a layer's positions share one)
+        and remade when its words differ from those it was made of."""
         words = ctx.dm[t0:t0 + n * k1]
         raw = words.tobytes()
         key = (t0, n, k1)
@@ -1101,10 +1101,9 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     prep: list = []  # [] : the product is not exact for this matrix
     pk: list = []  # a single READ's packed product (Packed, buffers), when it has one
     # A shadow's row blocks for IN rows [0, hi): (IN rows r0:r1, shadow rows s0:s1),
-    # each product matrix cut into those column blocks (by id), the gather of rows.
+    # and each product matrix (by id) as (its column block, s0, s1) per distinct s0:s1.
     sh_runs: list[tuple[int, int, int, int]] = []
-    sh_lhs: dict[int, list[np.ndarray]] = {}
-    sh_rows: list[np.ndarray] = []
+    sh_lhs: dict[int, list[tuple[np.ndarray, int, int]]] = {}
 
     def refresh(ver: bytes, hi: int) -> None:
         key[0], key[1] = ver, hi
@@ -1112,7 +1111,6 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         pk.clear()
         sh_runs.clear()
         sh_lhs.clear()
-        sh_rows.clear()
         if shadow is not None:
             r = shadow[1][:hi]
             cut = np.flatnonzero(np.diff(r) != 1) + 1
@@ -1120,7 +1118,6 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             ends = [*cut.tolist(), len(r)]
             sh_runs.extend((a, b, int(r[a]), int(r[a]) + b - a)
                            for a, b in zip(starts, ends, strict=True))
-            sh_rows.append(r)
         mat = engine.matrix(xbar, c0, width, sym, adc)
         exact = F32_EXACT if mat.nch == 2 else F64_EXACT
         if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
@@ -1285,15 +1282,14 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             for r0, r1, s0, s1 in sh_runs:
                 blk = merged.get((s0, s1))
                 merged[(s0, s1)] = lhs[:, r0:r1].copy() if blk is None else blk + lhs[:, r0:r1]
-            blocks = sh_lhs[id(lhs)] = [b for _, b in merged.items()]
-            sh_lhs[-id(lhs)] = [np.array(k) for k in merged]
-        spans = sh_lhs[-id(lhs)]
+            blocks = sh_lhs[id(lhs)] = [(b, s0, s1) for (s0, s1), b in merged.items()]
         if len(blocks) > SHADOW_BLOCKS or d.shape[0] < SHADOW_BLOCK_ROWS * len(blocks):
-            np.take(S, sh_rows[0], axis=0, out=d)
+            # (d: the drive buffer of the chain's IN rows [0, hi))
+            np.take(S, shadow[1][:d.shape[0]], axis=0, out=d)
             mm(lhs, d, out=out)
             return
         t = ctx.scratch("shadow_part", out.shape, out.dtype.type)
-        for i, (blk, (s0, s1)) in enumerate(zip(blocks, spans, strict=True)):
+        for i, (blk, s0, s1) in enumerate(blocks):
             if i == 0:
                 mm(blk, S[s0:s1], out=out)
             else:
@@ -1580,13 +1576,14 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
     runs of single-pair chains into the same ACC lanes as one (``_group_fn``).
     ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
     chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
+    # Chain start -> may CODE or NDRV, as its last READ leaves them, be read?
+    lives = {k: regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"],
+                                halts) for k, e in chains.items()}
     # Single-pair chains whose IN rows come from their LDINs alone: those in runs
     # that load the same DMEM words again and again read a drive shadow.
     cands: dict[int, tuple[int, list[int]]] = {}
     for k, e in chains.items():
-        if e - k == 2 and not steps[k].a["pair"] and \
-                not regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"],
-                                    halts) and \
+        if e - k == 2 and not steps[k].a["pair"] and not lives[k] and \
                 (loads := in_source(steps, k, e, after, halts, False, pieces=True)) is not None:
             cands[k] = (e, loads)
     shadows = plan_shadows(steps, cands, ctx) if cands else {}
@@ -1606,7 +1603,7 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
             k += 1
             continue
         slow = [f for f in per[k:e] if f is not None]
-        live = regs_read_later(chain(islice_from(steps, e), after), steps[k].a["lanes"], halts)
+        live = lives[k]
         if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
             fns += slow
         elif k in shadows:
