@@ -17,6 +17,9 @@ def pytest_sessionstart(session: Any) -> None:
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        # An xdist worker: the controller merges once, after every worker ended.
+        return
     if not rtl_sim.coverage_enabled() or not rtl_sim.build_root().is_dir():
         return
     t0 = _START.get("t", 0.0)
