@@ -366,6 +366,22 @@ class Ctx:
         self._tiles[key] = (raw, out)
         return out
 
+    def act_bounds(self, t0: int, n: int, k1: int) -> ActBounds | None:
+        """The absolute ACT table at t0 as int32 comparison bounds tiled over the
+        copies ([n, k, copies, B]), the sign mask (-1 where s < 0, tiled, or None) and
+        whether every sign is negative (``act_bounds``); None when the table needs
+        the general path. Kept per table (the ACTs of a layer's positions share one)
+        and remade when its words differ from those it was made of."""
+        words = self.dm[t0:t0 + n * k1]
+        raw = words.tobytes()
+        key = (t0, n, k1)
+        got = self.act_tables.get(key)
+        if got is not None and got[0] == raw:
+            return got[1]
+        out = act_bounds(words.reshape(n, k1, 1, -1), n, k1, self.copies, self.B)
+        self.act_tables[key] = (raw, out)
+        return out
+
     def view(self, a: int, n: int, rel: bool) -> np.ndarray:
         """DMEM words [a, a + n) as [n, copies or 1, B] (``a`` includes IB)."""
         if rel and self.win is not None:
@@ -669,65 +685,13 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     # The outputs obias + oscale * count fit int8 (3-bit fields, k <= 3).
     small = all(-128 <= obias + oscale * j <= 127 for j in range(k1))
 
-    copies, B = ctx.copies, ctx.B
-    tables = ctx.act_tables
-
-    def thresholds(t0: int) -> ActBounds | None:
-        """The absolute table at t0 as int32 comparison bounds tiled over the copies
-        ([n, k, copies, B]), the sign mask (-1 where s < 0, tiled, or None) and
-        whether every sign is negative; None when the table needs the general path.
-        Kept in the context per table (the ACTs of a layer's positions share one)
-        and remade when its words differ from those it was made of."""
-        words = ctx.dm[t0:t0 + n * k1]
-        raw = words.tobytes()
-        key = (t0, n, k1)
-        got = tables.get(key)
-        if got is not None and got[0] == raw:
-            return got[1]
-        out = prepare(words.reshape(n, k1, 1, -1))
-        tables[key] = (raw, out)
-        return out
-
-    def prepare(tv: np.ndarray) -> ActBounds | None:
-        # Per lane and run a sign s and thresholds t_j, one value per run for all
-        # copies. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and ACC <= floor(t / s),
-        # i.e. ~ACC >= ~floor(t / s), for s < 0 (~x = -1 - x reverses the order of
-        # int32 values without overflow): compare ACC, or ACC ^ mask (-1 on lanes with
-        # s < 0), with those; no products.
-        sg = tv[:, 0]
-        lo_s, hi_s = int(sg.min()), int(sg.max())
-        if lo_s <= 0 <= hi_s and not sg.all():
-            return None  # a zero sign: 0 >= t, whatever ACC holds
-        if lo_s == 1 and hi_s == 1:
-            t = tv[:, 1:]
-        else:
-            s64 = sg[:, None].astype(np.int64)
-            t = tv[:, 1:].astype(np.int64)
-            if lo_s > 0:
-                t = -((-t) // s64)
-            elif hi_s < 0:
-                t = ~(t // s64)
-            else:
-                t = np.where(s64 > 0, -((-t) // s64), ~(t // s64))
-        if t.dtype != np.int32:
-            if int(t.max()) > INT32_MAX:
-                return None  # a threshold no int32 value reaches
-            # Below INT32_MIN every int32 value passes: INT32_MIN itself does.
-            t = np.maximum(t, INT32_MIN).astype(np.int32)
-        tt = np.ascontiguousarray(np.broadcast_to(t, (n, k1 - 1, copies, B)))
-        mask = None
-        if lo_s < 0 <= hi_s:
-            mask = np.ascontiguousarray(np.broadcast_to(
-                -(sg < 0).astype(np.int32), (n, copies, B)))  # 0 or -1 (all ones)
-        return tt, mask, hi_s < 0
-
     def f_act(ib: int) -> None:
         t0 = tbl + ib if rt else tbl
         d0 = dst + ib if rd else dst
         if rt or not small or (t0 < d0 + n and d0 < t0 + n * k1):
             general(t0, d0)  # a relative table, or one the result overwrites
             return
-        prep = thresholds(t0)
+        prep = ctx.act_bounds(t0, n, k1)
         if prep is None:
             general(t0, d0)
             return
@@ -742,19 +706,209 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
             np.invert(v, out=v)
         elif mask is not None:
             np.bitwise_xor(v, mask, out=v)
-        cond = ctx.buf("cond", np.bool_)[:n]
-        np.greater_equal(v, t[:, 0], out=cond)
-        cnt = cond.view(np.int8)
-        if k1 > 2:
-            cnt = ctx.buf("cnt3", np.int8)[:n]
-            np.copyto(cnt, cond)
-            for j in range(1, k1 - 1):
-                np.greater_equal(v, t[:, j], out=cond)
-                np.add(cnt, cond, out=cnt)
-        np.multiply(cnt, np.int8(oscale), out=cnt)
-        np.add(cnt.transpose(1, 0, 2), np.int8(obias),
-               out=view(d0, n, rd).transpose(1, 0, 2), casting="unsafe")  # copy-major
+        act_store(ctx, v, t, np.greater_equal, oscale, obias, view(d0, n, rd))
     return f_act
+
+
+def act_store(ctx: Ctx, v: np.ndarray, t: np.ndarray, cmp: np.ufunc, oscale: int, obias: int,
+              out: np.ndarray) -> None:
+    """out = obias + oscale * #{j : cmp(v, t[:, j])}, v [n, copies, B], t [n, k,
+    copies, B], out the DMEM words [n, copies, B] (the values fit int8)."""
+    n, k = t.shape[:2]
+    cond = ctx.buf("cond", np.bool_)[:n]
+    cmp(v, t[:, 0], out=cond)
+    cnt = cond.view(np.int8)
+    if k > 1:
+        cnt = ctx.buf("cnt3", np.int8)[:n]
+        np.copyto(cnt, cond)
+        for j in range(1, k):
+            cmp(v, t[:, j], out=cond)
+            np.add(cnt, cond, out=cnt)
+    np.multiply(cnt, np.int8(oscale), out=cnt)
+    np.add(cnt.transpose(1, 0, 2), np.int8(obias), out=out.transpose(1, 0, 2),
+           casting="unsafe")  # copy-major: each copy's words are one block of DMEM
+
+
+def acc_read_later(later: Iterable[_Step | None], halts: bool) -> bool:
+    """May ACC, as the instructions before ``later`` leave it, be read? ``later``: the
+    instructions run next, in order; ``halts``: the run ends after them. (ACLR
+    clears every lane; ACC, STA and ACT read lanes from 0 on.)"""
+    known = (_LDIN, _INCLR, _READ, _VCOPY, _VMAX, _PROG, _NOP)
+    for st in later:
+        if st is None or st.op == _HALT:
+            return st is None
+        if st.op == _ACLR:
+            return False
+        if st.op not in known:
+            return True  # ACC, STA, ACT, or an instruction this pass does not know
+    return not halts
+
+
+class Epilogue:
+    """ACCs of absolute DMEM words (a bias b) and a STA or an ACT right after a
+    chain, on its ACC lanes, with ACC dead afterwards (``acc_read_later``): when the
+    chain starts on cleared lanes, ACC would hold P + b, P the chain's exact float
+    product, and only the STA or ACT sees it. So P goes to them directly: STA stores
+    int32(P) + int32(b) (int32 additions wrap as the store truncates ACC); ACT
+    compares P with its bounds minus b, when P + b cannot leave int32 (else, and for
+    tables with mixed signs, the instructions run as they are)."""
+
+    def __init__(self, steps: list[_Step], fns: list[Fn], ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.fns = fns  # the steps' own closures: the fallback
+        last = steps[-1]
+        self.n = n = last.a["lanes"]
+        self.terms = [(st.a["addr"], st.a["mul"] << st.a["sh"]) for st in steps[:-1]]
+        self.gain = sum(abs(k) << 31 for _, k in self.terms)
+        self.act = last.op == _ACT
+        a = last.a
+        if self.act:
+            self.k1 = a["k"] + 1
+            self.tbl, self.dst, self.rd = a["tbl"], a["dst"], bool(a["rdst"])
+            self.oscale, self.obias = a["oscale"], a["obias"]
+            self.out = None
+        else:
+            self.out = _dmem_operand(ctx, a["dst"], n, bool(a["rel"]))
+        # (raw words, [n, copies, B] int32 bias or None) and (raw words, bounds or None)
+        self._bias: list = [None, None]
+        self._bounds: dict[type, tuple[bytes, tuple[np.ndarray, np.ufunc] | None]] = {}
+
+    @staticmethod
+    def fits(steps: list[_Step], n: int) -> bool:
+        """steps: ACCs of absolute DMEM words and a STA or an ACT (absolute table,
+        outputs that fit int8), each on ACC lanes [0, n)."""
+        *accs, last = steps
+        if last.op not in (_STA, _ACT) or \
+                any(st.fused is not None or st.a["lanes"] != n for st in steps):
+            return False
+        if any(st.a["src"] != Src.DMEM or st.a["rel"] for st in accs):
+            return False
+        if last.op == _STA:
+            return True
+        if last.op != _ACT or last.a["rtbl"]:
+            return False
+        ob, os_ = last.a["obias"], last.a["oscale"]
+        return all(-128 <= ob + os_ * j <= 127 for j in range(last.a["k"] + 2))
+
+    def raw(self) -> bytes:
+        dm = self.ctx.dm
+        return b"".join(dm[a:a + self.n].tobytes() for a, _ in self.terms)
+
+    def bias64(self) -> np.ndarray | None:
+        """b as int64 [n, copies, B] (None: no bias)."""
+        ctx = self.ctx
+        if not self.terms:
+            return None
+        (a, k), *more = self.terms
+        b = ctx.tiled(a, self.n, k)
+        for a, k in more:
+            b = b + ctx.tiled(a, self.n, k)
+        return b
+
+    def bias32(self) -> np.ndarray | None:
+        """b wrapped to int32 (kept while its words are unchanged)."""
+        raw = self.raw()
+        if self._bias[0] != raw:
+            b = self.bias64()
+            self._bias[:] = [raw, None if b is None else b.astype(np.int32)]
+        return self._bias[1]
+
+    def bounds(self, pmax: int, dt: type) -> tuple[np.ndarray, np.ufunc] | None:
+        """The ACT's bounds on P ([n, k, copies, B] in P's float type) and the
+        comparison; None when it needs the instructions themselves."""
+        ctx = self.ctx
+        n, k1, t0 = self.n, self.k1, self.tbl
+        raw = ctx.dm[t0:t0 + n * k1].tobytes() + self.raw()
+        got = self._bounds.get(dt)
+        if got is not None and got[0] == raw:
+            return got[1]
+        out = None
+        prep = ctx.act_bounds(t0, n, k1)
+        if prep is not None and prep[1] is None:
+            t, _, negative = prep
+            b = self.bias64()
+            big = 0 if b is None else int(np.abs(b).max(initial=0))
+            if pmax + big <= INT32_MAX:
+                # P + b is ACC as int32: s * ACC >= t is P >= t - b, or for s < 0
+                # (t = ~u: ACC <= u) P <= u - b. Bounds past +-(pmax + 1) clipped
+                # (for an int32 P; a float P would keep its side of a rounded one).
+                u = t.astype(np.int64)
+                if negative:
+                    u = ~u
+                if b is not None:
+                    u -= b[:, None]
+                np.clip(u, -pmax - 1, pmax + 1, out=u)
+                out = (u.astype(dt), np.less_equal if negative else np.greater_equal)
+        self._bounds[dt] = (raw, out)
+        return out
+
+    def ready(self, pmax: int, dt: type, ib: int) -> object | None:
+        """What ``apply`` needs, or None: run the chain and these instructions as
+        they are. ``pmax``: a bound on |P|, which is exact in ``dt``."""
+        if not self.act:
+            return self
+        d0 = self.dst + ib if self.rd else self.dst
+        if self.tbl < d0 + self.n and d0 < self.tbl + self.n * self.k1:
+            return None  # the result overwrites the table
+        return self.bounds(pmax, dt)
+
+    def apply(self, got: object, p: np.ndarray, ib: int) -> None:
+        """The STA or ACT of ACC = P + b, P the product [n, copies, B] (float, or
+        int32)."""
+        ctx = self.ctx
+        if self.act:
+            assert isinstance(got, tuple)
+            u, cmp = got
+            d0 = self.dst + ib if self.rd else self.dst
+            act_store(ctx, p, u, cmp, self.oscale, self.obias, ctx.view(d0, self.n, self.rd))
+            return
+        assert self.out is not None
+        out = self.out(ib).transpose(1, 0, 2)  # copy-major
+        b = self.bias32()
+        if b is not None and p.dtype == np.int32:
+            # (p is a scratch buffer: the sum in place, then one strided copy, is
+            # faster than the sum into DMEM's strides.)
+            np.add(p, b, out=p)  # wraps
+            np.copyto(out, p.transpose(1, 0, 2))
+            return
+        np.copyto(out, p.transpose(1, 0, 2), casting="unsafe")
+        if b is not None:
+            np.add(out, b.transpose(1, 0, 2), out=out)
+
+
+def act_bounds(tv: np.ndarray, n: int, k1: int, copies: int, B: int) -> ActBounds | None:
+    """An ACT table ``tv`` ([n, k1, 1, B]: per lane and run a sign s and thresholds
+    t_j, one value per run for all copies) as comparison bounds; None when it needs
+    the general path. s * ACC >= t is ACC >= ceil(t / s) for s > 0 and ACC <= floor(t
+    / s), i.e. ~ACC >= ~floor(t / s), for s < 0 (~x = -1 - x reverses the order of
+    int32 values without overflow): compare ACC, or ACC ^ mask (-1 on lanes with s <
+    0), with those; no products."""
+    sg = tv[:, 0]
+    lo_s, hi_s = int(sg.min()), int(sg.max())
+    if lo_s <= 0 <= hi_s and not sg.all():
+        return None  # a zero sign: 0 >= t, whatever ACC holds
+    if lo_s == 1 and hi_s == 1:
+        t = tv[:, 1:]
+    else:
+        s64 = sg[:, None].astype(np.int64)
+        t = tv[:, 1:].astype(np.int64)
+        if lo_s > 0:
+            t = -((-t) // s64)
+        elif hi_s < 0:
+            t = ~(t // s64)
+        else:
+            t = np.where(s64 > 0, -((-t) // s64), ~(t // s64))
+    if t.dtype != np.int32:
+        if int(t.max()) > INT32_MAX:
+            return None  # a threshold no int32 value reaches
+        # Below INT32_MIN every int32 value passes: INT32_MIN itself does.
+        t = np.maximum(t, INT32_MIN).astype(np.int32)
+    tt = np.ascontiguousarray(np.broadcast_to(t, (n, k1 - 1, copies, B)))
+    mask = None
+    if lo_s < 0 <= hi_s:
+        mask = np.ascontiguousarray(np.broadcast_to(
+            -(sg < 0).astype(np.int32), (n, copies, B)))  # 0 or -1 (all ones)
+    return tt, mask, hi_s < 0
 
 
 def _vmove_fn(st: _Step, ctx: Ctx) -> Fn:
@@ -1051,7 +1205,8 @@ def _part(b: np.ndarray, r0: int, r1: int, c0: int, c1: int, copy_major: object,
 def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
               src: list[tuple[int, int, Callable[[int], np.ndarray]]] | None = None,
               fill: list[Fn] | None = None,
-              shadow: tuple[Shadow, np.ndarray] | None = None) -> Fn:
+              shadow: tuple[Shadow, np.ndarray] | None = None,
+              epi: Epilogue | None = None) -> Fn:
     """(READ, ACC from CODE) pairs of ``read_chains`` as one product. ``slow``: the
     pairs' own closures, run instead when the product would not be exact or a READ
     needs the general path (gaps in IN, a probe, a matrix without div). ``live``:
@@ -1061,7 +1216,9 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     the LDINs that loaded them, whose closures only marked the entries valid (``fill``
     copies the values, before the fallback). ``shadow``: a single pair's drive is the
     shadow's rows (the shadow row of each IN row) that its LDINs load (``fill`` as
-    for ``src``)."""
+    for ``src``). ``epi``: the ACCs and the STA or ACT after the chain, run on its
+    product when the chain starts on cleared ACC lanes (``Epilogue``): the float
+    product, or the lanes of a packed one as int32."""
     m = ctx.m
     p = m.image.params
     first = steps[0].a
@@ -1100,6 +1257,8 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     key: list = [None, -1]  # (cells key, driven IN entries) of prep
     prep: list = []  # [] : the product is not exact for this matrix
     pk: list = []  # a single READ's packed product (Packed, buffers), when it has one
+    pmax = [0]  # a bound on |the product| (exact in its float type)
+    fused_epi = [False]  # the last run applied ``epi``
     # A shadow's row blocks for IN rows [0, hi): (IN rows r0:r1, shadow rows s0:s1),
     # and each product matrix (by id) as (its column block, s0, s1) per distinct s0:s1.
     sh_runs: list[tuple[int, int, int, int]] = []
@@ -1125,6 +1284,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             return
         nrows = min(2 * hi, p.rows - ro) if pair else hi
         dt = mat.lhs.dtype.type
+        pmax[0] = mat.colsum * ksum
         L = mat.lanes
         lanes = mat.lhs[acc_a:acc_a + n, ro:ro + nrows]
         # Each charge sum is below nfused * (sum of the row entries): float32 when
@@ -1201,10 +1361,11 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             np.add(rhs, d, out=rhs)
 
     def compute(ib: int, hi: int, h: int, c0: int, c1: int,
-                mm: Callable[..., None] = np.matmul) -> None:
+                mm: Callable[..., None] = np.matmul, fuse: bool = False) -> None:
         """The chain's effect on ACC and the read charge for copies [c0, c1) of the
         columns (``f_chain`` may run two halves at once: disjoint columns; then
-        ``mm`` is np.matmul, never the engine's, which would wait for the worker)."""
+        ``mm`` is np.matmul, never the engine's, which would wait for the worker).
+        ``fuse``: the product stays in its buffer, for ``epi``, not added to ACC."""
         lanes, ch, d, rhs, itmp, prod, nch, cnt, chp, nb, whole = prep
         cols = slice(c0 * B, c1 * B)
         if pair:
@@ -1247,11 +1408,13 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                         drive_a(x, dd, tt if planes else x)
                         pair_sum(i, dd, rr, cc)  # (one pair: rhs and cnt are d itself)
         if pk:
-            packed_acc(h, cols, rhs[:, cols], mm)
+            packed_acc(h, cols, rhs[:, cols], mm, fuse)
             return
         out = (prod if whole is None else whole)[:, cols]
         mul(lanes, rhs[:, cols], out, mm)
-        add_product(ctx, acc2, prod[:, cols], h, n, cols, np.int32 if nch == 2 else np.int64)
+        if not fuse:
+            add_product(ctx, acc2, prod[:, cols], h, n, cols,
+                        np.int32 if nch == 2 else np.int64)
         # The read charge: sum_i charge_rows @ drive_i = charge_rows @ (sum_i drive_i)
         # (one READ: rows of its product).
         if whole is None:
@@ -1296,9 +1459,11 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                 mm(blk, S[s0:s1], out=t)
                 np.add(out, t, out=out)
 
-    def packed_acc(h: int, cols: slice, d: np.ndarray, mm: Callable[..., None]) -> None:
+    def packed_acc(h: int, cols: slice, d: np.ndarray, mm: Callable[..., None],
+                   fuse: bool = False) -> None:
         """ACC and the read charge from the packed product of the drive ``d``
-        (columns ``cols``; see ``Packed``)."""
+        (columns ``cols``; see ``Packed``). ``fuse``: the product's lanes go to the
+        first n rows of the slots buffer (int32: |product| < 2^24), not to ACC."""
         plan, out, oi, slots, tmp, offc, new, offs = pk
         R = plan.rows
         out = out[:, cols]
@@ -1330,19 +1495,24 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                 cnt = offc
         assert cnt is not None
         # Lanes past acc_hi are assigned: all of them straight into ACC when h is 0.
-        lanes = acc2[:n, cols] if h == 0 else new[:n, cols]
-        if plan.g == 1:
-            np.copyto(lanes, slots[:n, cols])
+        if fuse:
+            lanes = slots[:n, cols]
+            if plan.g != 1:
+                np.multiply(lanes, plan.g, out=lanes)
         else:
-            np.multiply(slots[:n, cols], plan.g, out=lanes, dtype=np.int64)
+            lanes = acc2[:n, cols] if h == 0 else new[:n, cols]
+            if plan.g == 1:
+                np.copyto(lanes, slots[:n, cols])
+            else:
+                np.multiply(slots[:n, cols], plan.g, out=lanes, dtype=np.int64)
         if plan.off0 is None:
             off = offs[:n, cols]
             np.multiply(plan.off[:, None], cnt, out=off)
-            np.add(lanes, off, out=lanes)
+            np.add(lanes, off, out=lanes, casting="unsafe")
         elif plan.off0:
             np.multiply(cnt, plan.off0, out=offc)
-            np.add(lanes, offc, out=lanes)
-        if h:
+            np.add(lanes, offc, out=lanes, casting="unsafe")
+        if h:  # (never when fused: the epilogue runs on cleared lanes only)
             if h < n:
                 np.copyto(acc2[h:n, cols], lanes[h:])
             k = min(h, n)
@@ -1364,16 +1534,26 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             slow_path(ib)
             return
         h = regs.acc_hi
+        # The product the epilogue takes: a packed one's lanes (int32) or the float one.
+        prod = pk[3][:n] if pk else prep[5]
+        got = epi.ready(pmax[0], prod.dtype.type, ib) if epi is not None and h == 0 \
+            else None
+        fuse = got is not None
         half = copies // 2
         if half and shadow is None and prep[0].shape[0] * prep[0].shape[1] * ctx.N >= SPLIT_MACS:
             # Two halves of the copies at once: one on the worker thread.
-            job = engine.worker().submit(compute, ib, hi, h, 0, half)
+            job = engine.worker().submit(compute, ib, hi, h, 0, half, np.matmul, fuse)
             try:
-                compute(ib, hi, h, half, copies)
+                compute(ib, hi, h, half, copies, np.matmul, fuse)
             finally:
                 job.result()
         else:
-            compute(ib, hi, h, 0, copies, matmul)
+            compute(ib, hi, h, 0, copies, matmul, fuse)
+        if got is not None:
+            assert epi is not None
+            epi.apply(got, prod.reshape(n, copies, B), ib)
+            fused_epi[0] = True
+            b += epi.gain
         regs.acc_hi = max(h, n)
         regs.acc_bound = b
         if prep[6] == 2 and not pk:
@@ -1385,7 +1565,17 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             regs.code_hi = lanes_read
         for f in tail:
             f(ib)
-    return f_chain
+    if epi is None:
+        return f_chain
+    rest = epi.fns
+
+    def f_chain_epi(ib: int) -> None:
+        fused_epi[0] = False
+        f_chain(ib)
+        if not fused_epi[0]:
+            for f in rest:
+                f(ib)
+    return f_chain_epi
 
 
 def _group_fn(parts: list[tuple[_Step, _Step, list]], ctx: Ctx, span: list[Fn],
@@ -1604,6 +1794,7 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
             continue
         slow = [f for f in per[k:e] if f is not None]
         live = lives[k]
+        epi, after_epi = (None, e) if live else epilogue(steps, per, k, e, ctx, after, halts)
         if live and e - k == 2:  # one pair whose CODE or NDRV is read: as it is
             fns += slow
         elif k in shadows:
@@ -1620,7 +1811,7 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
                     for j in loads for r in range(steps[j].a["lanes"])]
             at[k] = len(fns)
             fns.append(_chain_fn(steps[k:e], ctx, slow, live, fill=fill,
-                                 shadow=(sh, np.array(rows, np.intp))))
+                                 shadow=(sh, np.array(rows, np.intp)), epi=epi))
         elif (loads := in_source(steps, k, e, after, halts, live, ctx.copies > 1)) is not None:
             # The chain reads IN's values from the LDINs' DMEM words: the LDINs only
             # mark IN's valid entries (their copies run when the chain falls back).
@@ -1631,12 +1822,12 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
                     _dmem_operand(ctx, steps[j].a["src"], steps[j].a["lanes"],
                                   bool(steps[j].a["rsrc"]))) for j in loads]
             at[k] = len(fns)
-            fns.append(_chain_fn(steps[k:e], ctx, slow, live, src, fill))
-            if e - k == 2:
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live, src, fill, epi=epi))
+            if e - k == 2 and epi is None:
                 fused[k] = (e, src, loads[0] - 1)
         else:
-            fns.append(_chain_fn(steps[k:e], ctx, slow, live))
-        k = e
+            fns.append(_chain_fn(steps[k:e], ctx, slow, live, epi=epi))
+        k = after_epi
     # Runs of single-pair chains, each right after the previous one's INCLR and
     # LDINs, into the same ACC lanes.
     starts = sorted(fused)
@@ -1675,6 +1866,21 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
             out.append(run)
             i = j
     return out
+
+
+def epilogue(steps: list[_Step], per: list[Fn | None], k: int, e: int, ctx: Ctx,
+             after: list[_Step | None], halts: bool) -> tuple[Epilogue | None, int]:
+    """The ``Epilogue`` of the chain steps[k:e] (None when the instructions after it
+    are not one) and the step after the chain and it."""
+    n = steps[k + 1].a["lanes"]
+    j = e
+    while j < len(steps) and steps[j].op == _ACC:
+        j += 1
+    if j == len(steps) or not Epilogue.fits(steps[e:j + 1], n) or \
+            acc_read_later(chain(islice_from(steps, j + 1), after), halts):
+        return None, e
+    fns = [f for f in per[e:j + 1] if f is not None]
+    return Epilogue(steps[e:j + 1], fns, ctx), j + 1
 
 
 def _ldin_run_fn(sts: list[_Step], ctx: Ctx) -> Fn | None:
