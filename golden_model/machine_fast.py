@@ -31,6 +31,10 @@ cell and counter):
   positions of a convolution) read a drive shadow (``golden_model.shadow``): the
   drive of every word they load, made once per run of such chains that nothing
   writes in between, multiplied as row blocks (no copy into IN, no drive per READ).
+- A chain that starts on cleared ACC lanes and is followed by ACCs of absolute
+  DMEM words (a bias) and a STA or an ACT, with ACC dead after them
+  (``acc_read_later``), hands its product to them directly (``Epilogue``): no
+  ACC passes; ACT compares the product with its bounds minus the bias.
 - A single READ over many rows with few lanes multiplies a packed matrix
   (``Packed``: three 8-bit lanes per float32 row, the read charge from the counts
   of rows of each charge value) and takes the lanes apart by shifts: a third of
