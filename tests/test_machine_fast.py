@@ -581,6 +581,31 @@ def test_drive_shadows_fast_equals_definition(blocks: str, monkeypatch: pytest.M
     assert used >= 20, f"drive shadows in only {used} epochs"
 
 
+def operand_loop(body: list[isa.Instr], pre: list[isa.Instr]) -> list[isa.Instr]:
+    """``pre``, straight code that writes operand words (903, 904 from 940, 941) and
+    a table word (1004, from 940) the loop reads, then ``body`` in a loop of 3
+    iterations (stride 40)."""
+    return [*pre, mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=940, lanes=2),
+            mk("STA", dst=903, lanes=2), mk("STA", dst=1004, lanes=1),
+            mk("LOOP", count=3, len=len(body), stride=40), *body, mk("HALT")]
+
+
+def new_operands(ms: list[Machine], rng: np.random.Generator, top: int, thr_top: int,
+                 kind: int) -> None:
+    """New operand words 900.. (within +-top; 940, 941 a third of the first two) and
+    a new ACT table at 1000 (4 lanes; signs all 1, all -1 or mixed by ``kind``, two
+    thresholds within +-thr_top, clipped to int32) in every run of the machines."""
+    new = rng.integers(-top, top, (3, 8))
+    signs = [np.ones((3, 4)), -np.ones((3, 4)), rng.choice([-2, -1, 1, 3], (3, 4))][kind]
+    thr = np.sort(rng.integers(-thr_top, thr_top, (3, 4, 2)), axis=2)
+    thr = np.clip(thr, -(2**31), 2**31 - 1)  # (the int32 ends at times)
+    table = np.concatenate([signs[..., None], thr], axis=2).reshape(3, 12)
+    for m in ms:
+        m.dmem[:, 900:908] = new
+        m.dmem[:, 940:942] = new[:, :2] // 3
+        m.dmem[:, 1000:1012] = table
+
+
 def test_tiled_acc_operands_follow_dmem() -> None:
     """ACC from absolute words in a lifted loop adds k * words tiled over the copies
     (``Ctx.tiled``), and ACT compares with its absolute table tiled likewise
@@ -591,9 +616,7 @@ def test_tiled_acc_operands_follow_dmem() -> None:
             mk("ACC", src=int(Src.DMEM), mul=1, addr=16, rel=1, lanes=4),
             mk("STA", dst=20, rel=1, lanes=4),
             mk("ACT", k=2, oscale=2, obias=-1, tbl=1000, dst=28, rdst=1, lanes=4)]
-    prog = [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=940, lanes=2),
-            mk("STA", dst=903, lanes=2), mk("STA", dst=1004, lanes=1),
-            mk("LOOP", count=3, len=len(body), stride=40), *body, mk("HALT")]
+    prog = operand_loop(body, [])
     rng = np.random.default_rng(5)
     print("seed 5")
     dmem = np.zeros(1700, np.int64)
@@ -602,15 +625,7 @@ def test_tiled_acc_operands_follow_dmem() -> None:
     img = chain_image(prog, dmem, rng, variable=False)
     ms = machines(img, 3)
     for it in range(6):
-        new = rng.integers(-(2**31), 2**31, (3, 8))
-        # The ACT table: a sign (all 1, all -1, mixed) and two thresholds per lane.
-        signs = [np.ones((3, 4)), -np.ones((3, 4)), rng.choice([-2, -1, 1, 3], (3, 4))][it % 3]
-        thr = np.sort(rng.integers(-3 * 2**20, 3 * 2**20, (3, 4, 2)), axis=2)
-        table = np.concatenate([signs[..., None], thr], axis=2).reshape(3, 12)
-        for m in ms:
-            m.dmem[:, 900:908] = new
-            m.dmem[:, 940:942] = new[:, :2] // 3
-            m.dmem[:, 1000:1012] = table
+        new_operands(ms, rng, 2**31, 3 * 2**20, it % 3)
         same_runs(ms, 0, f"tiled operands, round {it}")
     assert ms[0]._engine is not None and ms[0]._engine.lifted
 
@@ -735,10 +750,7 @@ def test_epilogue_follows_dmem(monkeypatch: pytest.MonkeyPatch) -> None:
             mk("ACT", k=2, oscale=2, obias=-1, tbl=1000, dst=28, rdst=1, lanes=4),
             mk("ACLR"), *unit, mk("ACC", src=int(Src.DMEM), mul=1, addr=901, lanes=4),
             mk("STA", dst=20, rel=1, lanes=4)]
-    prog = [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)]
-    prog += [mk("ACLR"), mk("ACC", src=int(Src.DMEM), mul=1, addr=940, lanes=2),
-             mk("STA", dst=903, lanes=2), mk("STA", dst=1004, lanes=1),
-             mk("LOOP", count=3, len=len(body), stride=40), *body, mk("HALT")]
+    prog = operand_loop(body, [mk("PROG", xbar=0, row=r, wsrc=r) for r in range(CHAIN_ROWS)])
     rng = np.random.default_rng(6)
     print("seed 6")
     dmem = np.zeros(1700, np.int64)
@@ -748,15 +760,7 @@ def test_epilogue_follows_dmem(monkeypatch: pytest.MonkeyPatch) -> None:
     count = EpilogueCount(monkeypatch)
     for it in range(9):
         top = [40, 2**20, 2**31][it % 3]
-        new = rng.integers(-top, top, (3, 8))
-        signs = [np.ones((3, 4)), -np.ones((3, 4)), rng.choice([-2, -1, 1, 3], (3, 4))][it // 3]
-        thr = np.sort(rng.integers(-3 * top, 3 * top, (3, 4, 2)), axis=2)
-        thr = np.clip(thr, -(2**31), 2**31 - 1)  # (the int32 ends at times)
-        table = np.concatenate([signs[..., None], thr], axis=2).reshape(3, 12)
-        for m in ms:
-            m.dmem[:, 900:908] = new
-            m.dmem[:, 940:942] = new[:, :2] // 3
-            m.dmem[:, 1000:1012] = table
+        new_operands(ms, rng, top, 3 * top, it // 3)
         same_runs(ms, 0, f"epilogue operands, round {it}")
     print(f"epilogues: {count.applied} applied, {count.declined} declined")
     assert count.applied >= 10 and count.declined >= 2
