@@ -751,9 +751,10 @@ def acc_read_later(later: Iterable[_Step | None], halts: bool) -> bool:
 class Epilogue:
     """ACCs of absolute DMEM words (a bias b) and a STA or an ACT right after a
     chain, on its ACC lanes, with ACC dead afterwards (``acc_read_later``): when the
-    chain starts on cleared lanes, ACC would hold P + b, P the chain's exact float
-    product, and only the STA or ACT sees it. So P goes to them directly: STA stores
-    int32(P) + int32(b) (int32 additions wrap as the store truncates ACC); ACT
+    chain starts on cleared lanes, ACC would hold P + b, P the chain's exact product
+    (float, or a packed product's lanes as int32), and only the STA or ACT sees it.
+    So P goes to them directly: STA stores int32(P) + int32(b) (int32 additions wrap
+    as the store truncates ACC); ACT
     compares P with its bounds minus b, when P + b cannot leave int32 (else, and for
     tables with mixed signs, the instructions run as they are)."""
 
