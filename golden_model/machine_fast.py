@@ -692,7 +692,7 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
     def f_act(ib: int) -> None:
         t0 = tbl + ib if rt else tbl
         d0 = dst + ib if rd else dst
-        if rt or not small or (t0 < d0 + n and d0 < t0 + n * k1):
+        if rt or not small or act_overwrites_table(t0, d0, n, k1):
             general(t0, d0)  # a relative table, or one the result overwrites
             return
         prep = ctx.act_bounds(t0, n, k1)
@@ -712,6 +712,11 @@ def _act_fn(st: _Step, ctx: Ctx) -> Fn:
             np.bitwise_xor(v, mask, out=v)
         act_store(ctx, v, t, np.greater_equal, oscale, obias, view(d0, n, rd))
     return f_act
+
+
+def act_overwrites_table(t0: int, d0: int, n: int, k1: int) -> bool:
+    """Do an ACT's n outputs at d0 overlap its table (n * k1 words at t0)?"""
+    return t0 < d0 + n and d0 < t0 + n * k1
 
 
 def act_store(ctx: Ctx, v: np.ndarray, t: np.ndarray, cmp: np.ufunc, oscale: int, obias: int,
@@ -754,9 +759,9 @@ class Epilogue:
     chain starts on cleared lanes, ACC would hold P + b, P the chain's exact product
     (float, or a packed product's lanes as int32), and only the STA or ACT sees it.
     So P goes to them directly: STA stores int32(P) + int32(b) (int32 additions wrap
-    as the store truncates ACC); ACT
-    compares P with its bounds minus b, when P + b cannot leave int32 (else, and for
-    tables with mixed signs, the instructions run as they are)."""
+    as the store truncates ACC); ACT compares P with its bounds minus b, when P + b
+    cannot leave int32 (else, and for tables with mixed signs, the instructions run
+    as they are)."""
 
     def __init__(self, steps: list[_Step], fns: list[Fn], ctx: Ctx) -> None:
         self.ctx = ctx
@@ -790,7 +795,7 @@ class Epilogue:
             return False
         if last.op == _STA:
             return True
-        if last.op != _ACT or last.a["rtbl"]:
+        if last.a["rtbl"]:
             return False
         ob, os_ = last.a["obias"], last.a["oscale"]
         return all(-128 <= ob + os_ * j <= 127 for j in range(last.a["k"] + 2))
@@ -853,8 +858,8 @@ class Epilogue:
         if not self.act:
             return self
         d0 = self.dst + ib if self.rd else self.dst
-        if self.tbl < d0 + self.n and d0 < self.tbl + self.n * self.k1:
-            return None  # the result overwrites the table
+        if act_overwrites_table(self.tbl, d0, self.n, self.k1):
+            return None
         return self.bounds(pmax, dt)
 
     def apply(self, got: object, p: np.ndarray, ib: int) -> None:
