@@ -101,30 +101,44 @@ def network_case(mapping: str, seed: int, over: dict[str, object]) -> tuple[Mach
     cfg = make_config(None, {"mapping": mapping, "rows": 24, "cols": 20, "num_xbars": 6,
                              "seed": seed, "batch": 3, **over})
     comp = compile_network(net, cfg)
-    seen: list[list[tuple[int, np.ndarray]]] = [[], [], []]
     ms = machines(comp.image, comp.runs(q.shape[0]))
-    for m, s in zip(ms, seen, strict=True):
-        m.probe = lambda t, x, s=s: s.append((t, x.copy()))
+    seen = probes(ms)
     what = f"random_network({seed}) {mapping} {over}"
     same_runs(ms, comp.setup_entry, what + " setup")
     for m in ms:
         comp.load_inputs(m, q)
     same_runs(ms, comp.infer_entry, what)
     same_runs(ms, comp.infer_entry, what + " again")
-    # Sequential runs probe READ by READ, in order, as the definition does; a lifted
-    # loop probes all its iterations at once, so there the values per table are compared.
+    same_probes(seen, what)
+    return tuple(ms)
+
+
+Probed = list[tuple[int, np.ndarray]]
+
+
+def probes(ms: list[Machine]) -> list[Probed]:
+    """A calibration probe on each machine of ``machines``: what it saw, per machine."""
+    seen: list[Probed] = [[] for _ in ms]
+    for m, s in zip(ms, seen, strict=True):
+        m.probe = lambda t, x, s=s: s.append((t, x.copy()))
+    return seen
+
+
+def same_probes(seen: list[Probed], what: str) -> None:
+    """The probes of ``machines`` saw what the definition's did. Sequential runs probe
+    READ by READ, in order, as the definition does; a lifted loop probes all its
+    iterations at once, so there the values per table are compared."""
     assert len(seen[1]) == len(seen[2]), what
     for (t, x), (t2, x2) in zip(seen[1], seen[2], strict=True):
         assert t == t2, what
         np.testing.assert_array_equal(x, x2, err_msg=what)
 
-    def per_table(s: list[tuple[int, np.ndarray]]) -> dict[int, list[int]]:
+    def per_table(s: Probed) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
         for t, x in s:
             out.setdefault(t, []).extend(x.ravel().tolist())
         return {t: sorted(v) for t, v in out.items()}
     assert per_table(seen[0]) == per_table(seen[2]), what
-    return tuple(ms)
 
 
 CONFIGS = [
@@ -474,11 +488,13 @@ def test_read_chains_and_act_fast_equals_definition(chunk: int) -> None:
 
 
 def section_case(seed: int, section: Callable[[np.random.Generator, int], list[isa.Instr]],
-                 words: int, stride: int, bias: int, variable: bool) -> Machine:
+                 words: int, stride: int, bias: int, variable: bool, probe: bool = False
+                 ) -> Machine:
     """``section`` in a lifted loop (or not), then in straight code, on a chip of
     ``chain_image``: DMEM words [0, words) random per run, ACC operands at 900..
     within +-bias, IN values at 940.., ACT tables; run twice, the prepared machines
-    against the definition. Returns the prepared, lifted machine."""
+    against the definition (``probe``: also what a calibration probe sees). Returns
+    the prepared, lifted machine."""
     rng = np.random.default_rng(seed)
     loop = bool(rng.integers(2))
     body = section(rng, int(loop))
@@ -496,10 +512,13 @@ def section_case(seed: int, section: Callable[[np.random.Generator, int], list[i
     runs = rng.integers(-3, 40, (2, words))
     for m in ms:
         m.dmem[1:, :words] = runs
+    seen = probes(ms) if probe else None
     what = f"seed {seed} loop {loop}"
     print(what)
     same_runs(ms, 0, what)
     same_runs(ms, 0, what + " again")
+    if seen is not None:
+        same_probes(seen, what)
     return ms[0]
 
 
@@ -564,6 +583,7 @@ def test_drive_shadows_fast_equals_definition(blocks: str, monkeypatch: pytest.M
     (``golden_model.shadow``), read as row blocks or gathered rows: the same DMEM,
     counters and read charge as the definition, also when a position's STA or ACT
     writes the words a later one loads, and with the products packed."""
+    monkeypatch.setattr(machine_fast, "STACK_MAX_N", 0)  # the units' own closures
     if blocks != "auto":
         monkeypatch.setattr(machine_fast, "SHADOW_BLOCKS", 0 if blocks == "gather" else 99)
         monkeypatch.setattr(machine_fast, "SHADOW_BLOCK_ROWS", 0)
@@ -723,6 +743,7 @@ def test_epilogues_fast_equals_definition(chunk: int, pack: bool,
     kind of ACT table, the float product or a packed one's int32 lanes (``pack``:
     every single READ packed when it can be): the same DMEM and counters as the
     definition."""
+    monkeypatch.setattr(machine_fast, "STACK_MAX_N", 0)  # each chain with its epilogue
     if pack:
         monkeypatch.setattr(machine_fast, "PACK_MIN_ROWS", 1)
     count = EpilogueCount(monkeypatch)
@@ -757,6 +778,7 @@ def test_epilogue_follows_dmem(monkeypatch: pytest.MonkeyPatch) -> None:
     dmem[:120] = rng.integers(-3, 3, 120)
     img = chain_image(prog, dmem, rng, variable=False)
     ms = machines(img, 3)
+    monkeypatch.setattr(machine_fast, "STACK_MAX_N", 0)
     count = EpilogueCount(monkeypatch)
     for it in range(9):
         top = [40, 2**20, 2**31][it % 3]
@@ -791,12 +813,18 @@ def test_packed_products_fast_equals_definition(monkeypatch: pytest.MonkeyPatch)
     network_case("BNN_I", 0, {})
 
 
-def test_digits_cnn_batch16_fast_equals_definition() -> None:
+@pytest.mark.parametrize("stack", [True, False], ids=["stacked", "units"])
+def test_digits_cnn_batch16_fast_equals_definition(stack: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The digits CNN compiled at batch 16 (issue 18's benchmark: IN loaded by runs
-    of LDINs of relative and absolute (padding) words, which the positions of each
-    convolution read from one drive shadow; each position's product straight into
-    its bias and ACT or STA) on 37 images (3 runs, the last one partly padding),
-    fast and lifted against the definition."""
+    of LDINs of relative and absolute (padding) words) on 37 images (3 runs, the
+    last one partly padding), fast and lifted against the definition: the positions
+    of each convolution as one stack (``golden_model.stack``), or (``STACK_MAX_N``
+    0, as for many columns) one by one, read from one drive shadow, each position's
+    product straight into its bias and ACT or STA."""
+    if not stack:
+        monkeypatch.setattr(machine_fast, "STACK_MAX_N", 0)
+    count = StackCount(monkeypatch)
     from cimgen.frontend.datasets import digits_for
     from cimgen.frontend.onnx_import import load_model
     from golden_model.reference import quantize_input
@@ -814,10 +842,137 @@ def test_digits_cnn_batch16_fast_equals_definition() -> None:
     engine = ms[0]._engine
     assert engine is not None
     names = [f.__name__ for lf in engine.lifted.values() for f in lf.fns]
+    if stack:
+        # 63 positions a stack (48 columns: one stack takes them all), run as one
+        # product in both inference runs; the last position, and the dense layer, as a
+        # chain and its epilogue.
+        assert (count.built, count.runs, count.fallbacks) == (2, 4, 0)
+        assert names.count("f_chain_epi") == 2 + 1
+        return
     assert names.count("stale") == 2  # each convolution's positions read a drive shadow
     # Every product (64 positions a convolution, the dense layer's) goes straight to
     # its bias ACC and ACT or STA (``Epilogue``).
     assert names.count("f_chain_epi") == 2 * 64 + 1
+
+
+def stack_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
+    """Runs of like units (``golden_model.stack``): ACLR, INCLR, LDINs that split
+    the IN rows differently in each unit (relative words, or absolute padding words
+    at 940..), one READ (any sign mask or bit plane, at times a clipping or uniform
+    ADC, rows past the array) and ACC from CODE, zero to two bias ACCs (near 0, or
+    anywhere in int32), a STA or an ACT (every kind of table). Some sections have a
+    hazard: a unit writes words a later one loads, two write the same words, an
+    ACT writes its own table, a unit differs from the others or something stands
+    between two units; after some, ACC, CODE or IN are read as the last unit left
+    them."""
+    out: list[isa.Instr] = []
+    n = int(rng.integers(1, 7))
+    lanes = int(rng.integers(n, 9))
+    sense = int(rng.integers(2))
+    adc = (0 if sense else 1) if rng.random() < 0.85 else int(rng.integers(2, 4))
+    rd = {"xbar": 0, "row_off": int(rng.integers(0, 4)), "col": int(rng.integers(0, 3)),
+          "sense": sense, "adc": adc, "lanes": lanes, "pair": 0,
+          "mask_a": int(rng.choice([isa.MASK_POS, isa.MASK_NEG, isa.MASK_ZERO,
+                                    isa.MASK_POS | isa.MASK_ZERO, isa.MASK_NEG | isa.MASK_POS])),
+          "bit": int(rng.choice([isa.BIT_SIGNED, isa.BIT_SIGNED, 0, 2]))}
+    acc = {"src": int(Src.CODE), "addr": 0, "lanes": n, "mul": int(rng.choice([1, 2, -1, 3, 0])),
+           "sh": int(rng.integers(0, 2))}
+    if rng.random() < 0.1:  # k * the lanes past 2^24: no exact float32 product
+        acc.update(mul=int(rng.choice([127, -128])), sh=int(rng.integers(12, 16)))
+    bias = [{"src": int(Src.DMEM), "addr": int(rng.choice([900, 901, 908])),
+             "mul": int(rng.choice([1, -1, 2])), "sh": 0, "lanes": n}
+            for _ in range(int(rng.choice([0, 1, 1, 2])))]
+    k = int(rng.integers(1, 4))
+    last = {"STA": {"rel": rel, "lanes": n}} if rng.random() < 0.4 else \
+        {"ACT": {"k": k, "oscale": int(rng.integers(1, 4)), "obias": int(rng.integers(-2, 2)),
+                 "tbl": act_table(int(rng.integers(5)), k), "rdst": rel, "lanes": n}}
+    (op, args), = last.items()
+    hi = int(rng.integers(1, 15))
+    step = int(rng.integers(1, 4))
+    units = int(rng.integers(2, 9))
+    hazard = int(rng.integers(0, 6)) if rng.random() < 0.4 else -1
+    bad = int(rng.integers(1, units))  # the unit of the hazard
+    for u in range(units):
+        out += [mk("ACLR"), mk("INCLR")]
+        end = 0
+        while end < hi:
+            w = min(int(rng.integers(1, 6)), hi - end)
+            if rng.random() < 0.25:
+                out.append(mk("LDIN", dst=end, src=940 + int(rng.integers(0, 3)), lanes=w))
+            else:
+                out.append(mk("LDIN", dst=end, src=u * step + end, lanes=w, rsrc=rel))
+            end += w
+        a = dict(acc, sh=acc["sh"] ^ 1) if hazard == 3 and u == bad else acc
+        out += [mk("READ", **rd), mk("ACC", **a), *(mk("ACC", **b) for b in bias)]
+        dst = 100 + 8 * u
+        if hazard == 0 and u == bad - 1:
+            dst = bad * step  # a word the next unit loads
+        elif hazard == 1 and u == bad:
+            dst = 100 + 8 * (u - 1)  # the words of the unit before
+        elif hazard == 2 and op == "ACT" and not rel:
+            dst = args["tbl"] + int(rng.integers(0, 4))  # its own table
+        out.append(mk(op, dst=dst, **args))
+        if hazard == 4 and u == bad - 1:
+            out.append(mk("NOP"))
+    after = int(rng.integers(0, 4))
+    if after == 1:  # ACC as the last unit left it
+        out.append(mk("STA", dst=190, lanes=n, rel=rel))
+    elif after == 2:  # CODE
+        out += [mk("ACLR"), mk("ACC", src=int(Src.CODE), mul=1, addr=0, lanes=n),
+                mk("STA", dst=190, lanes=n, rel=rel)]
+    elif after == 3:  # IN
+        out += [mk("ACLR"), mk("READ", **dict(rd, bit=isa.BIT_SIGNED, mask_a=isa.MASK_POS)),
+                mk("ACC", src=int(Src.CODE), mul=1, addr=0, lanes=n),
+                mk("STA", dst=190, lanes=n, rel=rel)]
+    return out
+
+
+class StackCount:
+    """Counts the stacks built, declined when built (``_stack_fn`` gave None), run
+    as one product and run as their units' own closures (``run_units``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.built = self.declined = self.runs = self.fallbacks = 0
+        make, fallback = machine_fast._stack_fn, machine_fast.run_units
+
+        def counted_make(*a: object) -> object:
+            f = make(*a)  # type: ignore[arg-type]
+            if f is None:
+                self.declined += 1
+                return None
+            self.built += 1
+
+            def counted(ib: int) -> None:
+                self.runs += 1
+                f(ib)
+            return counted
+
+        def counted_fallback(*a: object) -> None:
+            self.fallbacks += 1
+            fallback(*a)  # type: ignore[arg-type]
+        monkeypatch.setattr(machine_fast, "_stack_fn", counted_make)
+        monkeypatch.setattr(machine_fast, "run_units", counted_fallback)
+
+
+@pytest.mark.parametrize("chunk", range(3))
+def test_stacked_units_fast_equals_definition(chunk: int, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """Runs of like units as one product (``golden_model.stack``, ``_stack_fn``;
+    ``stack_section``), in lifted loops and straight code, at times a few units per
+    stack (``STACK_COLUMNS``): the same DMEM, counters and read charge as the
+    definition, whether the stack runs, falls back at run time (a clipping ADC, an
+    ACT table with mixed signs, a bias P + b could carry out of int32, a product past
+    2^24, variable cells, a calibration probe) or is declined for a hazard."""
+    count = StackCount(monkeypatch)
+    for seed in range(3000 + 40 * chunk, 3040 + 40 * chunk):
+        monkeypatch.setattr(machine_fast, "STACK_COLUMNS", 6 if seed % 4 == 3 else 16384)
+        section_case(seed, stack_section, words=200, stride=200,
+                     bias=2**31 if seed % 3 == 0 else 50, variable=seed % 10 == 9,
+                     probe=seed % 8 == 5)
+    print(f"stacks: {count.built} built, {count.declined} declined, {count.runs} runs, "
+          f"{count.fallbacks} fallbacks")
+    assert count.built >= 30 and count.declined >= 3
+    assert count.runs - count.fallbacks >= 30 and count.fallbacks >= 5
 
 
 def packed_product(plan: machine_fast.Packed, d: np.ndarray, lanes: int
