@@ -1345,7 +1345,11 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                              ctx.scratch("pack_slots", (fields * R, N), np.int32),
                              ctx.scratch("pack_tmp", (N,), np.int64),
                              ctx.scratch("pack_cnt", (N,), np.int64),
-                             ctx.buf("x", np.int64), ctx.scratch("pack_off", (p.cols, N), np.int64)]
+                             ctx.buf("x", np.int64), ctx.scratch("pack_off", (p.cols, N), np.int64),
+                             # The offsets as int32, for fused lanes, when they fit.
+                             ctx.scratch("pack_off32", (p.cols, N), np.int32)
+                             if int(np.abs(plan.off).max(initial=0)) * nrows <= INT32_MAX
+                             else None]
             return
         prep[:] = [lanes, ch.astype(cdt), d, ctx.buf("rhs", dt)[:nrows],
                    ctx.buf("bits", np.int32)[:nrows], ctx.buf("prod", dt)[:n], mat.nch,
@@ -1472,7 +1476,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             blocks = sh_lhs[id(lhs)] = [(b, s0, s1) for (s0, s1), b in merged.items()]
         if len(blocks) > SHADOW_BLOCKS or d.shape[0] < SHADOW_BLOCK_ROWS * len(blocks):
             # (d: the drive buffer of the chain's IN rows [0, hi))
-            np.take(S, shadow[1][:d.shape[0]], axis=0, out=d)
+            np.take(S, shadow[1][:d.shape[0]], axis=0, out=d, mode="wrap")  # (in range)
             mm(lhs, d, out=out)
             return
         t = ctx.scratch("shadow_part", out.shape, out.dtype.type)
@@ -1488,7 +1492,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         """ACC and the read charge from the packed product of the drive ``d``
         (columns ``cols``; see ``Packed``). ``fuse``: the product's lanes go to the
         first n rows of the slots buffer (int32: |product| < 2^24), not to ACC."""
-        plan, out, oi, slots, tmp, offc, new, offs = pk
+        plan, out, oi, slots, tmp, offc, new, offs, offs32 = pk
         R = plan.rows
         out = out[:, cols]
         mul(plan.lhs, d, out, mm)
@@ -1529,7 +1533,18 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
                 np.copyto(lanes, slots[:n, cols])
             else:
                 np.multiply(slots[:n, cols], plan.g, out=lanes, dtype=np.int64)
-        if plan.off0 is None:
+        if fuse and offs32 is not None:
+            # int32 lanes plus int32 offsets (|off| * count fits): an int64 operand
+            # would make the addition cast every element, four times slower.
+            if plan.off0 is None:
+                off = offs32[:n, cols]
+                np.multiply(plan.off[:, None], cnt, out=off, casting="unsafe")
+                np.add(lanes, off, out=lanes)
+            elif plan.off0:
+                off = offs32[0, cols]
+                np.multiply(cnt, plan.off0, out=off, casting="unsafe")
+                np.add(lanes, off, out=lanes)
+        elif plan.off0 is None:
             off = offs[:n, cols]
             np.multiply(plan.off[:, None], cnt, out=off)
             np.add(lanes, off, out=lanes, casting="unsafe")
