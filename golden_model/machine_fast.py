@@ -2011,6 +2011,7 @@ def _stack_fn(units: list[Unit], steps: list[_Step], per: list[Fn | None], ctx: 
     engine = ctx.engine
     xkey = m.xbar_key
     dm = ctx.dm
+    dest = strided_rows(dm, out_idx)  # the stores as one strided copy, when they can be
     key: list = [None]
     prep: list = []  # [] : the product is not exact for this matrix
 
@@ -2065,15 +2066,39 @@ def _stack_fn(units: list[Unit], steps: list[_Step], per: list[Fn | None], ctx: 
                 else:
                     np.add(cnt, cond, out=cnt)
             np.multiply(cnt, epi.oscale, out=cnt)
-            np.add(cnt, epi.obias, out=cnt)
-            dm[out_idx] = cnt
+            if dest is not None:
+                np.add(cnt, epi.obias, out=dest)
+            else:
+                np.add(cnt, epi.obias, out=cnt)
+                dm[out_idx] = cnt
             return
         v = prod.astype(np.int64)
         b = epi.bias64()
         if b is not None:
             v += b[:, None]
-        dm[out_idx] = v.astype(np.int32)  # the store truncates: two's complement wrap
+        if dest is not None:
+            np.copyto(dest, v, casting="unsafe")  # the store truncates: two's complement
+        else:
+            dm[out_idx] = v.astype(np.int32)
     return f_stack
+
+
+def strided_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """``a[rows]`` (rows intp of any shape, distinct) as a strided view, when the
+    rows step evenly along each axis of ``rows``; else None."""
+    base = int(rows.flat[0])
+    steps = []
+    for ax in range(rows.ndim):
+        sl = [0] * rows.ndim
+        sl[ax] = 1
+        steps.append(int(rows[tuple(sl)]) - base if rows.shape[ax] > 1 else 0)
+    want = base + sum(np.arange(m)[(slice(None),) + (None,) * (rows.ndim - 1 - ax)] * st
+                      for ax, (m, st) in enumerate(zip(rows.shape, steps, strict=True)))
+    if not np.array_equal(want, rows) or min(steps, default=0) < 0:
+        return None
+    rs, es = a.strides
+    return np.lib.stride_tricks.as_strided(
+        a[base:], shape=(*rows.shape, a.shape[1]), strides=(*(st * rs for st in steps), es))
 
 
 def _ldin_run_fn(sts: list[_Step], ctx: Ctx) -> Fn | None:

@@ -892,6 +892,8 @@ def stack_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
     units = int(rng.integers(2, 9))
     hazard = int(rng.integers(0, 6)) if rng.random() < 0.4 else -1
     bad = int(rng.integers(1, units))  # the unit of the hazard
+    # Destinations in order (one strided store) or not (``strided_rows``: None).
+    order = rng.permutation(units) if rng.random() < 0.3 else np.arange(units)
     for u in range(units):
         out += [mk("ACLR"), mk("INCLR")]
         end = 0
@@ -904,7 +906,7 @@ def stack_section(rng: np.random.Generator, rel: int) -> list[isa.Instr]:
             end += w
         a = dict(acc, sh=acc["sh"] ^ 1) if hazard == 3 and u == bad else acc
         out += [mk("READ", **rd), mk("ACC", **a), *(mk("ACC", **b) for b in bias)]
-        dst = 100 + 8 * u
+        dst = 100 + 8 * int(order[u])
         if hazard == 0 and u == bad - 1:
             dst = bad * step  # a word the next unit loads
         elif hazard == 1 and u == bad:
@@ -973,6 +975,25 @@ def test_stacked_units_fast_equals_definition(chunk: int, monkeypatch: pytest.Mo
           f"{count.fallbacks} fallbacks")
     assert count.built >= 30 and count.declined >= 3
     assert count.runs - count.fallbacks >= 30 and count.fallbacks >= 5
+
+
+def test_strided_rows() -> None:
+    """``strided_rows``: rows that step evenly along every axis (steps of any size,
+    axes of one) as a view of exactly those rows, writable; other rows None."""
+    a = np.arange(400 * 3).reshape(400, 3)
+    for rows in (np.arange(12).reshape(3, 4), 5 + 7 * np.arange(6)[:, None, None] +
+                 np.arange(2)[None, :, None] + 100 * np.arange(3)[None, None, :],
+                 np.full((1, 1, 1), 9), 3 + 2 * np.arange(5)[None, :]):
+        v = machine_fast.strided_rows(a, rows)
+        assert v is not None
+        np.testing.assert_array_equal(v, a[rows])
+        b = a.copy()
+        w = machine_fast.strided_rows(b, rows)
+        assert w is not None
+        w[...] = -1
+        assert (b[rows] == -1).all() and (b == -1).sum() == rows.size * 3
+    for rows in (np.array([0, 1, 3]), np.array([[0, 1], [5, 7]]), np.array([4, 2, 0])):
+        assert machine_fast.strided_rows(a, rows) is None
 
 
 def packed_product(plan: machine_fast.Packed, d: np.ndarray, lanes: int
