@@ -50,10 +50,13 @@ class Shadow:
     ctx: Ctx
     ranges: list[Span]
     fresh: set[tuple[int, int, type]] = field(default_factory=set)
+    rows: int = field(init=False)  # the words of the ranges
+    # (mask, bit, dt) -> the buffer ``get`` last used and its [rows, columns] view.
+    _views: dict[tuple[int, int, type], tuple[np.ndarray, np.ndarray]] = \
+        field(default_factory=dict, init=False)
 
-    @property
-    def rows(self) -> int:
-        return sum(hi - lo for _, lo, hi in self.ranges)
+    def __post_init__(self) -> None:
+        self.rows = sum(hi - lo for _, lo, hi in self.ranges)
 
     def row(self, space: str, word: int) -> int:
         """The shadow row of a word."""
@@ -79,7 +82,10 @@ class Shadow:
         ctx = self.ctx
         n_all = self.rows * ctx.N
         flat = ctx.flat(f"shadow{mask},{bit}", n_all, dt)
-        s = flat[:n_all].reshape(self.rows, ctx.N)
+        got = self._views.get(key)
+        if got is None or got[0] is not flat:  # (the buffer grew for another shadow)
+            got = self._views[key] = (flat, flat[:n_all].reshape(self.rows, ctx.N))
+        s = got[1]
         if key not in self.fresh:
             base = 0
             for space, lo, hi in self.ranges:
