@@ -310,9 +310,9 @@ class Ctx:
         # Scratch buffers hold nothing from one instruction to the next: contexts with
         # the same columns share them.
         self._bufs: dict[tuple[str, type], np.ndarray] = {} if bufs is None else bufs
-        self._tiles: dict[tuple[object, ...], tuple[bytes, np.ndarray]] = {}
+        self._tiles: dict[tuple[object, ...], tuple[bytes, np.ndarray, int]] = {}
         # ACT tables prepared for comparison (``_act_fn``), by (address, lanes, k + 1).
-        self.act_tables: dict[tuple[int, int, int], tuple[bytes, ActBounds | None]] = {}
+        self.act_tables: dict[tuple[int, int, int], tuple[bytes, ActBounds | None, int]] = {}
         self.ch2 = np.zeros((2, N))  # float64 charge sums: high part, low part
         self.chi = np.zeros(N, np.int64)  # exact charges of float64 products and slow READs
         self.dirty = self.dirty_i = False  # ch2, chi hold something
@@ -321,6 +321,10 @@ class Ctx:
         self.float_fold = 1 << max(0, 28 - self.shift)
         self.reads_since = 0
         self.res: RunResult = RunResult(0, 0, Err.NONE, -1, 0)
+        # Runs of a lifted body (``Engine._run_lifted``): no absolute DMEM word changes
+        # during one (``Machine._liftable``), so what was made of such words and checked
+        # against them in this run still holds (``fixed``).
+        self.gen = 0
         self.read_base = 0
         self.fold_at = self.fold_base = 0
 
@@ -360,20 +364,28 @@ class Ctx:
             b = self._bufs[k] = np.empty(size, dtype)
         return b
 
+    def fixed(self, gen: int) -> bool:
+        """Were absolute words checked in run ``gen`` of this lifted body still the
+        same now? (True only within that run; a block's closures always check.)"""
+        return gen == self.gen and self.win is not None
+
     def tiled(self, a: int, n: int, k: int) -> np.ndarray:
         """k times absolute DMEM words [a, a + n) for every copy: int64 [n, copies, B],
         contiguous (an operation on the [n, 1, B] words broadcasts over copies in runs
         of B values, several times slower). Kept per (a, n, k) in the context and
         remade when the words differ from those it was made of."""
         key = ("tiled", a, n, k)
+        got = self._tiles.get(key)
+        if got is not None and self.fixed(got[2]):
+            return got[1]
         words = self.dm[a:a + n]
         raw = words.tobytes()  # (comparing bytes: a tenth of np.array_equal's time)
-        got = self._tiles.get(key)
         if got is not None and got[0] == raw:
+            self._tiles[key] = (raw, got[1], self.gen)
             return got[1]
         out = got[1] if got is not None else np.empty((n, self.copies, self.B), np.int64)
         np.multiply(words[:, None, :], k, out=out, dtype=np.int64)
-        self._tiles[key] = (raw, out)
+        self._tiles[key] = (raw, out, self.gen)
         return out
 
     def act_bounds(self, t0: int, n: int, k1: int) -> ActBounds | None:
@@ -382,14 +394,17 @@ class Ctx:
         whether every sign is negative (``act_bounds``); None when the table needs
         the general path. Kept per table (the ACTs of a layer's positions share one)
         and remade when its words differ from those it was made of."""
-        words = self.dm[t0:t0 + n * k1]
-        raw = words.tobytes()
         key = (t0, n, k1)
         got = self.act_tables.get(key)
+        if got is not None and self.fixed(got[2]):
+            return got[1]
+        words = self.dm[t0:t0 + n * k1]
+        raw = words.tobytes()
         if got is not None and got[0] == raw:
+            self.act_tables[key] = (raw, got[1], self.gen)
             return got[1]
         out = act_bounds(words.reshape(n, k1, 1, -1), n, k1, self.copies, self.B)
-        self.act_tables[key] = (raw, out)
+        self.act_tables[key] = (raw, out, self.gen)
         return out
 
     def words(self, a: int, n: int, rel: bool) -> np.ndarray:
@@ -794,8 +809,8 @@ class Epilogue:
         else:
             self.out = _dmem_operand(ctx, a["dst"], n, bool(a["rel"]))
         # (raw words, [n, copies, B] int32 bias or None) and (raw words, bounds or None)
-        self._bias: list = [None, None]
-        self._bounds: dict[type, tuple[bytes, tuple[np.ndarray, np.ufunc] | None]] = {}
+        self._bias: list = [None, None, -1]  # (+ the lifted run it was checked in)
+        self._bounds: dict[type, tuple[bytes, tuple[np.ndarray, np.ufunc] | None, int]] = {}
 
     @staticmethod
     def fits(steps: list[_Step], n: int) -> bool:
@@ -831,10 +846,13 @@ class Epilogue:
 
     def bias32(self) -> np.ndarray | None:
         """b wrapped to int32 (kept while its words are unchanged)."""
+        if self.ctx.fixed(self._bias[2]):
+            return self._bias[1]
         raw = self.raw()
         if self._bias[0] != raw:
             b = self.bias64()
-            self._bias[:] = [raw, None if b is None else b.astype(np.int32)]
+            self._bias[:2] = [raw, None if b is None else b.astype(np.int32)]
+        self._bias[2] = self.ctx.gen
         return self._bias[1]
 
     def bounds(self, pmax: int, dt: type) -> tuple[np.ndarray, np.ufunc] | None:
@@ -842,9 +860,12 @@ class Epilogue:
         comparison; None when it needs the instructions themselves."""
         ctx = self.ctx
         n, k1, t0 = self.n, self.k1, self.tbl
-        raw = ctx.dm[t0:t0 + n * k1].tobytes() + self.raw()
         got = self._bounds.get(dt)
+        if got is not None and ctx.fixed(got[2]):
+            return got[1]
+        raw = ctx.dm[t0:t0 + n * k1].tobytes() + self.raw()
         if got is not None and got[0] == raw:
+            self._bounds[dt] = (raw, got[1], ctx.gen)
             return got[1]
         out = None
         prep = ctx.act_bounds(t0, n, k1)
@@ -863,7 +884,7 @@ class Epilogue:
                     u -= b[:, None]
                 np.clip(u, -pmax - 1, pmax + 1, out=u)
                 out = (u.astype(dt), np.less_equal if negative else np.greater_equal)
-        self._bounds[dt] = (raw, out)
+        self._bounds[dt] = (raw, out, ctx.gen)
         return out
 
     def ready(self, pmax: int, dt: type, ib: int) -> object | None:
@@ -1287,6 +1308,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
     # and each product matrix (by id) as (its column block, s0, s1) per distinct s0:s1.
     sh_runs: list[tuple[int, int, int, int]] = []
     sh_lhs: dict[int, list[tuple[np.ndarray, int, int]]] = {}
+    sh_part: dict[tuple[int, ...], np.ndarray] = {}  # a block product's scratch, by shape
 
     def refresh(ver: bytes, hi: int) -> None:
         key[0], key[1] = ver, hi
@@ -1294,6 +1316,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
         pk.clear()
         sh_runs.clear()
         sh_lhs.clear()
+        sh_part.clear()
         if shadow is not None:
             r = shadow[1][:hi]
             cut = np.flatnonzero(np.diff(r) != 1) + 1
@@ -1479,7 +1502,9 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             np.take(S, shadow[1][:d.shape[0]], axis=0, out=d, mode="wrap")  # (in range)
             mm(lhs, d, out=out)
             return
-        t = ctx.scratch("shadow_part", out.shape, out.dtype.type)
+        t = sh_part.get(out.shape)
+        if t is None:
+            t = sh_part[out.shape] = ctx.scratch("shadow_part", out.shape, out.dtype.type)
         for i, (blk, s0, s1) in enumerate(blocks):
             if i == 0:
                 mm(blk, S[s0:s1], out=out)
@@ -2412,6 +2437,7 @@ class Engine:
         assert st is not None
         ctx = lf.ctx
         ctx.regs.reset()  # as the definition's new registers
+        ctx.gen += 1
         ctx.res = res
         ctx.read_base = res.reads
         for f in lf.fns:
