@@ -1830,8 +1830,9 @@ def with_chains(steps: list[_Step], per: list[Fn | None], ctx: Ctx, after: list[
     runs of single-pair chains into the same ACC lanes as one (``_group_fn``).
     ``after``: the instructions run after ``steps``, then the run ends if ``halts``."""
     chains = {} if ctx.m.image.params.physics.active else read_chains(steps)
-    # Runs of like units (``golden_model.stack``): first step -> (the run's last unit,
-    # left to the closures below, and the closure of the others).
+    # Runs of like units (``golden_model.stack``) but their last unit (left to the
+    # closures below: registers end as it leaves them), in stacks of per_stack
+    # units: a stack's first step -> (the step after it, its closure).
     stacked: dict[int, tuple[int, Fn]] = {}
     per_stack = max(2, STACK_COLUMNS // ctx.N)
     for run in stack_runs(steps, chains) if ctx.N <= STACK_MAX_N else []:

@@ -12,6 +12,9 @@ through ``_exec``, no lifting), byte for byte.
   word, every counter, the read charge and what the calibration probe sees.
 - Hand-made programs for the corners: ACC lanes cleared lazily then read by
   STA/ACT/ACC, IN with gaps, paired rows that run past the array.
+- Seeded sections of the shapes the fast paths take (``section_case``): READ
+  chains, drive shadows, epilogues, stacks of like units, each also where it
+  must decline (hazards, inexact products, probes).
 """
 
 from __future__ import annotations
