@@ -369,21 +369,35 @@ class Ctx:
         same now? (True only within that run; a block's closures always check.)"""
         return gen == self.gen and self.win is not None
 
+    def kept(self, cache: dict, key: object, words: Callable[[], bytes]
+             ) -> tuple[bool, object, bytes]:
+        """``cache[key]`` holds (the DMEM words a value was made of, the value, the
+        lifted run it was last checked in). Returns (True, the value, the words) while
+        they are unchanged (compared once per run of a lifted body: ``fixed``), else
+        (False, the old value or None, the words now): the caller makes the value
+        again and stores (words, value, ``gen``)."""
+        got = cache.get(key)
+        if got is not None and self.fixed(got[2]):
+            return True, got[1], got[0]
+        now = words()
+        if got is not None and got[0] == now:
+            cache[key] = (now, got[1], self.gen)
+            return True, got[1], now
+        return False, None if got is None else got[1], now
+
     def tiled(self, a: int, n: int, k: int) -> np.ndarray:
         """k times absolute DMEM words [a, a + n) for every copy: int64 [n, copies, B],
         contiguous (an operation on the [n, 1, B] words broadcasts over copies in runs
         of B values, several times slower). Kept per (a, n, k) in the context and
         remade when the words differ from those it was made of."""
         key = ("tiled", a, n, k)
-        got = self._tiles.get(key)
-        if got is not None and self.fixed(got[2]):
-            return got[1]
         words = self.dm[a:a + n]
-        raw = words.tobytes()  # (comparing bytes: a tenth of np.array_equal's time)
-        if got is not None and got[0] == raw:
-            self._tiles[key] = (raw, got[1], self.gen)
-            return got[1]
-        out = got[1] if got is not None else np.empty((n, self.copies, self.B), np.int64)
+        # (comparing bytes: a tenth of np.array_equal's time)
+        hit, out, raw = self.kept(self._tiles, key, words.tobytes)
+        if hit:
+            return out
+        if out is None:
+            out = np.empty((n, self.copies, self.B), np.int64)
         np.multiply(words[:, None, :], k, out=out, dtype=np.int64)
         self._tiles[key] = (raw, out, self.gen)
         return out
@@ -395,14 +409,10 @@ class Ctx:
         the general path. Kept per table (the ACTs of a layer's positions share one)
         and remade when its words differ from those it was made of."""
         key = (t0, n, k1)
-        got = self.act_tables.get(key)
-        if got is not None and self.fixed(got[2]):
-            return got[1]
         words = self.dm[t0:t0 + n * k1]
-        raw = words.tobytes()
-        if got is not None and got[0] == raw:
-            self.act_tables[key] = (raw, got[1], self.gen)
-            return got[1]
+        hit, out, raw = self.kept(self.act_tables, key, words.tobytes)
+        if hit:
+            return out
         out = act_bounds(words.reshape(n, k1, 1, -1), n, k1, self.copies, self.B)
         self.act_tables[key] = (raw, out, self.gen)
         return out
@@ -808,9 +818,9 @@ class Epilogue:
             self.out = None
         else:
             self.out = _dmem_operand(ctx, a["dst"], n, bool(a["rel"]))
-        # (raw words, [n, copies, B] int32 bias or None) and (raw words, bounds or None)
-        self._bias: list = [None, None, -1]  # (+ the lifted run it was checked in)
-        self._bounds: dict[type, tuple[bytes, tuple[np.ndarray, np.ufunc] | None, int]] = {}
+        # ``Ctx.kept`` entries: "bias" -> the [n, copies, B] int32 bias or None, and
+        # ("bounds", float type) -> the ACT's bounds or None.
+        self._kept: dict[object, tuple[bytes, object, int]] = {}
 
     @staticmethod
     def fits(steps: list[_Step], n: int) -> bool:
@@ -846,27 +856,25 @@ class Epilogue:
 
     def bias32(self) -> np.ndarray | None:
         """b wrapped to int32 (kept while its words are unchanged)."""
-        if self.ctx.fixed(self._bias[2]):
-            return self._bias[1]
-        raw = self.raw()
-        if self._bias[0] != raw:
+        ctx = self.ctx
+        hit, out, raw = ctx.kept(self._kept, "bias", self.raw)
+        if not hit:
             b = self.bias64()
-            self._bias[:2] = [raw, None if b is None else b.astype(np.int32)]
-        self._bias[2] = self.ctx.gen
-        return self._bias[1]
+            out = None if b is None else b.astype(np.int32)
+            self._kept["bias"] = (raw, out, ctx.gen)
+        return out  # type: ignore[return-value]
 
     def bounds(self, pmax: int, dt: type) -> tuple[np.ndarray, np.ufunc] | None:
         """The ACT's bounds on P ([n, k, copies, B] in P's float type) and the
         comparison; None when it needs the instructions themselves."""
         ctx = self.ctx
         n, k1, t0 = self.n, self.k1, self.tbl
-        got = self._bounds.get(dt)
-        if got is not None and ctx.fixed(got[2]):
-            return got[1]
-        raw = ctx.dm[t0:t0 + n * k1].tobytes() + self.raw()
-        if got is not None and got[0] == raw:
-            self._bounds[dt] = (raw, got[1], ctx.gen)
-            return got[1]
+        # (pmax with the words: the bounds are clipped to it, and a PROG between runs
+        # may change the matrix; within a lifted run it cannot.)
+        hit, got, raw = ctx.kept(self._kept, ("bounds", dt), lambda: ctx.dm[
+            t0:t0 + n * k1].tobytes() + self.raw() + pmax.to_bytes(8, "little"))
+        if hit:
+            return got  # type: ignore[return-value]
         out = None
         prep = ctx.act_bounds(t0, n, k1)
         if prep is not None and prep[1] is None:
@@ -884,7 +892,7 @@ class Epilogue:
                     u -= b[:, None]
                 np.clip(u, -pmax - 1, pmax + 1, out=u)
                 out = (u.astype(dt), np.less_equal if negative else np.greater_equal)
-        self._bounds[dt] = (raw, out, ctx.gen)
+        self._kept[("bounds", dt)] = (raw, out, ctx.gen)
         return out
 
     def ready(self, pmax: int, dt: type, ib: int) -> object | None:
@@ -1122,6 +1130,16 @@ def read_chains(steps: list[_Step]) -> dict[int, int]:
     return out
 
 
+def chain_exact(mat: FastMat, ksum: int, reads: int) -> bool:
+    """Is sum_i k_i * (W @ drive_i) over ``reads`` READs of ``mat`` (sum |k_i| =
+    ``ksum``) ACC's exact increment as one float product? The lanes must be the ADC
+    codes (its step divides every entry, no clipping) and every partial sum, and the
+    charge rows' sums over the READs, exact in the matrix's float type."""
+    exact = F32_EXACT if mat.nch == 2 else F64_EXACT
+    return bool(mat.div) and mat.clip is None and mat.colsum * ksum < exact and \
+        ksum < exact and mat.chsum * reads < F64_EXACT
+
+
 def _chain_pair(steps: list[_Step], i: int, first: _Step, first_acc: _Step) -> bool:
     """steps[i:i + 2] is a READ like ``first`` and an ACC from CODE like ``first_acc``."""
     if i + 1 >= len(steps):
@@ -1325,9 +1343,7 @@ def _chain_fn(steps: list[_Step], ctx: Ctx, slow: list[Fn], live: bool,
             sh_runs.extend((a, b, int(r[a]), int(r[a]) + b - a)
                            for a, b in zip(starts, ends, strict=True))
         mat = engine.matrix(xbar, c0, width, sym, adc)
-        exact = F32_EXACT if mat.nch == 2 else F64_EXACT
-        if not mat.div or mat.clip is not None or mat.colsum * ksum >= exact or \
-                ksum >= exact or mat.chsum * nfused >= F64_EXACT:
+        if not chain_exact(mat, ksum, nfused):
             return
         nrows = min(2 * hi, p.rows - ro) if pair else hi
         dt = mat.lhs.dtype.type
@@ -2046,10 +2062,9 @@ def _stack_fn(units: list[Unit], steps: list[_Step], per: list[Fn | None], ctx: 
         key[0] = ver
         prep.clear()
         mat = engine.matrix(xbar, c0, width, sym, adc)
-        exact = F32_EXACT if mat.nch == 2 else F64_EXACT
-        pmax = mat.colsum * abs(k)
-        if not mat.div or mat.clip is not None or pmax >= exact or mat.chsum >= F64_EXACT:
+        if not chain_exact(mat, abs(k), 1):
             return
+        pmax = mat.colsum * abs(k)
         L = mat.lanes
         lhs = mat.lhs[:, ro:ro + hi]
         prep[:] = [np.concatenate([lhs[acc_a:acc_a + n] * k, lhs[L + 1:]]),
