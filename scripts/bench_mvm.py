@@ -270,13 +270,17 @@ def startup_times(repeat: int = 5) -> dict[str, float]:
 # ------------------------------------------------------------------ batch 16 vs reference
 
 
+BATCH = 16  # issue 18's batch: the inputs of one call, and the programs' compiled batch
+
+
 def examples_batch16(repeat: int) -> list[dict[str, Any]]:
     rows = []
-    for model, images in [(m, n) for n in (16, None) for m in ("bnn_mlp", "tnn_mlp", "bnn_cnn")]:
+    for model, images in [(m, n) for n in (BATCH, None)
+                          for m in ("bnn_mlp", "tnn_mlp", "bnn_cnn")]:
         net = load_model(ROOT / "examples" / f"{model}.onnx")
         x, _ = digits_for(net.input.shape)
         q = quantize_input(net, x[:images])
-        comp = compile_network(net, make_config(None, {"batch": 16}))
+        comp = compile_network(net, make_config(None, {"batch": BATCH}))
         ref = forward_int(net, q)
         assert isinstance(ref, np.ndarray)
         assert (run_golden(comp, q).logits == ref).all(), f"{model}: machine != reference"
@@ -369,7 +373,7 @@ BATCH16_HEAD = "Golden machine at batch 16"
 
 def batch16_goal(r: dict[str, Any]) -> str:
     """Issue 18's verdict on a row: its batch is the inputs of one call, as B above."""
-    if r["images"] != 16:
+    if r["images"] != BATCH:
         return f"(B = {r['images']:,}: reported)"
     return f"<= 2x: {'met' if r['machine'] <= 2 * r['reference'] else 'NOT met'}"
 
@@ -383,7 +387,7 @@ def batch16_lines(ex: list[dict[str, Any]], repeat: int, note: str = "") -> list
         f"best of {5 * repeat} alternate runs ({repeat} for all digits){note}. A batch "
         "is the inputs of one call, as B in the table above: batch 16 is the first 16 "
         "digits, one run of the program compiled with `batch = 16` (goal <= 2x). All "
-        f"{n_all:,} digits ({-(-n_all // 16)} runs of that program in lockstep, B = "
+        f"{n_all:,} digits ({-(-n_all // BATCH)} runs of that program in lockstep, B = "
         f"{n_all:,}) are timed too, for the cost per input at a large batch:", "",
         "| model | images | instructions | golden machine | reference | ratio | goal |",
         "|---|---|---|---|---|---|---|",
